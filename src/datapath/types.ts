@@ -1,0 +1,59 @@
+import type { Logger } from '../util/log';
+import type { Service } from '../model/types';
+
+export interface DatapathOptions {
+  /** bpffs directory for berth's pins (maps and links). Default /sys/fs/bpf/berth. */
+  pinDir: string;
+  /** 'auto' or an explicit cgroup2 directory. */
+  cgroupRoot: string;
+  /** Where the host's /proc is visible (PID 1's namespaces are entered through it). */
+  hostProc: string;
+  /** Runtime dir (/run/berth); cgroupv2/ is mounted below it when berth mounts cgroup2 itself. */
+  runDir: string;
+  serviceCidr: string;
+  serviceCidr6: string;
+  logger: Logger;
+}
+
+export interface DatapathStatus {
+  /** The cgroup2 directory the socket programs are attached to. */
+  cgroupRoot: string;
+  /** Verified (not assumed): the attach point is the host's root cgroup. */
+  cgroupIsHostRoot: boolean;
+  /** Names of the attached hooks, e.g. ['connect4', 'connect6', ...]. */
+  attached: string[];
+  /** Entries currently in the maps. */
+  counts: { services: number; backends: number; revnat: number };
+}
+
+export interface SyncResult {
+  /** Map writes and deletes done by this sync. */
+  updates: number;
+  deletes: number;
+  /** Per-service failures (e.g. E2BIG/ENOSPC on a full map); other services were applied. */
+  errors: { service: string; error: string }[];
+  durationMs: number;
+}
+
+export interface ServiceCounters {
+  /** Connections (and unconnected UDP sends) balanced to a backend. */
+  connects: number;
+  /** Attempts refused because the service had no backend. */
+  noBackend: number;
+}
+
+/** The contract of src/datapath/index.ts (class Datapath implements it). */
+export interface DatapathApi {
+  /**
+   * Make the desired services the content of the maps, applying only the difference.
+   * prune=false (before berthd's first full Docker list) only adds/updates, never removes.
+   * Ingress services are programmed for host-netns sockets only: VIP:listen -> 127.0.0.1:proxyPort.
+   * Backends that disappear get their connected UDP sockets destroyed (TCP left alone).
+   */
+  sync(services: Service[], opts: { prune: boolean }): Promise<SyncResult>;
+  status(): DatapathStatus;
+  /** Per service name, from the BPF counters. */
+  counters(): Map<string, ServiceCounters>;
+  /** Release fds; pinned maps and links (and so every VIP) stay in the kernel. */
+  close(): void;
+}

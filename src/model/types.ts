@@ -1,0 +1,133 @@
+/**
+ * The plain-data types that flow between berth's layers (see README "How it works"):
+ *
+ *   docker/  --DockerSnapshot-->  model/  --DesiredState-->  datapath/ and proxy/
+ *
+ * Nothing here does I/O. IP addresses are strings in their usual text form; ports are
+ * host-order numbers. Byte order exists only in src/datapath/codec.ts.
+ */
+
+export type Protocol = 'tcp' | 'udp';
+
+/** One container as the Docker watcher saw it in its last full list. */
+export interface ContainerInfo {
+  /** Full 64-hex container id. */
+  id: string;
+  /** Container name without Docker's leading slash. */
+  name: string;
+  labels: Record<string, string>;
+  /** Docker's State.Status: running, created, restarting, exited, paused, dead, removing. */
+  state: string;
+  /** Docker's health status; 'none' when the image has no HEALTHCHECK. */
+  health: 'none' | 'starting' | 'healthy' | 'unhealthy';
+  /**
+   * True once a kill/stop event was seen for the current run of the container: it leaves the
+   * backend set at once, before it dies. Cleared when the container starts again.
+   */
+  stopping: boolean;
+  /** Ports the image exposes (Config.ExposedPorts), the default for `berth.ports`. */
+  exposedPorts: { port: number; protocol: Protocol }[];
+  /** Networks the container is attached to, with its addresses there. */
+  networks: ContainerNetwork[];
+}
+
+export interface ContainerNetwork {
+  name: string;
+  id: string;
+  ip: string | null;
+  ip6: string | null;
+}
+
+/** A Docker network (from the network list), used to reject VIPs inside Docker subnets. */
+export interface NetworkInfo {
+  id: string;
+  name: string;
+  /** CIDRs, IPv4 and IPv6. */
+  subnets: string[];
+  /** Gateway addresses. */
+  gateways: string[];
+}
+
+/** Everything the model needs from Docker, taken from one full list. */
+export interface DockerSnapshot {
+  containers: ContainerInfo[];
+  networks: NetworkInfo[];
+  /** When the list was taken (ms since epoch). */
+  takenAt: number;
+}
+
+/** Host facts the model checks VIPs against (host addresses, loopback). */
+export interface HostInfo {
+  /** Addresses configured on the host's interfaces (`ip -j addr`). */
+  addresses: string[];
+}
+
+export interface ServicePort {
+  /** Port on the VIP. */
+  port: number;
+  protocol: Protocol;
+  /** Port on each backend container. */
+  targetPort: number;
+}
+
+export interface Backend {
+  /** Container name. */
+  container: string;
+  /** Container id. */
+  id: string;
+  ip: string | null;
+  ip6: string | null;
+}
+
+export interface Route {
+  /** Host header to match, or null for any. */
+  host: string | null;
+  /** Path prefix, starting with '/'. */
+  path: string;
+  /** Target service name. */
+  service: string;
+  /** Target service port (the service's VIP port). */
+  port: number;
+}
+
+export interface IngressSpec {
+  /** Port the ingress VIP listens on (label `listen`, default 80). */
+  listen: number;
+  /** Port on the host's own addresses for outside clients, or null. */
+  publish: number | null;
+  /**
+   * Envoy listener port picked from `proxyPorts` by proxy/ (persisted); null until assigned.
+   * The datapath sends host clients of the ingress VIP straight to 127.0.0.1:proxyPort.
+   */
+  proxyPort: number | null;
+}
+
+export interface Service {
+  name: string;
+  kind: 'service' | 'ingress';
+  vip: string;
+  vip6: string | null;
+  ports: ServicePort[];
+  /** Usable backends only (running, healthy if it has a healthcheck, not stopping), sorted by id. */
+  backends: Backend[];
+  /** Ingress only: its routes, longest path first. Empty for services. */
+  routes: Route[];
+  /** Ingress only. */
+  ingress: IngressSpec | null;
+  /** Problems with this service (e.g. a full map); label problems are in labelErrors. */
+  errors: string[];
+}
+
+export interface LabelError {
+  /** Container name. */
+  container: string;
+  /** The offending label key, e.g. `berth.ports`. */
+  label: string;
+  error: string;
+}
+
+/** The whole desired state, computed from one DockerSnapshot. Services sorted by name. */
+export interface DesiredState {
+  services: Service[];
+  labelErrors: LabelError[];
+}

@@ -1,0 +1,46 @@
+import type { Logger } from '../util/log';
+import type { DesiredState } from '../model/types';
+
+export type RedirectMode = 'ebpf' | 'iptables';
+
+export interface ProxyOptions {
+  /** Envoy binary; 'envoy' means look it up on PATH. */
+  envoyPath: string;
+  /** /run/berth: Envoy bootstrap, admin and xDS unix sockets live here. */
+  runDir: string;
+  /** /var/lib/berth: persisted listener-port assignments. */
+  stateDir: string;
+  /** Inclusive range listener ports are picked from. */
+  proxyPorts: { from: number; to: number };
+  /** 'auto' resolves to ebpf where the kernel allows, else iptables. */
+  redirect: RedirectMode | 'auto';
+  serviceCidr: string;
+  serviceCidr6: string;
+  logger: Logger;
+}
+
+export interface EnvoyStatus {
+  state: 'missing' | 'starting' | 'running' | 'restarting' | 'stopped';
+  pid: number | null;
+  version: string | null;
+  restarts: number;
+  /** Last xDS version Envoy ACKed, and the last NACK reason if any. */
+  ackedVersion: string | null;
+  lastNack: string | null;
+}
+
+/** The contract of src/proxy/index.ts (class Proxy implements it). */
+export interface ProxyApi {
+  /** Resolve the redirect mode, remove the other mode's rules/programs, start the xDS server and Envoy. */
+  start(): Promise<void>;
+  /**
+   * Take a new desired state: assign (persisted) listener ports to ingresses, writing them into
+   * each ingress service's `ingress.proxyPort` (mutates the given state), push a new xDS snapshot,
+   * and install/remove the redirect rules for the ingress VIPs and publish ports.
+   * Errors (port taken, bad route) are returned per ingress and do not affect the others.
+   */
+  update(state: DesiredState): Promise<{ ingress: string; error: string }[]>;
+  status(): { envoy: EnvoyStatus; redirect: RedirectMode };
+  /** Stop Envoy and the xDS server; redirect rules stay (like the datapath). */
+  stop(): Promise<void>;
+}
