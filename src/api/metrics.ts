@@ -1,0 +1,77 @@
+/**
+ * Prometheus metrics (prom-client, on a registry of berth's own rather than the global one so
+ * tests and the daemon never share state). Gauges read live values at scrape time from the
+ * daemon through the MetricsSource callbacks; counters are bumped by the daemon as things happen.
+ */
+import client from 'prom-client';
+import type { ServiceCounters } from '../datapath/types';
+
+export interface MetricsSource {
+  services(): { service: number; ingress: number };
+  backends(): number;
+  labelErrors(): number;
+  dockerReconnects(): number;
+  envoyRestarts(): number;
+  ready(): boolean;
+  /** Per service name, from the BPF counters (may throw if the datapath is not open). */
+  serviceCounters(): Map<string, ServiceCounters>;
+}
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly reconcileDuration: client.Histogram<string>;
+  readonly reconciles: client.Counter<'result'>;
+  readonly mapOperations: client.Counter<'op'>;
+  readonly mapErrors: client.Counter<string>;
+
+  constructor(src: MetricsSource) {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'berthd_' });
+    new client.Gauge({
+      name: 'berth_up', help: '1 once berthd is ready (Docker listed, programs attached, maps reconciled)', registers,
+      collect() { this.set(src.ready() ? 1 : 0); },
+    });
+    new client.Gauge({
+      name: 'berth_services', help: 'Services and ingresses in the desired state', labelNames: ['kind'], registers,
+      collect() { const s = src.services(); this.set({ kind: 'service' }, s.service); this.set({ kind: 'ingress' }, s.ingress); },
+    });
+    new client.Gauge({ name: 'berth_backends', help: 'Usable backends over all services', registers, collect() { this.set(src.backends()); } });
+    new client.Gauge({ name: 'berth_label_errors', help: 'Containers/labels currently skipped for bad labels', registers, collect() { this.set(src.labelErrors()); } });
+    new client.Gauge({ name: 'berth_docker_reconnects', help: 'Reconnections to the Docker engine since start', registers, collect() { this.set(src.dockerReconnects()); } });
+    new client.Gauge({ name: 'berth_envoy_restarts', help: 'Envoy restarts since start', registers, collect() { this.set(src.envoyRestarts()); } });
+    // BPF counters are monotonic but live in the kernel (they survive berthd restarts), so they
+    // are exposed as gauges set at scrape time; rate() over them works the same.
+    // Both per-service gauges come from one read of the counters map, done when the first of
+    // them is collected (prom-client collects metrics in registration order).
+    const conns: client.Gauge<'service'> = new client.Gauge({
+      name: 'berth_service_connections', help: 'Connections balanced to a backend, per service (BPF counter)', labelNames: ['service'], registers,
+      collect: () => readCounters(),
+    });
+    const refused = new client.Gauge({ name: 'berth_service_no_backend', help: 'Connects refused for lack of a backend, per service (BPF counter)', labelNames: ['service'], registers });
+    const readCounters = () => {
+      conns.reset();
+      refused.reset();
+      let counters: Map<string, ServiceCounters>;
+      try { counters = src.serviceCounters(); } catch { return; }
+      for (const [service, c] of counters) {
+        conns.set({ service }, c.connects);
+        refused.set({ service }, c.noBackend);
+      }
+    };
+    this.reconcileDuration = new client.Histogram({
+      name: 'berth_reconcile_duration_seconds', help: 'Time to compute and apply one reconcile',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5], registers,
+    });
+    this.reconciles = new client.Counter({ name: 'berth_reconciles_total', help: 'Reconciles by result', labelNames: ['result'], registers });
+    this.mapOperations = new client.Counter({ name: 'berth_map_operations_total', help: 'BPF map writes and deletes', labelNames: ['op'], registers });
+    this.mapErrors = new client.Counter({ name: 'berth_map_errors_total', help: 'BPF map operations that failed (e.g. a full map)', registers });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

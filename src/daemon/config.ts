@@ -1,0 +1,275 @@
+/**
+ * berthd configuration: defaults < /etc/berth/config.yaml < BERTH_* env < --flags (SPEC "Config keys").
+ *
+ * Every key has one spec entry below; flags are the kebab-case of the key and env vars its
+ * UPPER_SNAKE form with a BERTH_ prefix. Validation names the key and where the bad value came
+ * from, and berthd refuses to start on any error (an unknown key or flag included): silently
+ * ignoring a typo in a daemon that rewrites every connect() on the host is worse than not starting.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import YAML from 'yaml';
+
+export interface Config {
+  serviceCidr: string;
+  serviceCidr6: string;
+  cgroupRoot: string;
+  redirect: 'auto' | 'ebpf' | 'iptables';
+  envoyPath: string;
+  proxyPorts: { from: number; to: number };
+  hostProc: string;
+  dockerHost: string;
+  logLevel: string;
+  /** Extension: optional TCP address for Prometheus metrics (host:port); off by default. */
+  metricsAddress: string | null;
+  /** Extension: runtime dir (admin socket, Envoy files, cgroupv2 mount). */
+  runDir: string;
+  /** Extension: state dir (VIP and listener-port assignments). */
+  stateDir: string;
+  /** Extension: bpffs directory for berth's pins. */
+  bpfPinDir: string;
+  /** Extension: seconds between full Docker resyncs. */
+  resyncInterval: number;
+}
+
+export type Source = 'default' | 'file' | 'env' | 'flag';
+
+export class ConfigError extends Error {
+  readonly code = 'BERTH_CONFIG';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Parser<T> = (raw: unknown) => T;
+
+interface KeySpec<T> {
+  default: () => T;
+  parse: Parser<T>;
+  help: string;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function str(raw: unknown): string {
+  if (typeof raw !== 'string' || raw.trim() === '') throw new Error('must be a non-empty string');
+  return raw.trim();
+}
+
+function cidr(family: 4 | 6): Parser<string> {
+  return (raw) => {
+    const s = str(raw);
+    const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
+    if (!m || net.isIP(m[1]) !== family) throw new Error(`must be an IPv${family} CIDR like ${family === 4 ? '10.96.0.0/16' : 'fd00:96::/112'}`);
+    const hostBits = (family === 4 ? 32 : 128) - Number(m[2]);
+    if (hostBits < 2 || hostBits > 24) throw new Error('prefix must leave between 2 and 24 host bits');
+    return s;
+  };
+}
+
+function port(s: string): number {
+  if (!/^\d+$/.test(s)) throw new Error(`"${s}" is not a port number`);
+  const n = Number(s);
+  if (n < 1 || n > 65535) throw new Error(`port ${n} is outside 1-65535`);
+  return n;
+}
+
+function portRange(raw: unknown): { from: number; to: number } {
+  const s = str(String(raw));
+  const m = /^(\d+)(?:-(\d+))?$/.exec(s);
+  if (!m) throw new Error('must be a port range like 15000-15999');
+  const from = port(m[1]);
+  const to = m[2] ? port(m[2]) : from;
+  if (to < from) throw new Error('range end is below its start');
+  return { from, to };
+}
+
+function hostPort(raw: unknown): string | null {
+  if (raw === null || raw === '' || raw === 'off') return null;
+  const s = str(String(raw));
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d+)$/.exec(s);
+  if (!m) throw new Error('must be host:port, e.g. 127.0.0.1:9963 or [::1]:9963, or "off"');
+  const host = m[1] ?? m[2];
+  if (m[1] && net.isIPv6(host) === false) throw new Error(`"${host}" is not an IPv6 address`);
+  port(m[3]);
+  return s;
+}
+
+function absPath(raw: unknown): string {
+  const s = str(raw);
+  if (!s.startsWith('/')) throw new Error('must be an absolute path');
+  return s.replace(/\/+$/, '') || '/';
+}
+
+const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
+  serviceCidr: { default: () => '10.96.0.0/16', parse: cidr(4), help: 'IPv4 VIP range' },
+  serviceCidr6: { default: () => 'fd00:96::/112', parse: cidr(6), help: 'IPv6 VIP range' },
+  cgroupRoot: {
+    default: () => 'auto',
+    parse: (raw) => (str(raw) === 'auto' ? 'auto' : absPath(raw)),
+    help: "'auto' (host root cgroup v2) or a cgroup2 directory",
+  },
+  redirect: {
+    default: () => 'auto',
+    parse: (raw) => {
+      const s = str(raw);
+      if (s !== 'auto' && s !== 'ebpf' && s !== 'iptables') throw new Error("must be 'auto', 'ebpf' or 'iptables'");
+      return s;
+    },
+    help: 'how ingress traffic reaches Envoy',
+  },
+  envoyPath: { default: () => 'envoy', parse: str, help: 'Envoy binary (PATH lookup for a bare name)' },
+  proxyPorts: { default: () => ({ from: 15000, to: 15999 }), parse: portRange, help: 'Envoy listener port range' },
+  hostProc: { default: () => '/proc', parse: absPath, help: "where the host's /proc is visible" },
+  dockerHost: {
+    default: () => process.env.DOCKER_HOST || 'unix:///var/run/docker.sock',
+    parse: (raw) => {
+      const s = str(raw);
+      if (!/^(unix:\/\/\/|tcp:\/\/|\/)/.test(s)) throw new Error('must be unix:///path, tcp://host:port or an absolute socket path');
+      return s;
+    },
+    help: 'Docker engine to watch',
+  },
+  logLevel: {
+    default: () => 'info',
+    parse: (raw) => {
+      const s = str(raw);
+      if (!LOG_LEVELS.includes(s)) throw new Error(`must be one of ${LOG_LEVELS.join(', ')}`);
+      return s;
+    },
+    help: 'pino log level',
+  },
+  metricsAddress: { default: () => null, parse: hostPort, help: 'TCP host:port for /metrics (off by default)' },
+  runDir: { default: () => '/run/berth', parse: absPath, help: 'runtime directory' },
+  stateDir: { default: () => '/var/lib/berth', parse: absPath, help: 'state directory' },
+  bpfPinDir: { default: () => '/sys/fs/bpf/berth', parse: absPath, help: 'bpffs pin directory' },
+  resyncInterval: {
+    default: () => 30,
+    parse: (raw) => {
+      const n = Number(raw);
+      if (!Number.isFinite(n) || n < 1 || n > 3600) throw new Error('must be a number of seconds between 1 and 3600');
+      return n;
+    },
+    help: 'seconds between full Docker resyncs',
+  },
+};
+
+export const CONFIG_KEYS = Object.keys(SPECS) as (keyof Config)[];
+export const DEFAULT_CONFIG_FILE = '/etc/berth/config.yaml';
+
+export function kebab(key: string): string {
+  return key.replace(/[A-Z0-9]+/g, (m, off: number) => (off > 0 ? '-' : '') + m.toLowerCase());
+}
+
+export function envName(key: string): string {
+  return 'BERTH_' + kebab(key).replace(/-/g, '_').toUpperCase();
+}
+
+const FLAG_TO_KEY = new Map(CONFIG_KEYS.map((k) => [kebab(k), k] as const));
+const ENV_TO_KEY = new Map(CONFIG_KEYS.map((k) => [envName(k), k] as const));
+
+export interface LoadedConfig {
+  config: Config;
+  /** Where each key's effective value came from (shown by `berth status`). */
+  sources: Record<keyof Config, Source>;
+  configFile: string | null;
+}
+
+/** Parse `--key value` / `--key=value` flags. `--config PATH` names the file. */
+export function parseFlags(argv: string[]): { values: Map<keyof Config, string>; configFile: string | null; help: boolean } {
+  const values = new Map<keyof Config, string>();
+  let configFile: string | null = null;
+  let help = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') {
+      help = true;
+      continue;
+    }
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(arg);
+    if (!m) throw new ConfigError(`unexpected argument "${arg}" (flags look like --service-cidr 10.96.0.0/16)`);
+    const name = m[1];
+    let value = m[2];
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new ConfigError(`flag --${name} needs a value`);
+      value = argv[++i];
+    }
+    if (name === 'config') {
+      configFile = value;
+      continue;
+    }
+    const key = FLAG_TO_KEY.get(name);
+    if (!key) throw new ConfigError(`unknown flag --${name} (known: --config, ${[...FLAG_TO_KEY.keys()].map((f) => '--' + f).join(', ')})`);
+    values.set(key, value);
+  }
+  return { values, configFile, help };
+}
+
+/**
+ * Load the effective configuration. The file is optional when it is the default path and
+ * absent; a file named explicitly (--config or BERTH_CONFIG) must exist.
+ */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const flags = parseFlags(argv);
+  const explicitFile = flags.configFile ?? env.BERTH_CONFIG ?? null;
+  const file = explicitFile ?? DEFAULT_CONFIG_FILE;
+  const raw: Partial<Record<keyof Config, { value: unknown; source: Source; where: string }>> = {};
+
+  let fileUsed: string | null = null;
+  if (fs.existsSync(file)) {
+    let doc: unknown;
+    try {
+      doc = YAML.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new ConfigError(`config file ${file}: ${(e as Error).message}`);
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${file}: must be a mapping of keys to values`);
+      for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+        if (!(k in SPECS)) throw new ConfigError(`config file ${file}: unknown key "${k}" (known: ${CONFIG_KEYS.join(', ')})`);
+        raw[k as keyof Config] = { value: v, source: 'file', where: `config file ${file}, key ${k}` };
+      }
+    }
+    fileUsed = file;
+  } else if (explicitFile) {
+    throw new ConfigError(`config file ${explicitFile} does not exist`);
+  }
+
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('BERTH_') || name === 'BERTH_CONFIG' || value === undefined) continue;
+    const key = ENV_TO_KEY.get(name);
+    // Unknown BERTH_* variables are ignored, not fatal: the environment is shared with other
+    // tools (the CLI reads BERTH_SOCKET, tests set BERTH_TEST_*), unlike flags and the file.
+    if (key) raw[key] = { value, source: 'env', where: `environment variable ${name}` };
+  }
+  for (const [key, value] of flags.values) raw[key] = { value, source: 'flag', where: `flag --${kebab(key)}` };
+
+  const config = {} as Record<keyof Config, unknown>;
+  const sources = {} as Record<keyof Config, Source>;
+  for (const key of CONFIG_KEYS) {
+    const spec = SPECS[key] as KeySpec<unknown>;
+    const given = raw[key];
+    if (!given) {
+      config[key] = spec.default();
+      sources[key] = 'default';
+      continue;
+    }
+    try {
+      config[key] = spec.parse(given.value);
+    } catch (e) {
+      throw new ConfigError(`${given.where}: invalid ${key} ${JSON.stringify(given.value)}: ${(e as Error).message}`);
+    }
+    sources[key] = given.source;
+  }
+  return { config: config as unknown as Config, sources, configFile: fileUsed };
+}
+
+export function usage(): string {
+  const lines = ['usage: berthd [--config FILE] [--key value ...]', '', 'keys (flag / env / meaning / default):'];
+  for (const key of CONFIG_KEYS) {
+    const spec = SPECS[key] as KeySpec<unknown>;
+    lines.push(`  --${kebab(key)}  ${envName(key)}  ${spec.help} (default ${JSON.stringify(spec.default())})`);
+  }
+  return lines.join('\n');
+}
