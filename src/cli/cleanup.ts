@@ -1,0 +1,39 @@
+/**
+ * `berth cleanup`: the uninstall of berth's kernel and disk state. It removes exactly what berth
+ * creates (SPEC "kernel objects berth creates") and nothing else: its pinned links and maps (which
+ * detaches the programs), the unreachable routes of the VIP ranges, the redirect rules/programs of
+ * both modes, the cgroup2 mount it made, /run/berth and /var/lib/berth.
+ */
+import fs from 'node:fs';
+import type { Config } from '../daemon/config';
+import { Datapath } from '../datapath';
+import { Proxy } from '../proxy';
+import { silentLogger } from '../util/log';
+import { run } from '../util/exec';
+import { mountsBelow } from '../util/mounts';
+
+export async function cleanup(c: Config): Promise<string[]> {
+  const removed: string[] = [];
+  const logger = silentLogger();
+  const r1 = await Proxy.cleanupRedirect({ logger });
+  removed.push(...r1);
+  const r2 = await Datapath.cleanup({
+    pinDir: c.bpfPinDir, cgroupRoot: c.cgroupRoot, hostProc: c.hostProc, runDir: c.runDir,
+    serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, logger,
+  });
+  removed.push(...r2);
+  for (const dir of [c.runDir, c.stateDir]) {
+    // Never recurse into a mount: rm -r over a cgroup2 mount would rmdir real cgroups.
+    for (const m of mountsBelow(dir)) {
+      const r = await run('umount', [m]);
+      if (r.code === 0) removed.push(`mount ${m}`);
+    }
+    const left = mountsBelow(dir);
+    if (left.length) throw new Error(`not removing ${dir}: still mounted below it: ${left.join(', ')}`);
+    if (fs.existsSync(dir)) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      removed.push(dir);
+    }
+  }
+  return removed;
+}

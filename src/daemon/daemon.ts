@@ -1,0 +1,334 @@
+/**
+ * berthd's life cycle and its one reconcile loop.
+ *
+ * Level-triggered: every reconcile starts from the watcher's last FULL Docker list, rebuilds the
+ * whole desired state (model/), hands it to the proxy (listener ports, xDS, redirect rules) and to
+ * the datapath (which applies only the difference to the pinned maps). Docker events merely make
+ * the watcher re-list; there is no incremental state here to drift. While Docker is unreachable
+ * the watcher keeps its last snapshot and no reconcile withdraws anything.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from '../util/log';
+import type { LoadedConfig } from './config';
+import type { DesiredState, DockerSnapshot, Service } from '../model/types';
+import type { DatapathApi, SyncResult } from '../datapath/types';
+import type { ProxyApi } from '../proxy/types';
+import { Datapath } from '../datapath';
+import { Proxy } from '../proxy';
+import { DockerWatcher } from '../docker/watcher';
+import { buildDesiredState, VipStore } from '../model';
+import { AdminApi } from '../api/server';
+import { Metrics } from '../api/metrics';
+import { Notifier } from './notify';
+
+export const VERSION: string = (() => {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(__dirname, '../../../package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
+
+interface ReconcileRecord {
+  at: string;
+  durationMs: number;
+  sync: SyncResult | null;
+  proxyErrors: { ingress: string; error: string }[];
+  error: string | null;
+}
+
+/** Every address configured on the host, to keep VIPs from shadowing one of them. */
+export function hostAddresses(): string[] {
+  return Object.values(os.networkInterfaces())
+    .flat()
+    .filter((a): a is os.NetworkInterfaceInfo => !!a)
+    .map((a) => a.address.replace(/%.*$/, ''));
+}
+
+export class Daemon {
+  private datapath: DatapathApi | null = null;
+  private proxy: ProxyApi | null = null;
+  private watcher: DockerWatcher | null = null;
+  private readonly api: AdminApi;
+  readonly metrics: Metrics;
+  private readonly notifier = new Notifier();
+  private store!: VipStore;
+
+  private desired: DesiredState | null = null;
+  private snapshot: DockerSnapshot | null = null;
+  private last: ReconcileRecord | null = null;
+  private ready = false;
+  private stopping = false;
+  private running: Promise<void> | null = null;
+  private dirty = false;
+  private resyncTimer: NodeJS.Timeout | null = null;
+  private watchdogTimer: NodeJS.Timeout | null = null;
+  private lastStatusLine = '';
+  readonly startedAt = new Date();
+
+  constructor(private readonly cfg: LoadedConfig, private readonly log: Logger) {
+    this.api = new AdminApi(log);
+    this.metrics = new Metrics({
+      services: () => ({
+        service: this.desired?.services.filter((s) => s.kind === 'service').length ?? 0,
+        ingress: this.desired?.services.filter((s) => s.kind === 'ingress').length ?? 0,
+      }),
+      backends: () => this.desired?.services.reduce((n, s) => n + (s.kind === 'service' ? s.backends.length : 0), 0) ?? 0,
+      labelErrors: () => this.desired?.labelErrors.length ?? 0,
+      dockerReconnects: () => this.watcher?.reconnects ?? 0,
+      envoyRestarts: () => this.proxy?.status().envoy.restarts ?? 0,
+      ready: () => this.ready,
+      serviceCounters: () => {
+        if (!this.datapath) throw new Error('datapath not open');
+        return this.datapath.counters();
+      },
+    });
+  }
+
+  private get c() {
+    return this.cfg.config;
+  }
+
+  async start(): Promise<void> {
+    const c = this.c;
+    this.notifier.status('starting: opening the datapath');
+    fs.mkdirSync(c.runDir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(c.stateDir, { recursive: true, mode: 0o700 });
+    this.store = VipStore.load(path.join(c.stateDir, 'vips.json'));
+
+    // The datapath first: it adopts whatever a previous berthd left pinned, so VIPs keep working
+    // while the rest comes up. Failing to attach is fatal (exit non-zero, systemd retries).
+    const datapath = await Datapath.open({
+      pinDir: c.bpfPinDir,
+      cgroupRoot: c.cgroupRoot,
+      hostProc: c.hostProc,
+      runDir: c.runDir,
+      serviceCidr: c.serviceCidr,
+      serviceCidr6: c.serviceCidr6,
+      logger: this.log.child({ part: 'datapath' }),
+    });
+    this.datapath = datapath;
+    const dp = datapath.status();
+    this.log.info({ cgroupRoot: dp.cgroupRoot, cgroupIsHostRoot: dp.cgroupIsHostRoot, attached: dp.attached }, 'socket programs attached');
+    if (!dp.cgroupIsHostRoot) {
+      this.log.error({ cgroupRoot: dp.cgroupRoot }, 'the attach point is NOT the host root cgroup: only processes below it see VIPs');
+    }
+
+    await this.api.listenUnix(path.join(c.runDir, 'berth.sock'), {
+      '/services': () => this.servicesView(),
+      '/status': () => this.statusView(),
+      '/healthz': () => ({ ok: true, ready: this.ready }),
+    }, this.metrics);
+    if (c.metricsAddress) await this.api.listenMetrics(c.metricsAddress, this.metrics);
+
+    this.notifier.status('starting: Envoy and the redirect');
+    const proxy = new Proxy({
+      envoyPath: c.envoyPath,
+      runDir: c.runDir,
+      stateDir: c.stateDir,
+      proxyPorts: c.proxyPorts,
+      redirect: c.redirect,
+      serviceCidr: c.serviceCidr,
+      serviceCidr6: c.serviceCidr6,
+      logger: this.log.child({ part: 'proxy' }),
+    });
+    this.proxy = proxy;
+    try {
+      await proxy.start();
+    } catch (e) {
+      // The socket LB must keep working without the proxy: report and go on.
+      this.log.error({ err: e }, 'the ingress proxy failed to start; socket load balancing continues without it');
+    }
+
+    this.notifier.status('starting: listing Docker');
+    const watcher = new DockerWatcher({ dockerHost: c.dockerHost, logger: this.log.child({ part: 'docker' }), resyncMs: c.resyncInterval * 1000 });
+    this.watcher = watcher;
+    watcher.on('snapshot', (snap: DockerSnapshot) => {
+      this.snapshot = snap;
+      this.schedule();
+    });
+    watcher.on('connection', (state: string) => {
+      this.log.info({ docker: state }, state === 'connected' ? 'Docker connected' : `Docker ${state}; keeping the current services until it is back`);
+      this.updateStatusLine();
+    });
+    watcher.start();
+
+    // Periodic reconcile even without Docker events: repairs what someone else removed (a
+    // firewall reload flushing berth's iptables rules, a deleted map entry) within seconds.
+    this.resyncTimer = setInterval(() => this.schedule(), 5000);
+    this.resyncTimer.unref();
+    this.startWatchdog();
+  }
+
+  /** Coalesce: at most one reconcile running and one more queued. */
+  schedule(): void {
+    if (this.stopping) return;
+    this.dirty = true;
+    if (this.running) return;
+    this.running = (async () => {
+      while (this.dirty && !this.stopping) {
+        this.dirty = false;
+        await this.reconcile();
+      }
+    })().finally(() => {
+      this.running = null;
+    });
+  }
+
+  private async reconcile(): Promise<void> {
+    const snap = this.snapshot;
+    // Never reconcile from "Docker unreachable": without a full list there is nothing to say.
+    if (!snap || !this.datapath) return;
+    const t0 = process.hrtime.bigint();
+    const endTimer = this.metrics.reconcileDuration.startTimer();
+    const rec: ReconcileRecord = { at: new Date().toISOString(), durationMs: 0, sync: null, proxyErrors: [], error: null };
+    try {
+      const state = buildDesiredState(snap, { addresses: hostAddresses() }, {
+        serviceCidr: this.c.serviceCidr,
+        serviceCidr6: this.c.serviceCidr6,
+        store: this.store,
+      });
+      this.store.save();
+      for (const e of state.labelErrors) {
+        if (!this.desired?.labelErrors.some((p) => p.container === e.container && p.label === e.label && p.error === e.error)) {
+          this.log.warn({ container: e.container, label: e.label }, `skipping: container ${e.container}, label ${e.label}: ${e.error}`);
+        }
+      }
+      if (this.proxy) {
+        try {
+          rec.proxyErrors = await this.proxy.update(state);
+        } catch (e) {
+          rec.proxyErrors = [{ ingress: '*', error: (e as Error).message }];
+        }
+        for (const pe of rec.proxyErrors) state.services.find((s) => s.name === pe.ingress && s.kind === 'ingress')?.errors.push(pe.error);
+      }
+      rec.sync = await this.datapath.sync(state.services, { prune: true });
+      this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
+      this.metrics.mapOperations.inc({ op: 'delete' }, rec.sync.deletes);
+      this.metrics.mapErrors.inc(rec.sync.errors.length);
+      for (const se of rec.sync.errors) {
+        this.log.error({ service: se.service }, `service ${se.service}: ${se.error}`);
+        state.services.find((s) => s.name === se.service)?.errors.push(se.error);
+      }
+      this.desired = state;
+      this.metrics.reconciles.inc({ result: 'ok' });
+      if (!this.ready) await this.becomeReady();
+    } catch (e) {
+      rec.error = (e as Error).message;
+      this.metrics.reconciles.inc({ result: 'error' });
+      this.log.error({ err: e }, 'reconcile failed; retrying on the next change or resync');
+    } finally {
+      rec.durationMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      endTimer();
+      this.last = rec;
+      this.updateStatusLine();
+    }
+  }
+
+  /** READY=1: Docker listed, programs attached, maps reconciled, Envoy configured (or reported missing). */
+  private async becomeReady(): Promise<void> {
+    const deadline = Date.now() + 15000;
+    while (this.proxy && Date.now() < deadline) {
+      const env = this.proxy.status().envoy;
+      const wantsConfig = this.desired?.services.some((s) => s.kind === 'ingress') ?? false;
+      if (env.state === 'missing' || env.state === 'stopped' || !wantsConfig || env.ackedVersion) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    this.ready = true;
+    this.notifier.ready();
+    this.log.info('ready');
+  }
+
+  private updateStatusLine(): void {
+    const d = this.desired;
+    const parts = [
+      `Docker ${this.watcher?.connection ?? 'not started'}`,
+      d ? `${d.services.filter((s) => s.kind === 'service').length} services, ${d.services.filter((s) => s.kind === 'ingress').length} ingresses` : 'no Docker list yet',
+      d && d.labelErrors.length ? `${d.labelErrors.length} label errors` : '',
+      this.proxy ? `Envoy ${this.proxy.status().envoy.state}, redirect ${this.proxy.status().redirect}` : '',
+    ].filter(Boolean);
+    const line = parts.join('; ');
+    if (line !== this.lastStatusLine) {
+      this.lastStatusLine = line;
+      this.notifier.status(line);
+    }
+  }
+
+  /** Watchdog pings come from a timer on the event loop: a hung loop stops them and systemd restarts us. */
+  private startWatchdog(): void {
+    const usec = Number(process.env.WATCHDOG_USEC ?? 0);
+    const pid = process.env.WATCHDOG_PID ? Number(process.env.WATCHDOG_PID) : process.pid;
+    if (!usec || pid !== process.pid) return;
+    const everyMs = Math.max(100, Math.floor(usec / 1000 / 2));
+    this.watchdogTimer = setInterval(() => this.notifier.watchdog(), everyMs);
+    this.log.info({ everyMs }, 'systemd watchdog enabled');
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.notifier.stopping();
+    this.log.info('stopping; the datapath stays in place (berth cleanup removes it)');
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    if (this.watchdogTimer) clearInterval(this.watchdogTimer);
+    await this.running?.catch(() => undefined);
+    await this.watcher?.stop();
+    await this.proxy?.stop().catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
+    await this.api.close();
+    this.datapath?.close();
+  }
+
+  // ----- views for the admin API (SPEC: berth services --json / berth status --json) -----
+
+  servicesView(): unknown[] {
+    const d = this.desired;
+    if (!d) return [];
+    let counters = new Map<string, { connects: number; noBackend: number }>();
+    try {
+      counters = this.datapath?.counters() ?? counters;
+    } catch { /* counters are best effort */ }
+    const serviceOf = new Map<string, string>();
+    for (const c of this.snapshot?.containers ?? []) if (c.labels['berth.service']) serviceOf.set(c.name, c.labels['berth.service']);
+    return d.services.map((s: Service) => ({
+      name: s.name,
+      kind: s.kind,
+      vip: s.vip,
+      vip6: s.vip6,
+      ports: s.ports,
+      backends: s.backends,
+      routes: s.kind === 'ingress' ? s.routes : [],
+      ...(s.ingress ? { listenerPort: s.ingress.proxyPort, listen: s.ingress.listen, publish: s.ingress.publish } : {}),
+      connections: counters.get(s.name) ?? { connects: 0, noBackend: 0 },
+      errors: [
+        ...s.errors,
+        ...d.labelErrors.filter((e) => serviceOf.get(e.container) === s.name).map((e) => `container ${e.container}, label ${e.label}: ${e.error}`),
+      ],
+    }));
+  }
+
+  statusView(): Record<string, unknown> {
+    const dp = this.datapath?.status();
+    const px = this.proxy?.status();
+    return {
+      version: VERSION,
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      ready: this.ready,
+      docker: this.watcher?.connection ?? 'disconnected',
+      dockerReconnects: this.watcher?.reconnects ?? 0,
+      cgroupRoot: dp?.cgroupRoot ?? null,
+      cgroupIsHostRoot: dp?.cgroupIsHostRoot ?? false,
+      attached: dp?.attached ?? [],
+      maps: dp?.counts ?? null,
+      redirect: px?.redirect ?? null,
+      envoy: px?.envoy ?? { state: 'stopped', pid: null },
+      labelErrors: this.desired?.labelErrors ?? [],
+      lastReconcile: this.last,
+      config: this.cfg.config,
+      configSources: this.cfg.sources,
+      configFile: this.cfg.configFile,
+    };
+  }
+}
