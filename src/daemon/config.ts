@@ -159,7 +159,7 @@ export const CONFIG_KEYS = Object.keys(SPECS) as (keyof Config)[];
 export const DEFAULT_CONFIG_FILE = '/etc/berth/config.yaml';
 
 export function kebab(key: string): string {
-  return key.replace(/[A-Z0-9]+/g, (m, off: number) => (off > 0 ? '-' : '') + m.toLowerCase());
+  return key.replace(/[A-Z]/g, (m, off: number) => (off > 0 ? '-' : '') + m.toLowerCase());
 }
 
 export function envName(key: string): string {

@@ -1,0 +1,51 @@
+import test from 'ava';
+import { formatServices, formatStatus, table, type ServiceView, type StatusView } from '../../../src/cli/format';
+
+const web: ServiceView = {
+  name: 'web', kind: 'service', vip: '10.96.3.4', vip6: 'fd00:96::304',
+  ports: [{ port: 80, protocol: 'tcp', targetPort: 8080 }, { port: 53, protocol: 'udp', targetPort: 53 }],
+  backends: [{ container: 'web-1', id: 'a'.repeat(64), ip: '172.17.0.2', ip6: null }, { container: 'web-2', id: 'b'.repeat(64), ip: '172.17.0.3', ip6: null }],
+  routes: [], errors: [],
+};
+const basic: ServiceView = {
+  name: 'basic', kind: 'ingress', vip: '10.96.9.9', vip6: null, ports: [{ port: 80, protocol: 'tcp', targetPort: 80 }], backends: [],
+  routes: [{ host: null, path: '/details', service: 'details', port: 9080 }, { host: 'shop.example', path: '/', service: 'productpage', port: 9080 }],
+  listenerPort: 15001, listen: 80, publish: 31907, errors: ['port 31907 is taken'],
+};
+
+test('table aligns columns', (t) => {
+  t.is(table(['A', 'BB'], [['xxx', 'y'], ['z', 'w']]), 'A    BB\nxxx  y\nz    w');
+});
+
+test('services: ports, backends, ingress listener, routes and errors', (t) => {
+  const out = formatServices([basic, web]);
+  t.regex(out, /^NAME\s+KIND\s+VIP\s+VIP6\s+PORTS\s+BACKENDS$/m);
+  t.regex(out, /web\s+service\s+10\.96\.3\.4\s+fd00:96::304\s+80->8080\/tcp,53\/udp\s+web-1\(172\.17\.0\.2\) web-2\(172\.17\.0\.3\)/);
+  t.regex(out, /basic\s+ingress\s+10\.96\.9\.9\s+-\s+80\/tcp\s+listener 15001, publish 31907/);
+  t.regex(out, /basic routes:\n  \*\/details -> details:9080\n  shop\.example\/ -> productpage:9080/);
+  t.regex(out, /errors:\n  basic: port 31907 is taken/);
+  t.regex(formatServices([]), /no services/);
+  t.regex(formatServices([{ ...web, backends: [] }]), /80->8080\/tcp,53\/udp\s+none/);
+});
+
+test('status: attach point truthfulness and label errors are shown', (t) => {
+  const st: StatusView = {
+    version: '0.1.0', pid: 42, ready: true, docker: 'connected', dockerReconnects: 1,
+    cgroupRoot: '/run/berth/cgroupv2', cgroupIsHostRoot: false, attached: ['connect4', 'connect6'],
+    maps: { services: 3, backends: 2, revnat: 0 }, redirect: 'iptables',
+    envoy: { state: 'running', pid: 99, version: '1.40.0', restarts: 2, lastNack: 'bad cluster' },
+    labelErrors: [{ container: 'c1', label: 'berth.ports', error: 'bad port "x"' }],
+    lastReconcile: { at: '2026-01-01T00:00:00Z', durationMs: 1.25, error: null },
+    config: { redirect: 'iptables', proxyPorts: { from: 1, to: 2 } }, configSources: { redirect: 'flag' }, configFile: null,
+  };
+  const out = formatStatus(st);
+  t.regex(out, /berthd 0\.1\.0 \(pid 42\): ready/);
+  t.regex(out, /host root: NO/);
+  t.regex(out, /attached:\s+connect4 connect6/);
+  t.regex(out, /envoy:\s+running \(pid 99\) 1\.40\.0, 2 restarts/);
+  t.regex(out, /last rejected config: bad cluster/);
+  t.regex(out, /redirect: iptables \(flag\)/);
+  t.regex(out, /proxyPorts: \{"from":1,"to":2\}/);
+  t.regex(out, /container c1, label berth\.ports: bad port "x"/);
+  t.regex(formatStatus({ ...st, cgroupIsHostRoot: true, labelErrors: [] }), /host root: yes[\s\S]*label errors: none/);
+});

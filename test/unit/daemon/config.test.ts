@@ -1,0 +1,94 @@
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig, ConfigError, kebab, envName, CONFIG_KEYS, usage } from '../../../src/daemon/config';
+
+function tmpFile(content: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-cfg-'));
+  const f = path.join(dir, 'config.yaml');
+  fs.writeFileSync(f, content);
+  return f;
+}
+
+test('names: kebab flags and BERTH_ env vars', (t) => {
+  t.is(kebab('serviceCidr6'), 'service-cidr6');
+  t.is(kebab('envoyPath'), 'envoy-path');
+  t.is(envName('serviceCidr6'), 'BERTH_SERVICE_CIDR6');
+  t.is(envName('bpfPinDir'), 'BERTH_BPF_PIN_DIR');
+  for (const k of ['serviceCidr', 'serviceCidr6', 'cgroupRoot', 'redirect', 'envoyPath', 'proxyPorts', 'hostProc', 'dockerHost', 'logLevel']) {
+    t.true(CONFIG_KEYS.includes(k as never), `SPEC key ${k}`);
+  }
+  t.regex(usage(), /--service-cidr6/);
+});
+
+test('defaults match SPEC when nothing is given', (t) => {
+  const f = tmpFile('');
+  const { config, sources } = loadConfig(['--config', f], {});
+  t.is(config.serviceCidr, '10.96.0.0/16');
+  t.is(config.serviceCidr6, 'fd00:96::/112');
+  t.is(config.cgroupRoot, 'auto');
+  t.is(config.redirect, 'auto');
+  t.is(config.envoyPath, 'envoy');
+  t.deepEqual(config.proxyPorts, { from: 15000, to: 15999 });
+  t.is(config.hostProc, '/proc');
+  t.is(config.logLevel, 'info');
+  t.is(config.metricsAddress, null);
+  t.is(sources.serviceCidr, 'default');
+});
+
+test('precedence: flag > env > file > default', (t) => {
+  const f = tmpFile('logLevel: warn\nenvoyPath: /file/envoy\nredirect: iptables\n');
+  const { config, sources } = loadConfig(['--config', f, '--log-level', 'debug'], { BERTH_LOG_LEVEL: 'error', BERTH_ENVOY_PATH: '/env/envoy' });
+  t.is(config.logLevel, 'debug');
+  t.is(sources.logLevel, 'flag');
+  t.is(config.envoyPath, '/env/envoy');
+  t.is(sources.envoyPath, 'env');
+  t.is(config.redirect, 'iptables');
+  t.is(sources.redirect, 'file');
+});
+
+test('--key=value form and BERTH_CONFIG', (t) => {
+  const f = tmpFile('proxyPorts: 20000-20010\n');
+  const { config } = loadConfig(['--redirect=ebpf'], { BERTH_CONFIG: f });
+  t.is(config.redirect, 'ebpf');
+  t.deepEqual(config.proxyPorts, { from: 20000, to: 20010 });
+});
+
+const bad: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
+  ['unknown flag names the flag', ['--service-cdir', '10.0.0.0/8'], {}, /unknown flag --service-cdir/],
+  ['flag without value', ['--redirect'], {}, /--redirect needs a value/],
+  ['bad redirect names flag and key', ['--redirect', 'tproxy'], {}, /flag --redirect: invalid redirect "tproxy"/],
+  ['bad CIDR', ['--service-cidr', '10.96.0.0'], {}, /flag --service-cidr: invalid serviceCidr/],
+  ['v6 range given as v4', ['--service-cidr6', '10.0.0.0/16'], {}, /invalid serviceCidr6/],
+  ['range too large', ['--service-cidr', '10.0.0.0/7'], {}, /host bits/],
+  ['bad port range', ['--proxy-ports', '16000-15000'], {}, /invalid proxyPorts.*below its start/],
+  ['port out of range', ['--proxy-ports', '0-10'], {}, /outside 1-65535/],
+  ['bad env names the variable', [], { BERTH_LOG_LEVEL: 'loud' }, /environment variable BERTH_LOG_LEVEL: invalid logLevel "loud"/],
+  ['bad metrics address', ['--metrics-address', 'localhost'], {}, /invalid metricsAddress/],
+  ['relative hostProc', ['--host-proc', 'proc'], {}, /absolute path/],
+  ['stray argument', ['serve'], {}, /unexpected argument "serve"/],
+  ['missing explicit file', ['--config', '/nonexistent/x.yaml'], {}, /does not exist/],
+];
+for (const [name, argv, env, re] of bad) {
+  test(`rejects: ${name}`, (t) => {
+    const e = t.throws(() => loadConfig(argv, { BERTH_CONFIG: tmpFile(''), ...env }), { instanceOf: ConfigError });
+    t.regex(e!.message, re);
+  });
+}
+
+test('file errors name the file and key', (t) => {
+  const unknown = tmpFile('serviceCIDR: 10.96.0.0/16\n');
+  t.throws(() => loadConfig(['--config', unknown], {}), { message: /unknown key "serviceCIDR"/ });
+  const badVal = tmpFile('redirect: 7\n');
+  t.throws(() => loadConfig(['--config', badVal], {}), { message: new RegExp(`config file ${badVal}, key redirect: invalid redirect 7`) });
+  const notMap = tmpFile('- a\n- b\n');
+  t.throws(() => loadConfig(['--config', notMap], {}), { message: /must be a mapping/ });
+  const broken = tmpFile('redirect: [\n');
+  t.throws(() => loadConfig(['--config', broken], {}), { instanceOf: ConfigError });
+});
+
+test('unknown BERTH_ env vars are ignored (shared environment)', (t) => {
+  const { config } = loadConfig([], { BERTH_CONFIG: tmpFile(''), BERTH_SOCKET: '/x', BERTH_TEST_FOO: '1' });
+  t.is(config.redirect, 'auto');
+});
