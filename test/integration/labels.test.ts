@@ -1,0 +1,86 @@
+/**
+ * Every bad-label case against the real daemon and Docker: the container is skipped with one
+ * message naming container, label and reason (log and `berth status`), the first owner keeps
+ * its VIP, and other services are untouched.
+ */
+import test from 'ava';
+import fs from 'node:fs';
+import { Berthd, waitFor } from '../helpers/berthd';
+import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
+import { probeFromHost, tags } from '../helpers/probe';
+
+const SUITE = 'labels';
+const d = new Berthd({ name: 'labels', serviceCidr: '10.96.0.0/16' });
+
+test.before(async () => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  await d.start();
+});
+
+test.after.always(async () => {
+  await removeTestContainers(SUITE);
+  await d.cleanup();
+});
+
+const echo = (tag: string) => ['berth-tcp-echo', '8080', '--tag', tag];
+
+async function labelError(container: string, label: string): Promise<{ container: string; label: string; error: string }> {
+  return waitFor(`label error for ${container} ${label}`, async () => (await d.status()).labelErrors.find((e) => e.container === container && e.label === label));
+}
+
+test('a good service keeps working while bad containers come and go', async (t) => {
+  await runContainer({ suite: SUITE, name: 'bt-lab-good', labels: { 'berth.service': 'good', 'berth.ports': '80:8080', 'berth.vip': '10.96.7.7' }, cmd: echo('good') });
+  const good = await waitFor('good with a backend', async () => (await d.services()).find((s) => s.name === 'good' && s.backends.length === 1));
+  t.is(good.vip, '10.96.7.7');
+
+  const gateway = (await docker.getNetwork('bridge').inspect()).IPAM.Config[0].Gateway as string;
+  const subnetAddr = (await docker.getNetwork('bridge').inspect()).IPAM.Config[0].Subnet.replace(/\.0\/\d+$/, '.200');
+  const cases: [string, Record<string, string>, string, RegExp][] = [
+    ['bt-lab-unknown', { 'berth.service': 'u', 'berth.prots': '80' }, 'berth.prots', /unknown/i],
+    ['bt-lab-badport', { 'berth.service': 'bp', 'berth.ports': '80:99999' }, 'berth.ports', /port/i],
+    ['bt-lab-badproto', { 'berth.service': 'bp2', 'berth.ports': '80/sctp' }, 'berth.ports', /tcp|udp|protocol/i],
+    ['bt-lab-badname', { 'berth.service': 'Not_A_DNS_Label' }, 'berth.service', /DNS|name/i],
+    ['bt-lab-outside', { 'berth.service': 'o', 'berth.ports': '80', 'berth.vip': '192.0.2.1' }, 'berth.vip', /range|outside/i],
+    ['bt-lab-loop', { 'berth.service': 'lo', 'berth.ports': '80', 'berth.vip': '127.0.0.5' }, 'berth.vip', /loopback|range|outside/i],
+    ['bt-lab-gw', { 'berth.service': 'gw', 'berth.ports': '80', 'berth.vip': gateway }, 'berth.vip', /gateway|Docker|range|outside/i],
+    ['bt-lab-subnet', { 'berth.service': 'sn', 'berth.ports': '80', 'berth.vip': subnetAddr }, 'berth.vip', /subnet|Docker|range|outside/i],
+    ['bt-lab-stolen', { 'berth.service': 'thief', 'berth.ports': '80', 'berth.vip': '10.96.7.7' }, 'berth.vip', /owned|already|taken|good/i],
+  ];
+  for (const [name, labels, , ] of cases) await runContainer({ suite: SUITE, name, labels, cmd: echo(name) });
+  for (const [name, , label, re] of cases) {
+    const e = await labelError(name, label);
+    t.regex(e.error, re, `${name}: ${e.error}`);
+  }
+  // None of them became a backend; the thief did not take the VIP.
+  const services = await d.services();
+  for (const [name] of cases) t.false(services.some((s) => s.backends.some((b) => b.container === name)), `${name} skipped`);
+  t.is(services.find((s) => s.name === 'good')!.vip, '10.96.7.7');
+  t.false(services.some((s) => s.name === 'thief' && s.vip === '10.96.7.7'));
+  // The good service still answers, and the log names container, label and reason.
+  t.deepEqual([...tags(await probeFromHost('tcp', '10.96.7.7', 80, 4))], ['good']);
+  const log = fs.readFileSync(d.logFile, 'utf8');
+  t.regex(log, /container bt-lab-badport, label berth\.ports: /);
+  // Also shown in `berth services` on the service the bad container wanted to join.
+  t.true(services.find((s) => s.name === 'good')!.errors.length === 0);
+});
+
+test('two containers of one service disagreeing: the later is skipped, the first keeps serving', async (t) => {
+  await runContainer({ suite: SUITE, name: 'bt-lab-agree-1', labels: { 'berth.service': 'agree', 'berth.ports': '80:8080' }, cmd: echo('agree-1') });
+  await waitFor('agree with 1 backend', async () => (await d.services()).find((s) => s.name === 'agree' && s.backends.length === 1));
+  await runContainer({ suite: SUITE, name: 'bt-lab-agree-2', labels: { 'berth.service': 'agree', 'berth.ports': '81:8080' }, cmd: echo('agree-2') });
+  const e = await labelError('bt-lab-agree-2', 'berth.ports');
+  t.regex(e.error, /disagree|differ|conflict|agree/i);
+  const agree = (await d.services()).find((s) => s.name === 'agree')!;
+  t.deepEqual(agree.backends.map((b) => b.container), ['bt-lab-agree-1']);
+  t.deepEqual(agree.ports, [{ port: 80, protocol: 'tcp', targetPort: 8080 }]);
+});
+
+test('fixing a label (new container) clears its error', async (t) => {
+  await runContainer({ suite: SUITE, name: 'bt-lab-fixme', labels: { 'berth.service': 'fixme', 'berth.ports': 'eighty' }, cmd: echo('fixme') });
+  await labelError('bt-lab-fixme', 'berth.ports');
+  await docker.getContainer('bt-lab-fixme').remove({ force: true });
+  await runContainer({ suite: SUITE, name: 'bt-lab-fixme', labels: { 'berth.service': 'fixme', 'berth.ports': '80:8080' }, cmd: echo('fixme') });
+  await waitFor('fixme served', async () => (await d.services()).find((s) => s.name === 'fixme' && s.backends.length === 1));
+  t.false((await d.status()).labelErrors.some((e) => e.container === 'bt-lab-fixme'));
+});

@@ -1,0 +1,170 @@
+/**
+ * End to end: the real berthd, the real BPF programs at the host root cgroup, the real Docker
+ * engine, real traffic from the host and from containers, IPv4 and IPv6, TCP and UDP.
+ */
+import test from 'ava';
+import { Berthd, runCli, waitFor } from '../helpers/berthd';
+import { ensureTestImage, runContainer, removeTestContainers, createTestNetwork, removeTestNetwork, docker } from '../helpers/docker';
+import { probeFromHost, probeFromContainer, tags, hostPort } from '../helpers/probe';
+import type { ServiceView } from '../../src/cli/format';
+
+const SUITE = 'socketlb';
+const NET = 'bt-slb';
+const d = new Berthd({ name: 'slb' });
+let client = '';
+
+async function svc(name: string): Promise<ServiceView> {
+  return waitFor(`service ${name}`, async () => (await d.services()).find((s) => s.name === name));
+}
+
+async function withBackends(name: string, n: number): Promise<ServiceView> {
+  return waitFor(`${name} with ${n} backends`, async () => {
+    const s = (await d.services()).find((x) => x.name === name);
+    return s && s.backends.length === n ? s : undefined;
+  }, 15000);
+}
+
+test.before(async () => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  await createTestNetwork(NET, { ipv6: true });
+  await d.start();
+  // Two TCP backends and two UDP backends on the IPv6-enabled network, and a client container.
+  for (const i of [1, 2]) {
+    await runContainer({ suite: SUITE, name: `bt-slb-web-${i}`, network: NET, labels: { 'berth.service': 'web', 'berth.ports': '80:8080' }, cmd: ['berth-tcp-echo', '8080', '--tag', `web-${i}`] });
+    await runContainer({ suite: SUITE, name: `bt-slb-dns-${i}`, network: NET, labels: { 'berth.service': 'dns', 'berth.ports': '53:5353/udp' }, cmd: ['berth-udp-echo', '5353', '--tag', `dns-${i}`] });
+  }
+  client = (await runContainer({ suite: SUITE, name: 'bt-slb-client', network: NET, labels: {}, cmd: ['sleep', '3600'] })).id;
+});
+
+test.after.always(async () => {
+  await removeTestContainers(SUITE);
+  await removeTestNetwork(NET).catch(() => undefined);
+  await d.cleanup();
+});
+
+test('berth services lists web with its VIPs and both backends', async (t) => {
+  const web = await withBackends('web', 2);
+  t.is(web.kind, 'service');
+  t.regex(web.vip, /^10\.96\.\d+\.\d+$/);
+  t.regex(web.vip6 ?? '', /^fd00:96::/);
+  t.deepEqual(web.ports, [{ port: 80, protocol: 'tcp', targetPort: 8080 }]);
+  t.deepEqual(web.backends.map((b) => b.container).sort(), ['bt-slb-web-1', 'bt-slb-web-2']);
+  t.true(web.backends.every((b) => b.ip && b.ip6), 'backends on the IPv6 network have both addresses');
+  const cli = await runCli(['services', '--socket', d.socket]);
+  t.is(cli.code, 0, cli.stderr);
+  t.regex(cli.stdout, new RegExp(`web\\s+service\\s+${web.vip.replace(/\./g, '\\.')}`));
+  const json = JSON.parse((await runCli(['services', '--json', '--socket', d.socket])).stdout) as ServiceView[];
+  t.truthy(json.find((s) => s.name === 'web'));
+});
+
+for (const family of [4, 6] as const) {
+  test(`host -> VIP over TCP/IPv${family}: both backends, getpeername is the VIP`, async (t) => {
+    const web = await withBackends('web', 2);
+    const vip = family === 4 ? web.vip : web.vip6!;
+    const res = await probeFromHost('tcp', vip, 80, 24);
+    t.true(res.every((r) => r.ok), JSON.stringify(res.filter((r) => !r.ok)));
+    t.true(res.every((r) => r.peer === hostPort(vip, 80)), `peer: ${res[0].peer}`);
+    t.deepEqual([...tags(res)].sort(), ['web-1', 'web-2']);
+  });
+
+  test(`container -> VIP over TCP/IPv${family}`, async (t) => {
+    const web = await withBackends('web', 2);
+    const vip = family === 4 ? web.vip : web.vip6!;
+    const res = await probeFromContainer(client, 'tcp', vip, 80, 24);
+    t.true(res.every((r) => r.ok), JSON.stringify(res.filter((r) => !r.ok)));
+    t.true(res.every((r) => r.peer === hostPort(vip, 80)));
+    t.deepEqual([...tags(res)].sort(), ['web-1', 'web-2']);
+  });
+
+  test(`UDP/IPv${family}: connected and unconnected, replies come from the VIP, host and container`, async (t) => {
+    const dns = await withBackends('dns', 2);
+    const vip = family === 4 ? dns.vip : dns.vip6!;
+    for (const [where, probe] of [
+      ['host', (m: 'udp' | 'udp-unconnected') => probeFromHost(m, vip, 53, 24)],
+      ['container', (m: 'udp' | 'udp-unconnected') => probeFromContainer(client, m, vip, 53, 24)],
+    ] as const) {
+      const connected = await probe('udp');
+      t.true(connected.every((r) => r.ok), `${where} connected: ${JSON.stringify(connected.filter((r) => !r.ok))}`);
+      t.true(connected.every((r) => r.peer === hostPort(vip, 53)), `${where} getpeername`);
+      t.true(connected.every((r) => r.from === hostPort(vip, 53)), `${where} reply source: ${connected[0].from}`);
+      const unconnected = await probe('udp-unconnected');
+      t.true(unconnected.every((r) => r.ok), `${where} unconnected: ${JSON.stringify(unconnected.filter((r) => !r.ok))}`);
+      t.true(unconnected.every((r) => r.from === hostPort(vip, 53)), `${where} recvfrom source: ${unconnected[0].from}`);
+      t.deepEqual([...tags([...connected, ...unconnected])].sort(), ['dns-1', 'dns-2'], `${where} uses both backends`);
+    }
+  });
+}
+
+test('a new backend is used and a removed one is not, within moments of the Docker event', async (t) => {
+  const web = await withBackends('web', 2);
+  const started = Date.now();
+  const extra = await runContainer({ suite: SUITE, name: 'bt-slb-web-3', network: NET, labels: { 'berth.service': 'web', 'berth.ports': '80:8080' }, cmd: ['berth-tcp-echo', '8080', '--tag', 'web-3'] });
+  await waitFor('web-3 answering through the VIP', async () => tags(await probeFromHost('tcp', web.vip, 80, 12)).has('web-3'), 10000, 20);
+  t.log(`added backend answered after ${Date.now() - started} ms`);
+  const removed = Date.now();
+  await docker.getContainer(extra.id).remove({ force: true });
+  await waitFor('web-3 gone from the maps', async () => !tags(await probeFromHost('tcp', web.vip, 80, 12)).has('web-3'), 10000, 20);
+  t.log(`removed backend stopped receiving after ${Date.now() - removed} ms`);
+  const res = await probeFromHost('tcp', web.vip, 80, 24);
+  t.true(res.every((r) => r.ok));
+  t.false(tags(res).has('web-3'));
+});
+
+test('a service without backends refuses connect at once (ECONNREFUSED, not a timeout)', async (t) => {
+  const c = await runContainer({ suite: SUITE, name: 'bt-slb-lonely', network: NET, labels: { 'berth.service': 'lonely', 'berth.ports': '80:8080' }, cmd: ['berth-tcp-echo', '8080', '--tag', 'lonely'] });
+  const lonely = await withBackends('lonely', 1);
+  await docker.getContainer(c.id).stop({ t: 1 });
+  await withBackends('lonely', 0);
+  for (const vip of [lonely.vip, lonely.vip6!]) {
+    const [r] = await probeFromHost('tcp', vip, 80, 1);
+    t.false(r.ok);
+    t.is(r.errno, 'ECONNREFUSED', JSON.stringify(r));
+    const [u] = await probeFromContainer(client, 'tcp', vip, 80, 1);
+    t.is(u.errno, 'ECONNREFUSED', `from a container: ${JSON.stringify(u)}`);
+  }
+});
+
+test('healthcheck: a backend only while healthy', async (t) => {
+  const c = await runContainer({
+    suite: SUITE, name: 'bt-slb-health', network: NET,
+    labels: { 'berth.service': 'checked', 'berth.ports': '80:8080' },
+    cmd: ['sh', '-c', 'berth-tcp-echo 8080 --tag checked & exec sleep 3600'],
+    healthcheck: { test: ['CMD', 'test', '-f', '/tmp/healthy'], intervalMs: 300, retries: 1 },
+  });
+  await svc('checked');
+  // Starting (not yet healthy): no backend.
+  t.is((await svc('checked')).backends.length, 0);
+  await docker.getContainer(c.id).exec({ Cmd: ['touch', '/tmp/healthy'] }).then((e) => e.start({}));
+  await withBackends('checked', 1);
+  await docker.getContainer(c.id).exec({ Cmd: ['rm', '/tmp/healthy'] }).then((e) => e.start({}));
+  await withBackends('checked', 0);
+  t.pass();
+});
+
+test('a stopping container leaves the backend set at its stop event, before it dies', async (t) => {
+  // The container ignores SIGTERM, so it keeps running for the whole stop timeout.
+  const c = await runContainer({
+    suite: SUITE, name: 'bt-slb-slow', network: NET,
+    labels: { 'berth.service': 'slow', 'berth.ports': '80:8080' },
+    cmd: ['sh', '-c', "trap '' TERM; berth-tcp-echo 8080 --tag slow & while true; do sleep 1; done"],
+  });
+  await withBackends('slow', 1);
+  const stopping = docker.getContainer(c.id).stop({ t: 8 });
+  await withBackends('slow', 0);
+  const info = await docker.getContainer(c.id).inspect();
+  t.true(info.State.Running, 'the backend was withdrawn while the container still ran');
+  await stopping;
+});
+
+test('berth status: connected, attached at the verified host root, no label errors', async (t) => {
+  const st = await d.status();
+  t.is(st.docker, 'connected');
+  t.true(st.cgroupIsHostRoot);
+  t.regex(st.cgroupRoot ?? '', /^\/sys\/fs\/cgroup(\/unified)?$/);
+  for (const hook of ['connect4', 'connect6', 'sendmsg4', 'sendmsg6', 'recvmsg4', 'recvmsg6', 'getpeername4', 'getpeername6']) {
+    t.true(st.attached.includes(hook), `${hook} attached`);
+  }
+  const human = await runCli(['status', '--socket', d.socket]);
+  t.regex(human.stdout, /host root: yes/);
+});

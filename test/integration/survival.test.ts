@@ -1,0 +1,66 @@
+/**
+ * The datapath outlives berthd: kill -9 leaves every VIP working; a restarted berthd adopts the
+ * pinned maps and links, keeps VIPs and backend ids, and removes what went away while it was down
+ * only after its first full Docker list. `berth cleanup` then leaves the host as before.
+ */
+import test from 'ava';
+import { Berthd, runCli, waitFor } from '../helpers/berthd';
+import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
+import { probeFromHost, tags } from '../helpers/probe';
+import { snapshotHostState, diffHostState } from '../helpers/cleanup';
+import { run } from '../../src/util/exec';
+
+const SUITE = 'survival';
+
+test('kill -9, restart, adoption, pruning after the first list, cleanup', async (t) => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  const before = await snapshotHostState();
+  const d = new Berthd({ name: 'surv' });
+  t.teardown(async () => {
+    await removeTestContainers(SUITE);
+    await d.cleanup();
+  });
+  await d.start();
+  const a = await runContainer({ suite: SUITE, name: 'bt-surv-a', labels: { 'berth.service': 'keep', 'berth.ports': '80:8080' }, cmd: ['berth-tcp-echo', '8080', '--tag', 'a'] });
+  const b = await runContainer({ suite: SUITE, name: 'bt-surv-b', labels: { 'berth.service': 'keep', 'berth.ports': '80:8080' }, cmd: ['berth-tcp-echo', '8080', '--tag', 'b'] });
+  const keep = await waitFor('keep with 2 backends', async () => (await d.services()).find((s) => s.name === 'keep' && s.backends.length === 2));
+  const pinsBefore = (await run('ls', [`/sys/fs/bpf/berth-surv`])).stdout;
+
+  await d.kill9();
+  // Traffic keeps flowing with no berthd at all.
+  const res = await probeFromHost('tcp', keep.vip, 80, 16);
+  t.true(res.every((r) => r.ok), JSON.stringify(res.filter((r) => !r.ok)));
+  t.deepEqual([...tags(res)].sort(), ['a', 'b']);
+  t.is((await run('ls', [`/sys/fs/bpf/berth-surv`])).stdout, pinsBefore, 'pins untouched by the kill');
+
+  // While berthd is down, b goes away.
+  await docker.getContainer(b.id).remove({ force: true });
+
+  await d.start();
+  const after = await waitFor('keep with 1 backend', async () => (await d.services()).find((s) => s.name === 'keep' && s.backends.length === 1));
+  t.is(after.vip, keep.vip, 'VIP kept');
+  t.is(after.vip6, keep.vip6, 'VIP6 kept');
+  t.deepEqual(after.backends.map((x) => x.id), [a.id]);
+  const res2 = await probeFromHost('tcp', keep.vip, 80, 16);
+  t.true(res2.every((r) => r.ok));
+  t.deepEqual([...tags(res2)], ['a'], 'b is no longer used');
+  const st = await d.status();
+  t.true(st.cgroupIsHostRoot);
+  // Adopted, not duplicated: one program per hook at the root.
+  const tree = (await run('bpftool', ['cgroup', 'tree'])).stdout;
+  t.is((tree.match(/berth_sock4_connect/g) ?? []).length, 1, tree);
+
+  // A plain SIGTERM stop also leaves the datapath working.
+  t.is(await d.stop(), 0);
+  t.deepEqual([...tags(await probeFromHost('tcp', keep.vip, 80, 4))], ['a']);
+
+  // cleanup: the host is as before berthd ran.
+  await removeTestContainers(SUITE);
+  const out = await d.cleanup();
+  t.regex(out, /removed/);
+  const cleaned = await snapshotHostState();
+  t.deepEqual(diffHostState(before, cleaned), []);
+  const again = await runCli(['cleanup', '--force', ...d.args.slice(0, 6)]);
+  t.regex(again.stdout, /nothing of berth was left/);
+});
