@@ -1,0 +1,160 @@
+/**
+ * The BookInfo-like ingress of issue 3, end to end with the real berthd, Docker and Envoy, in
+ * both redirect modes: host clients (socket LB straight to the listener), container clients
+ * (redirected on the Docker bridge), and an outside client in a network namespace of the test's
+ * own reaching the publish port on the host's address there.
+ */
+import test from 'ava';
+import { Berthd, waitFor } from '../helpers/berthd';
+import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
+import { createNetns, deleteNetns, type Netns } from '../helpers/netns';
+import { httpGet, httpGetInContainer, httpGetInNetns, type HttpResult } from '../helpers/http';
+import { run } from '../../src/util/exec';
+import type { ServiceView } from '../../src/cli/format';
+
+const SUITE = 'ingress';
+const PUBLISH = 31907;
+
+function details(i: number) {
+  return {
+    suite: SUITE, name: `bt-ing-details-${i}`,
+    labels: { 'berth.service': 'details', 'berth.ports': '9080', 'berth.http.basic.path': '/details' },
+    cmd: ['sh', '-c', `mkdir -p /www/details && echo '{"id":1,"replica":"details-${i}"}' > /www/details/1 && exec httpd -f -p 9080 -h /www`],
+  };
+}
+
+async function berthRules(): Promise<{ iptables: string[]; tc: string[] }> {
+  const ipt = (await run('iptables-save', [])).stdout + (await run('ip6tables-save', [])).stdout;
+  const links = (await run('ip', ['-j', 'link'])).stdout;
+  const tc: string[] = [];
+  for (const l of JSON.parse(links) as { ifname: string }[]) {
+    const f = (await run('tc', ['filter', 'show', 'dev', l.ifname, 'ingress'])).stdout;
+    if (/berth/.test(f)) tc.push(`${l.ifname}: ${f.trim()}`);
+  }
+  return { iptables: ipt.split('\n').filter((x) => /berth/i.test(x)), tc };
+}
+
+for (const mode of ['iptables', 'ebpf'] as const) {
+  test(`BookInfo-like ingress with redirect: ${mode}`, async (t) => {
+    await removeTestContainers(SUITE);
+    await ensureTestImage();
+    const d = new Berthd({ name: `ing-${mode}`, extraArgs: ['--redirect', mode] });
+    let ns: Netns | null = null;
+    t.teardown(async () => {
+      await removeTestContainers(SUITE);
+      if (ns) await deleteNetns(ns);
+      await d.cleanup();
+    });
+    await d.start();
+    await runContainer(details(1));
+    await runContainer(details(2));
+    await runContainer({
+      suite: SUITE, name: 'bt-ing-productpage',
+      labels: { 'berth.service': 'productpage', 'berth.ports': '9080', 'berth.http.basic.path': '/', 'berth.http.basic.publish': String(PUBLISH) },
+      cmd: ['sh', '-c', "echo '<h1>Product page</h1>' > /www/index.html && exec httpd -f -p 9080 -h /www"],
+    });
+    const client = await runContainer({ suite: SUITE, name: 'bt-ing-client', labels: {}, cmd: ['sleep', '600'] });
+
+    const basic = await waitFor('ingress basic with its listener', async () => {
+      const s = (await d.services()).find((x) => x.name === 'basic');
+      return s && s.kind === 'ingress' && s.listenerPort && s.routes.length === 2 ? s : undefined;
+    }, 20000);
+    t.deepEqual(basic.routes.map((r) => r.path), ['/details', '/'], 'longest prefix first');
+    t.true(basic.listenerPort! >= 15000 && basic.listenerPort! <= 15999);
+    const st = await d.status();
+    t.is(st.redirect, mode);
+    t.is(st.envoy.state, 'running');
+    t.truthy(st.envoy.pid);
+
+    const replicas = async (get: () => Promise<HttpResult>) => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 16 && seen.size < 2; i++) {
+        const r = await get();
+        if (r.status !== 200) throw new Error(`status ${r.status}: ${r.body}`);
+        seen.add((JSON.parse(r.body) as { replica: string }).replica);
+      }
+      return [...seen].sort();
+    };
+    // Host client -> ingress VIP (Envoy may take a moment to get the first config).
+    await waitFor('host -> ingress VIP answers', async () => (await httpGet(basic.vip, 80, '/details/1')).status === 200, 15000, 200);
+    t.deepEqual(await replicas(() => httpGet(basic.vip, 80, '/details/1')), ['details-1', 'details-2'], 'balanced over both replicas');
+    const page = await httpGet(basic.vip, 80, '/');
+    t.is(page.status, 200);
+    t.regex(page.body, /Product page/);
+
+    // Container client -> ingress VIP (leaves the container, redirected on the bridge).
+    await waitFor('container -> ingress VIP answers', async () => (await httpGetInContainer(client.id, basic.vip, 80, '/details/1')).status === 200, 10000, 200);
+    t.deepEqual(await replicas(() => httpGetInContainer(client.id, basic.vip, 80, '/details/1')), ['details-1', 'details-2']);
+    t.regex((await httpGetInContainer(client.id, basic.vip, 80, '/')).body, /Product page/);
+
+    // Outside client: a netns of our own, reaching the publish port on the host's address there.
+    ns = await createNetns(`bt-ing-${mode === 'ebpf' ? 'e' : 'i'}`);
+    const outside = await waitFor('outside client -> publish port', async () => {
+      const r = await httpGetInNetns(ns!.name, ns!.hostAddress, PUBLISH, '/details/1');
+      return r.status === 200 ? r : undefined;
+    }, 10000, 200);
+    t.regex(outside.body, /"replica":"details-[12]"/);
+
+    // A new route appears shortly after its container starts.
+    await runContainer({
+      suite: SUITE, name: 'bt-ing-reviews',
+      labels: { 'berth.service': 'reviews', 'berth.ports': '9080', 'berth.http.basic.path': '/reviews' },
+      cmd: ['sh', '-c', "mkdir -p /www/reviews && echo '{\"reviews\":[]}' > /www/reviews/1 && exec httpd -f -p 9080 -h /www"],
+    });
+    const t0 = Date.now();
+    await waitFor('new route /reviews serving', async () => (await httpGet(basic.vip, 80, '/reviews/1')).status === 200, 10000, 50);
+    t.log(`new route served ${Date.now() - t0} ms after docker run returned`);
+
+    // A removed backend stops receiving.
+    await docker.getContainer('bt-ing-details-2').remove({ force: true });
+    await waitFor('details-2 no longer answers', async () => !(await replicas(() => httpGet(basic.vip, 80, '/details/1'))).includes('details-2'), 10000, 100);
+    const after = await Promise.all(Array.from({ length: 8 }, () => httpGet(basic.vip, 80, '/details/1')));
+    t.true(after.every((r) => r.status === 200 && r.body.includes('details-1')));
+
+    // Envoy killed: restarted by berthd and serving again.
+    const pid = (await d.status()).envoy.pid!;
+    process.kill(pid, 'SIGKILL');
+    await waitFor('Envoy restarted', async () => {
+      const e = (await d.status()).envoy;
+      return e.state === 'running' && e.pid !== pid && e.pid;
+    }, 20000, 100);
+    await waitFor('serving after the Envoy restart', async () => (await httpGet(basic.vip, 80, '/details/1')).status === 200, 15000, 200);
+    t.true(((await d.status()).envoy.restarts ?? 0) >= 1);
+
+    // Only this mode's rules exist.
+    const rules = await berthRules();
+    if (mode === 'iptables') {
+      t.true(rules.iptables.some((r) => /TPROXY/.test(r)), rules.iptables.join('\n'));
+      t.deepEqual(rules.tc, []);
+    } else {
+      t.deepEqual(rules.iptables.filter((r) => /TPROXY/.test(r)), []);
+      t.true(rules.tc.length > 0, 'tc programs attached');
+    }
+  });
+}
+
+test('switching redirect mode removes the other mode, cleanup removes both', async (t) => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  const d1 = new Berthd({ name: 'ing-switch', extraArgs: ['--redirect', 'iptables'] });
+  t.teardown(async () => {
+    await removeTestContainers(SUITE);
+    await d1.cleanup();
+  });
+  await d1.start();
+  await runContainer({
+    suite: SUITE, name: 'bt-ing-sw', labels: { 'berth.service': 'sw', 'berth.ports': '9080', 'berth.http.sw.path': '/', 'berth.http.sw.publish': '31908' },
+    cmd: ['sh', '-c', "echo ok > /www/index.html && exec httpd -f -p 9080 -h /www"],
+  });
+  const sw = await waitFor('ingress sw', async () => (await d1.services()).find((s: ServiceView) => s.name === 'sw' && s.kind === 'ingress' && s.listenerPort));
+  await waitFor('iptables rules present', async () => (await berthRules()).iptables.some((r) => /TPROXY/.test(r)));
+  await d1.stop();
+  const d2 = new Berthd({ name: 'ing-switch', extraArgs: ['--redirect', 'ebpf'] });
+  await d2.start();
+  await waitFor('ebpf programs present', async () => (await berthRules()).tc.length > 0);
+  t.deepEqual((await berthRules()).iptables.filter((r) => /TPROXY/.test(r)), [], 'no TPROXY rules left in ebpf mode');
+  await waitFor('serving in ebpf mode', async () => (await httpGet(sw.vip, 80, '/')).status === 200, 15000, 200);
+  await d2.cleanup();
+  const rules = await berthRules();
+  t.deepEqual(rules, { iptables: [], tc: [] });
+});
