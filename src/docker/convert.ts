@@ -1,0 +1,78 @@
+/**
+ * Docker API objects → berth's plain snapshot types (src/model/types.ts). Pure: the watcher does
+ * the I/O, this module only decides what each field means, so the odd corners (no health block,
+ * empty IP strings, "8080/tcp" keys) are unit-tested without a Docker engine.
+ */
+import type { ContainerInfo, ContainerNetwork, NetworkInfo, Protocol } from '../model/types';
+
+/** The subset of `docker inspect <container>` that berth reads. */
+export interface InspectLike {
+  Id: string;
+  Name?: string;
+  State?: { Status?: string; StartedAt?: string; Health?: { Status?: string } | null } | null;
+  Config?: { Labels?: Record<string, string> | null; ExposedPorts?: Record<string, unknown> | null; StopSignal?: string } | null;
+  NetworkSettings?: {
+    Networks?: Record<string, { NetworkID?: string; IPAddress?: string; GlobalIPv6Address?: string } | null> | null;
+  } | null;
+}
+
+/** The subset of a `GET /networks` entry that berth reads. */
+export interface NetworkLike {
+  Id: string;
+  Name: string;
+  IPAM?: { Config?: ({ Subnet?: string; Gateway?: string } | null)[] | null } | null;
+}
+
+const HEALTH = new Set(['starting', 'healthy', 'unhealthy']);
+
+function health(s: string | undefined): ContainerInfo['health'] {
+  return s && HEALTH.has(s) ? (s as ContainerInfo['health']) : 'none';
+}
+
+/** "8080/tcp" → {8080, tcp}; SCTP and malformed keys are dropped (berth balances TCP and UDP only). */
+export function exposedPorts(ports: Record<string, unknown> | null | undefined): { port: number; protocol: Protocol }[] {
+  const out: { port: number; protocol: Protocol }[] = [];
+  for (const key of Object.keys(ports ?? {})) {
+    const m = /^(\d+)(?:\/(tcp|udp))?$/.exec(key);
+    if (!m) continue;
+    const port = Number(m[1]);
+    if (port < 1 || port > 65535) continue;
+    out.push({ port, protocol: (m[2] ?? 'tcp') as Protocol });
+  }
+  return out.sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
+}
+
+/** Docker reports "no address" as an empty string; berth says null. */
+function addr(s: string | undefined): string | null {
+  return s ? s : null;
+}
+
+function networks(n: NonNullable<InspectLike['NetworkSettings']>['Networks']): ContainerNetwork[] {
+  return Object.entries(n ?? {})
+    .map(([name, v]) => ({ name, id: v?.NetworkID ?? '', ip: addr(v?.IPAddress), ip6: addr(v?.GlobalIPv6Address) }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** One inspected container; `stopping` is the watcher's own knowledge (from events), passed in. */
+export function toContainerInfo(c: InspectLike, stopping: boolean): ContainerInfo {
+  return {
+    id: c.Id,
+    name: (c.Name ?? '').replace(/^\//, ''),
+    labels: { ...(c.Config?.Labels ?? {}) },
+    state: c.State?.Status ?? 'unknown',
+    health: health(c.State?.Health?.Status),
+    stopping,
+    exposedPorts: exposedPorts(c.Config?.ExposedPorts),
+    networks: networks(c.NetworkSettings?.Networks),
+  };
+}
+
+export function toNetworkInfo(n: NetworkLike): NetworkInfo {
+  const cfg = (n.IPAM?.Config ?? []).filter((c): c is { Subnet?: string; Gateway?: string } => !!c);
+  return {
+    id: n.Id,
+    name: n.Name,
+    subnets: cfg.map((c) => c.Subnet).filter((s): s is string => !!s),
+    gateways: cfg.map((c) => c.Gateway).filter((s): s is string => !!s),
+  };
+}
