@@ -29,6 +29,12 @@ export interface ContainerInfo {
   exposedPorts: { port: number; protocol: Protocol }[];
   /** Networks the container is attached to, with its addresses there. */
   networks: ContainerNetwork[];
+  /**
+   * Docker's creation time (list `Created`, seconds since epoch), when the watcher knows it
+   * (additive: optional). The model orders containers by it (then by the given order) to decide
+   * which container of a service came first; Docker lists newest first.
+   */
+  created?: number;
 }
 
 export interface ContainerNetwork {
@@ -124,6 +130,8 @@ export interface LabelError {
   /** The offending label key, e.g. `berth.ports`. */
   label: string;
   error: string;
+  /** Stable code from src/model/errors.ts, e.g. `BERTH_BAD_PORT_SPEC` (additive: optional). */
+  code?: string;
 }
 
 /** The whole desired state, computed from one DockerSnapshot. Services sorted by name. */

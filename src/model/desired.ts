@@ -1,0 +1,354 @@
+/**
+ * buildDesiredState: one full Docker snapshot in, the whole desired state out.
+ *
+ * Steps, each deterministic for a given snapshot and store:
+ *   1. Order containers by creation (`created`, then the order given) and decode their labels.
+ *   2. Group by service. The first container of a service fixes its ports and pins; a later one
+ *      that disagrees is skipped with an error on the label it disagrees on.
+ *   3. VIPs, both families. Pass 1 claims, in ownership order (earliest store assignment first,
+ *      then new names in name order), each service's pin or its still-valid stored VIP; a pin that
+ *      is forbidden or owned by an earlier service skips that service's containers. Pass 2 derives
+ *      a VIP (vip.ts) for everything still without one, in the same order.
+ *   4. Ingress routes from the remaining containers' http labels, in container order: a route,
+ *      listen or publish that contradicts an earlier container is dropped with an error.
+ *   5. Backends: running, not stopping, healthy or without healthcheck, with an address.
+ * The store is updated with the final assignments and forgets names that no longer exist; the
+ * caller saves it. Pure apart from mutating the store object.
+ */
+import type {
+  Backend, ContainerInfo, DesiredState, DockerSnapshot, HostInfo, LabelError, Route, Service, ServicePort,
+} from './types';
+import { LABEL_ERRORS, labelError, ModelError } from './errors';
+import { type ContainerSpec, decodeLabels, httpLabel, LABEL_PORTS, LABEL_SERVICE, LABEL_VIP, LABEL_VIP6 } from './labels';
+import { type Addr, type Cidr, type Family, canonicalIp, formatIp, parseCidr, parseIp } from './ip';
+import { deriveVip, makeVipRules, type ServiceKind, vipProblem, type VipRules } from './vip';
+import { storeKey, type VipStore } from './vipstore';
+
+export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
+export const DEFAULT_SERVICE_CIDR6 = 'fd00:96::/112';
+export const DEFAULT_INGRESS_LISTEN = 80;
+
+export interface BuildOptions {
+  serviceCidr: string;
+  serviceCidr6: string;
+  store: VipStore;
+}
+
+interface Member {
+  info: ContainerInfo;
+  spec: ContainerSpec;
+}
+
+/** A service or ingress being placed. */
+interface Entity {
+  kind: ServiceKind;
+  name: string;
+  /** Service: its accepted containers, first one first. Ingress: empty. */
+  members: Member[];
+  pin: Record<Family, string | null>;
+  vip: Record<Family, Addr | null>;
+  rejected: boolean;
+}
+
+export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: BuildOptions): DesiredState {
+  const range4 = rangeOf(opts.serviceCidr, 4, 'serviceCidr');
+  const range6 = rangeOf(opts.serviceCidr6, 6, 'serviceCidr6');
+  const rules: Record<Family, VipRules> = {
+    4: makeVipRules(range4, host, snap.networks),
+    6: makeVipRules(range6, host, snap.networks),
+  };
+  const errors: LabelError[] = [];
+
+  // 1. Creation order. Docker lists newest first, so without `created` the caller must pass the
+  //    containers oldest first; ties keep the given order (Array.prototype.sort is stable).
+  const containers = snap.containers
+    .map((info, i) => ({ info, i }))
+    .sort((a, b) => (a.info.created ?? 0) - (b.info.created ?? 0) || a.i - b.i)
+    .map((x) => x.info);
+
+  // 2. Decode and group.
+  const groups = new Map<string, Member[]>();
+  for (const info of containers) {
+    const { spec, errors: errs } = decodeLabels(info);
+    errors.push(...errs);
+    if (!spec) continue;
+    const group = groups.get(spec.service);
+    if (!group) {
+      groups.set(spec.service, [{ info, spec }]);
+      continue;
+    }
+    const disagreements = disagree(group[0].spec, spec);
+    if (disagreements.length > 0) {
+      errors.push(...disagreements);
+      continue;
+    }
+    group.push({ info, spec });
+  }
+
+  const services: Entity[] = [...groups.entries()].map(([name, members]) => ({
+    kind: 'service',
+    name,
+    members,
+    pin: { 4: members[0].spec.vip, 6: members[0].spec.vip6 },
+    vip: { 4: null, 6: null },
+    rejected: false,
+  }));
+  // Candidate ingresses: named by an accepted container's route. (If all their routes fall away in
+  // step 4 they claimed a VIP for nothing in this rebuild, and are not stored.)
+  const ingressNames = new Set(services.flatMap((s) => s.members.flatMap((m) => m.spec.routes.map((r) => r.ingress))));
+  const ingresses: Entity[] = [...ingressNames].map((name) => ({
+    kind: 'ingress', name, members: [], pin: { 4: null, 6: null }, vip: { 4: null, 6: null }, rejected: false,
+  }));
+  const entities = ownershipOrder([...services, ...ingresses], opts.store);
+
+  // 3a. Pins that can never be a VIP.
+  for (const e of entities) {
+    for (const fam of [4, 6] as const) {
+      const pin = e.pin[fam];
+      if (pin === null) continue;
+      const problem = vipProblem(rules[fam], parseIp(pin)!);
+      if (problem) reject(e, errors, (c) => problem(c, fam === 4 ? LABEL_VIP : LABEL_VIP6));
+    }
+  }
+
+  // 3b. Pass 1: claim pins and still-valid stored VIPs, earliest owner first.
+  const owners: Record<Family, Map<bigint, Entity>> = { 4: new Map(), 6: new Map() };
+  for (const e of entities) {
+    if (e.rejected) continue;
+    const stored = opts.store.get(e.kind, e.name);
+    const want: Record<Family, Addr | null> = { 4: null, 6: null };
+    for (const fam of [4, 6] as const) {
+      const pin = e.pin[fam];
+      if (pin !== null) {
+        const a = parseIp(pin)!;
+        const owner = owners[fam].get(a.value);
+        if (owner) {
+          reject(e, errors, (c) => labelError(c, fam === 4 ? LABEL_VIP : LABEL_VIP6, 'BERTH_VIP_OWNED', pin, `${owner.kind} ${owner.name}`));
+        }
+        want[fam] = a;
+        continue;
+      }
+      const s = stored ? parseIp((fam === 4 ? stored.vip : stored.vip6) ?? '') : null;
+      // A stored VIP that is now forbidden (range changed, a Docker network appeared) or claimed
+      // by an earlier owner is re-derived in pass 2.
+      if (s && s.family === fam && vipProblem(rules[fam], s) === null && !owners[fam].has(s.value)) want[fam] = s;
+    }
+    if (e.rejected) continue;
+    for (const fam of [4, 6] as const) {
+      const a = want[fam];
+      if (a) {
+        owners[fam].set(a.value, e);
+        e.vip[fam] = a;
+      }
+    }
+  }
+
+  // 4. Routes (before deriving, so that ingresses left without a route take no VIP).
+  const live = services.filter((s) => !s.rejected);
+  const routes = buildRoutes(live, containers, errors);
+
+  // 3c. Pass 2: derive what is still missing, in the same order.
+  const serviceErrors = new Map<Entity, string[]>();
+  for (const e of entities) {
+    if (e.rejected || (e.kind === 'ingress' && !routes.has(e.name))) continue;
+    for (const fam of [4, 6] as const) {
+      if (e.vip[fam]) continue;
+      const a = deriveVip(e.kind, e.name, rules[fam], (x) => owners[fam].has(x.value));
+      if (a) {
+        owners[fam].set(a.value, e);
+        e.vip[fam] = a;
+      } else if (fam === 4) {
+        // Without an IPv4 VIP the service cannot be programmed at all.
+        const range = rules[4].range.text;
+        if (e.kind === 'service') {
+          reject(e, errors, (c) => labelError(c, LABEL_SERVICE, 'BERTH_VIP_EXHAUSTED', range));
+        } else {
+          e.rejected = true;
+          for (const c of routes.get(e.name)!.owners) errors.push(labelError(c, httpLabel(e.name, 'path'), 'BERTH_VIP_EXHAUSTED', range));
+        }
+      } else {
+        serviceErrors.set(e, [...(serviceErrors.get(e) ?? []), LABEL_ERRORS.BERTH_VIP_EXHAUSTED(rules[6].range.text)]);
+      }
+    }
+  }
+
+  // 5. Assemble, and record the assignments.
+  const out: Service[] = [];
+  const keep = new Set<string>();
+  for (const e of entities) {
+    if (e.rejected || !e.vip[4] || (e.kind === 'ingress' && !routes.has(e.name))) continue;
+    const vip = formatIp(e.vip[4]);
+    const vip6 = e.vip[6] ? formatIp(e.vip[6]) : null;
+    opts.store.set(e.kind, e.name, vip, vip6);
+    keep.add(storeKey(e.kind, e.name));
+    if (e.kind === 'service') {
+      out.push({
+        name: e.name, kind: 'service', vip, vip6,
+        ports: e.members[0].spec.ports.map((p) => ({ ...p })),
+        backends: e.members.map((m) => backendOf(m.info)).filter((b): b is Backend => b !== null).sort((a, b) => cmp(a.id, b.id)),
+        routes: [], ingress: null, errors: serviceErrors.get(e) ?? [],
+      });
+    } else {
+      const r = routes.get(e.name)!;
+      const listen = r.listen ?? DEFAULT_INGRESS_LISTEN;
+      out.push({
+        name: e.name, kind: 'ingress', vip, vip6,
+        ports: [{ port: listen, protocol: 'tcp', targetPort: listen }],
+        backends: [], routes: r.routes,
+        ingress: { listen, publish: r.publish, proxyPort: null },
+        errors: serviceErrors.get(e) ?? [],
+      });
+    }
+  }
+  opts.store.retain(keep);
+  out.sort((a, b) => cmp(a.name, b.name) || cmp(a.kind, b.kind));
+  return { services: out, labelErrors: errors };
+}
+
+function rangeOf(text: string, family: Family, key: string): Cidr {
+  const c = parseCidr(text);
+  if (!c || c.family !== family) {
+    throw new ModelError('BERTH_BAD_SERVICE_CIDR', `${key} "${text}" is not an IPv${family} CIDR`);
+  }
+  return c;
+}
+
+/** Plain code-unit order, independent of the locale the daemon runs under. */
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function portsKey(ports: ServicePort[]): string {
+  return ports.map((p) => `${p.port}:${p.targetPort}/${p.protocol}`).sort().join(',');
+}
+
+function portsText(ports: ServicePort[]): string {
+  return `"${ports.map((p) => (p.port === p.targetPort ? `${p.port}/${p.protocol}` : `${p.port}:${p.targetPort}/${p.protocol}`)).join(',')}"`;
+}
+
+/** Errors for each label on which `later` contradicts the service's first container. */
+function disagree(first: ContainerSpec, later: ContainerSpec): LabelError[] {
+  const out: LabelError[] = [];
+  const c = later.container;
+  if (portsKey(first.ports) !== portsKey(later.ports)) {
+    out.push(labelError(c, LABEL_PORTS, 'BERTH_SERVICE_DISAGREE', later.service, 'ports', first.container, portsText(later.ports), portsText(first.ports)));
+  }
+  const pins: [string, string | null, string | null][] = [[LABEL_VIP, first.vip, later.vip], [LABEL_VIP6, first.vip6, later.vip6]];
+  for (const [label, a, b] of pins) {
+    if (a !== b) out.push(labelError(c, label, 'BERTH_SERVICE_DISAGREE', later.service, 'the pinned VIP', first.container, b ?? 'none', a ?? 'none'));
+  }
+  return out;
+}
+
+/** Earliest store assignment first, then names never assigned, by name (then kind). */
+function ownershipOrder(entities: Entity[], store: VipStore): Entity[] {
+  const seq = (e: Entity) => store.get(e.kind, e.name)?.seq ?? Number.POSITIVE_INFINITY;
+  return [...entities].sort((a, b) => {
+    const sa = seq(a);
+    const sb = seq(b);
+    if (sa !== sb) return sa < sb ? -1 : 1;
+    return cmp(a.name, b.name) || cmp(a.kind, b.kind);
+  });
+}
+
+/** Skips every container of a service (one error each); an ingress is just dropped. */
+function reject(e: Entity, errors: LabelError[], err: (container: string) => LabelError): void {
+  e.rejected = true;
+  for (const m of e.members) errors.push(err(m.info.name));
+}
+
+interface IngressRoutes {
+  routes: Route[];
+  listen: number | null;
+  publish: number | null;
+  /** Containers contributing a route, for errors about the ingress as a whole. */
+  owners: string[];
+}
+
+/** Routes per ingress from the accepted containers, in container order; conflicts dropped. */
+function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelError[]): Map<string, IngressRoutes> {
+  const memberOf = new Map<string, Member>();
+  for (const s of live) for (const m of s.members) memberOf.set(m.info.id, m);
+
+  const out = new Map<string, IngressRoutes>();
+  // Who set what first: per ingress listen/publish, per publish port its ingress, per route key.
+  const listenBy = new Map<string, { value: number; container: string }>();
+  const publishBy = new Map<string, { value: number; container: string }>();
+  const publishOwner = new Map<number, string>();
+  const routeBy = new Map<string, { route: Route; container: string }>();
+
+  for (const info of containers) {
+    const m = memberOf.get(info.id);
+    if (!m) continue;
+    for (const r of m.spec.routes) {
+      const c = m.spec.container;
+      const ing = r.ingress;
+      const listen = r.listen !== null ? listenBy.get(ing) : undefined;
+      if (listen && listen.value !== r.listen) {
+        errors.push(labelError(c, httpLabel(ing, 'listen'), 'BERTH_INGRESS_CONFLICT', ing, 'listen', String(r.listen), listen.container, String(listen.value)));
+        continue;
+      }
+      const publish = r.publish !== null ? publishBy.get(ing) : undefined;
+      if (publish && publish.value !== r.publish) {
+        errors.push(labelError(c, httpLabel(ing, 'publish'), 'BERTH_INGRESS_CONFLICT', ing, 'publish', String(r.publish), publish.container, String(publish.value)));
+        continue;
+      }
+      const other = r.publish !== null ? publishOwner.get(r.publish) : undefined;
+      if (other !== undefined && other !== ing) {
+        errors.push(labelError(c, httpLabel(ing, 'publish'), 'BERTH_PUBLISH_TAKEN', r.publish!, other));
+        continue;
+      }
+      const route: Route = { host: r.host, path: r.path, service: m.spec.service, port: r.port };
+      const key = `${ing}\u0000${r.host ?? ''}\u0000${r.path}`;
+      const prev = routeBy.get(key);
+      if (prev && (prev.route.service !== route.service || prev.route.port !== route.port)) {
+        const where = `${r.host ?? '*'}${r.path}`;
+        errors.push(labelError(c, httpLabel(ing, 'path'), 'BERTH_ROUTE_CONFLICT', ing, where, prev.container, `${prev.route.service}:${prev.route.port}`));
+        continue;
+      }
+      // Accepted: commit what this route says.
+      if (r.listen !== null && !listenBy.has(ing)) listenBy.set(ing, { value: r.listen, container: c });
+      if (r.publish !== null && !publishBy.has(ing)) {
+        publishBy.set(ing, { value: r.publish, container: c });
+        publishOwner.set(r.publish, ing);
+      }
+      let ir = out.get(ing);
+      if (!ir) out.set(ing, (ir = { routes: [], listen: null, publish: null, owners: [] }));
+      if (!ir.owners.includes(c)) ir.owners.push(c);
+      if (!prev) {
+        routeBy.set(key, { route, container: c });
+        ir.routes.push(route);
+      }
+    }
+  }
+  for (const [ing, ir] of out) {
+    ir.listen = listenBy.get(ing)?.value ?? null;
+    ir.publish = publishBy.get(ing)?.value ?? null;
+    ir.routes.sort(routeOrder);
+  }
+  return out;
+}
+
+/** Longest path first (most specific prefix wins), then host (named hosts before "any"). */
+export function routeOrder(a: Route, b: Route): number {
+  return (
+    b.path.length - a.path.length ||
+    cmp(a.path, b.path) ||
+    (a.host === b.host ? 0 : a.host === null ? 1 : b.host === null ? -1 : cmp(a.host, b.host)) ||
+    cmp(a.service, b.service) ||
+    a.port - b.port
+  );
+}
+
+/** The container as a backend, or null when it must not receive connections now. */
+export function backendOf(c: ContainerInfo): Backend | null {
+  if (c.state !== 'running' || c.stopping) return null;
+  if (c.health !== 'none' && c.health !== 'healthy') return null;
+  // Deterministic: the first network by name that has an address of each family.
+  const nets = [...c.networks].sort((a, b) => cmp(a.name, b.name));
+  const ip = nets.find((n) => n.ip)?.ip ?? null;
+  const ip6 = nets.find((n) => n.ip6)?.ip6 ?? null;
+  if (ip === null && ip6 === null) return null;
+  const canon = (s: string | null) => (s === null ? null : (canonicalIp(s) ?? s));
+  return { container: c.name, id: c.id, ip: canon(ip), ip6: canon(ip6) };
+}
