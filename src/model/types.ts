@@ -30,9 +30,10 @@ export interface ContainerInfo {
   /** Networks the container is attached to, with its addresses there. */
   networks: ContainerNetwork[];
   /**
-   * Docker's creation time (list `Created`, seconds since epoch), when the watcher knows it
-   * (additive: optional). The model orders containers by it (then by the given order) to decide
-   * which container of a service came first; Docker lists newest first.
+   * Creation time in ms since epoch (`Date.parse` of inspect's `Created`; the list's `Created` is
+   * only whole seconds), when the watcher knows it (additive: optional). The model orders
+   * containers by it, then by the given order, to decide which container of a service came first
+   * and so wins a disagreement. Without it, the given order is taken as creation order.
    */
   created?: number;
 }
