@@ -6,6 +6,7 @@
  * reply = what came back (the echo servers put their tag first, so tests see which backend answered);
  * errno = the failure (e.g. ECONNREFUSED at once when a service has no backend), null on success.
  * Every attempt is bounded by --timeout-ms and the number of attempts by --count.
+ * TCP with --send '' only connects (ok once connected, reply ""): a readiness check for any server.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -16,7 +17,8 @@
 
 static const char *USAGE =
 	"usage: berth-probe tcp|udp|udp-unconnected <addr> <port> [--send MSG] [--timeout-ms N] [--count N]\n"
-	"  prints one JSON line per attempt: {ok, peer, reply, from, errno, ms}; exit 0 when all attempts succeeded";
+	"  prints one JSON line per attempt: {ok, peer, reply, from, errno, ms}; exit 0 when all attempts succeeded\n"
+	"  tcp with --send '' only connects (no read)";
 
 enum mode { M_TCP, M_UDP, M_UDP_UNCONNECTED };
 
@@ -136,7 +138,9 @@ static void tcp_attempt(const struct sockaddr *sa, socklen_t len, const char *ms
 			fmt_sockaddr(&ss, r->from, sizeof(r->from));
 	}
 	size_t mlen = strlen(msg);
-	if (mlen && send(fd, msg, mlen, MSG_NOSIGNAL) < 0) { r->err = errno; close(fd); return; }
+	/* --send '': a connect-only check (servers like httpd say nothing until they get a request). */
+	if (!mlen) { r->ok = 1; close(fd); return; }
+	if (send(fd, msg, mlen, MSG_NOSIGNAL) < 0) { r->err = errno; close(fd); return; }
 	int closed = 0;
 	for (;;) {
 		double d = deadline;
