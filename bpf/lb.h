@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * lb.h — the ONE definition of berth's BPF map layouts, shared by bpf/ (the programs) and
+ * native/ (the addon, which exports the sizes so src/datapath/codec.ts can check its own
+ * encoders against them). Fixed-width fields, explicit padding, no implicit holes: the kernel,
+ * the addon and the codec must agree byte for byte, and _Static_assert below keeps it so.
+ *
+ * Byte order: addresses and ports are stored exactly as the socket hooks see them
+ * (network order, i.e. the bytes of the address in their usual order); everything else is
+ * host order. Only src/datapath/codec.ts converts.
+ *
+ * The service map follows Cilium's lb4_key/lb4_service slot scheme (bpf/lib/lb.h there):
+ * slot 0 of a (VIP, port, proto) is the master entry holding the backend count, flags and the
+ * service id; slots 1..count hold backend ids. A connect picks slot 1 + random % count.
+ */
+#ifndef BERTH_LB_H
+#define BERTH_LB_H
+
+#ifdef __BPF__
+/* In BPF programs the fixed-width types come from vmlinux.h. */
+#else
+#include <linux/types.h>
+#endif
+
+/* Map capacities. Hash maps are BPF_F_NO_PREALLOC, so unused capacity costs only buckets. */
+#define BERTH_MAX_SERVICE_ENTRIES (1u << 19) /* master + backend slots, all services */
+#define BERTH_MAX_BACKENDS (1u << 18)        /* distinct (address, port) backends */
+#define BERTH_MAX_SERVICE_IDS (1u << 17)     /* service ids 1..MAX-1; index of the counters */
+#define BERTH_MAX_REVNAT (1u << 17)          /* LRU: live (socket, backend) pairs */
+#define BERTH_MAX_DESTROY 4096               /* backends whose UDP sockets one iterator run destroys */
+#define BERTH_MAX_SLOTS 0xffffu              /* backends per service (u16 slot) */
+
+/* berth_svc_val.flags */
+#define BERTH_SVC_F_HOST_NETNS 0x1 /* rewrite only for sockets in the host network namespace */
+
+#define BERTH_FAMILY_V4 4
+#define BERTH_FAMILY_V6 6
+
+/* services map key: one (VIP, port, protocol, slot). */
+struct berth_svc_key {
+	__u32 addr[4];  /* VIP, network order; IPv4 in addr[0], addr[1..3] zero */
+	__u16 port;     /* VIP port, network order */
+	__u8 proto;     /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__u8 family;    /* BERTH_FAMILY_V4 or BERTH_FAMILY_V6 */
+	__u16 slot;     /* 0 = master entry, 1..count = backend slots */
+	__u16 pad;      /* zero */
+};
+
+/* services map value. */
+struct berth_svc_val {
+	__u32 id;       /* slot 0: service id (index into counters); slot n: backend id */
+	__u16 count;    /* slot 0: number of backend slots; slot n: zero */
+	__u8 flags;     /* slot 0: BERTH_SVC_F_*; slot n: zero */
+	__u8 pad;       /* zero */
+};
+
+/* backends map key. */
+struct berth_backend_key {
+	__u32 id;       /* backend id, 1.. (0 is never used) */
+};
+
+/* backends map value: where a connect is sent. */
+struct berth_backend {
+	__u32 addr[4];  /* backend address, network order; IPv4 in addr[0]. An IPv6 backend may be
+	                   v4-mapped (::ffff:a.b.c.d) for IPv6 sockets reaching an IPv4 listener */
+	__u16 port;     /* backend port, network order */
+	__u8 family;    /* BERTH_FAMILY_V4 or BERTH_FAMILY_V6 */
+	__u8 pad;       /* zero */
+};
+
+/* revnat map key: which socket talked to which backend. */
+struct berth_revnat_key {
+	__u64 cookie;   /* bpf_get_socket_cookie() of the client socket */
+	__u32 addr[4];  /* backend address as the socket sees it, network order */
+	__u16 port;     /* backend port, network order */
+	__u16 pad1;     /* zero */
+	__u32 pad2;     /* zero */
+};
+
+/* revnat map value: what getpeername()/recvmsg() must report instead of the backend. */
+struct berth_revnat_val {
+	__u32 addr[4];  /* VIP, network order */
+	__u16 port;     /* VIP port, network order */
+	__u16 pad;      /* zero */
+};
+
+/* counters map value (per CPU, indexed by service id). */
+struct berth_counters {
+	__u64 connects;   /* connects and unconnected UDP sends balanced to a backend */
+	__u64 no_backend; /* attempts refused because the service had no backend */
+};
+
+/* config map value (array, one entry at index 0). */
+struct berth_config {
+	__u64 host_netns_cookie; /* netns cookie of the host network namespace (where Envoy listens) */
+	__u32 flags;             /* reserved, zero */
+	__u32 pad;               /* zero */
+};
+
+/* udp_destroy map key: a backend whose connected UDP sockets the iterator destroys. */
+struct berth_destroy_key {
+	__u32 addr[4];  /* backend address, network order */
+	__u16 port;     /* backend port, network order */
+	__u8 family;    /* BERTH_FAMILY_V4 or BERTH_FAMILY_V6 */
+	__u8 pad;       /* zero */
+};
+
+#ifdef __cplusplus
+#define _Static_assert static_assert /* C++ spells it without the underscore */
+#endif
+_Static_assert(sizeof(struct berth_svc_key) == 24, "berth_svc_key size");
+_Static_assert(sizeof(struct berth_svc_val) == 8, "berth_svc_val size");
+_Static_assert(sizeof(struct berth_backend_key) == 4, "berth_backend_key size");
+_Static_assert(sizeof(struct berth_backend) == 20, "berth_backend size");
+_Static_assert(sizeof(struct berth_revnat_key) == 32, "berth_revnat_key size");
+_Static_assert(sizeof(struct berth_revnat_val) == 20, "berth_revnat_val size");
+_Static_assert(sizeof(struct berth_counters) == 16, "berth_counters size");
+_Static_assert(sizeof(struct berth_config) == 16, "berth_config size");
+_Static_assert(sizeof(struct berth_destroy_key) == 20, "berth_destroy_key size");
+
+#endif /* BERTH_LB_H */

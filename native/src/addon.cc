@@ -1,0 +1,68 @@
+// The addon's entry: registers every module's functions, plus the struct sizes and constants of
+// bpf/lb.h so src/datapath/codec.ts can verify its layout against the C compiler's.
+#include <napi.h>
+
+#include "exports.h"
+#include "lb.h"
+
+namespace berth {
+
+void InitLayout(Napi::Env env, Napi::Object exports) {
+  Napi::Object sizes = Napi::Object::New(env);
+  sizes.Set("svcKey", sizeof(struct berth_svc_key));
+  sizes.Set("svcVal", sizeof(struct berth_svc_val));
+  sizes.Set("backendKey", sizeof(struct berth_backend_key));
+  sizes.Set("backend", sizeof(struct berth_backend));
+  sizes.Set("revnatKey", sizeof(struct berth_revnat_key));
+  sizes.Set("revnatVal", sizeof(struct berth_revnat_val));
+  sizes.Set("counters", sizeof(struct berth_counters));
+  sizes.Set("config", sizeof(struct berth_config));
+  sizes.Set("destroyKey", sizeof(struct berth_destroy_key));
+  exports.Set("sizes", sizes);
+
+  Napi::Object offs = Napi::Object::New(env);
+  offs.Set("svcKeyPort", offsetof(struct berth_svc_key, port));
+  offs.Set("svcKeyProto", offsetof(struct berth_svc_key, proto));
+  offs.Set("svcKeyFamily", offsetof(struct berth_svc_key, family));
+  offs.Set("svcKeySlot", offsetof(struct berth_svc_key, slot));
+  offs.Set("svcValCount", offsetof(struct berth_svc_val, count));
+  offs.Set("svcValFlags", offsetof(struct berth_svc_val, flags));
+  offs.Set("backendPort", offsetof(struct berth_backend, port));
+  offs.Set("backendFamily", offsetof(struct berth_backend, family));
+  offs.Set("revnatKeyAddr", offsetof(struct berth_revnat_key, addr));
+  offs.Set("revnatKeyPort", offsetof(struct berth_revnat_key, port));
+  offs.Set("revnatValPort", offsetof(struct berth_revnat_val, port));
+  offs.Set("countersNoBackend", offsetof(struct berth_counters, no_backend));
+  offs.Set("destroyKeyPort", offsetof(struct berth_destroy_key, port));
+  offs.Set("destroyKeyFamily", offsetof(struct berth_destroy_key, family));
+  exports.Set("offsets", offs);
+
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("MAX_SERVICE_ENTRIES", BERTH_MAX_SERVICE_ENTRIES);
+  c.Set("MAX_BACKENDS", BERTH_MAX_BACKENDS);
+  c.Set("MAX_SERVICE_IDS", BERTH_MAX_SERVICE_IDS);
+  c.Set("MAX_REVNAT", BERTH_MAX_REVNAT);
+  c.Set("MAX_DESTROY", BERTH_MAX_DESTROY);
+  c.Set("MAX_SLOTS", BERTH_MAX_SLOTS);
+  c.Set("SVC_F_HOST_NETNS", BERTH_SVC_F_HOST_NETNS);
+  c.Set("FAMILY_V4", BERTH_FAMILY_V4);
+  c.Set("FAMILY_V6", BERTH_FAMILY_V6);
+  exports.Set("constants", c);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitLayout(env, exports);
+  InitObjects(env, exports);
+  InitMaps(env, exports);
+  InitIter(env, exports);
+  InitTc(env, exports);
+  InitNamespaces(env, exports);
+  InitNotify(env, exports);
+  return exports;
+}
+
+}  // namespace berth
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return berth::Init(env, exports); }
+
+NODE_API_MODULE(berth, InitAddon)
