@@ -15,6 +15,7 @@ import Dockerode from 'dockerode';
 import { run, type ExecResult } from '../../src/util/exec';
 import { parseDockerHost, DEFAULT_DOCKER_HOST } from '../../src/docker/host';
 import { ensureTestImage } from './images';
+import { hostV4Prefixes, nameHash, v4Overlap } from './addr';
 
 export { ensureTestImage, buildTestBinaries, testBin, TEST_IMAGE, TEST_BIN_DIR } from './images';
 
@@ -184,35 +185,11 @@ export interface TestNetworkOptions {
   suite?: string;
 }
 
-function v4ToInt(a: string): number {
-  return a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-}
-
-/** Do two IPv4 CIDRs overlap? (IPv6 ones are compared by the caller as strings: ours are unique by n.) */
-export function v4Overlap(a: string, b: string): boolean {
-  const [ia, la] = a.split('/');
-  const [ib, lb] = b.split('/');
-  const len = Math.min(Number(la ?? 32), Number(lb ?? 32));
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return ((v4ToInt(ia) & mask) >>> 0) === ((v4ToInt(ib) & mask) >>> 0);
-}
-
 async function usedV4(): Promise<string[]> {
   const nets = await docker.listNetworks();
   const used = nets.flatMap((n) => (n.IPAM?.Config ?? []).map((c) => c.Subnet ?? '')).filter((s) => s && !s.includes(':'));
   // Host routes too (a VPN, the VM's own LAN): a test network must never shadow them.
-  const routes = (await run('ip', ['-4', 'route', 'show', 'table', 'all'])).stdout.split('\n');
-  for (const r of routes) {
-    const m = /^(?:local |broadcast |unreachable |blackhole )?(\d+\.\d+\.\d+\.\d+(?:\/\d+)?)\s/.exec(r);
-    if (m && !r.startsWith('default')) used.push(m[1].includes('/') ? m[1] : `${m[1]}/32`);
-  }
-  return used;
-}
-
-function nameHash(name: string): number {
-  let h = 2166136261;
-  for (const ch of name) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
-  return h;
+  return [...used, ...(await hostV4Prefixes())];
 }
 
 /**
