@@ -201,7 +201,8 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
     }
   }
   opts.store.retain(keep);
-  out.sort((a, b) => cmp(a.name, b.name) || cmp(a.kind, b.kind));
+  // By name; a service before the ingress of the same name.
+  out.sort((a, b) => cmp(a.name, b.name) || (a.kind === b.kind ? 0 : a.kind === 'service' ? -1 : 1));
   return { services: out, labelErrors: errors };
 }
 

@@ -1,10 +1,14 @@
 /** Builders for model unit tests: containers and snapshots with only the fields a test cares about. */
 import type { ContainerInfo, DockerSnapshot, HostInfo, NetworkInfo } from '../../../src/model/types';
 
-let counter = 0;
+/** A stable per-name address, so two builds from the same names are comparable. */
+function ipOf(name: string): string {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.charCodeAt(0)) % 250;
+  return `172.17.0.${h + 2}`;
+}
 
 export function container(name: string, labels: Record<string, string>, over: Partial<ContainerInfo> = {}): ContainerInfo {
-  counter++;
   return {
     id: over.id ?? `${name}-id`.padEnd(64, '0'),
     name,
@@ -13,7 +17,7 @@ export function container(name: string, labels: Record<string, string>, over: Pa
     health: 'none',
     stopping: false,
     exposedPorts: [],
-    networks: [{ name: 'bridge', id: 'n-bridge', ip: `172.17.0.${(counter % 250) + 2}`, ip6: null }],
+    networks: [{ name: 'bridge', id: 'n-bridge', ip: ipOf(name), ip6: null }],
     ...over,
   };
 }
