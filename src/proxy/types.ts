@@ -17,6 +17,14 @@ export interface ProxyOptions {
   serviceCidr: string;
   serviceCidr6: string;
   logger: Logger;
+  /** bpffs directory for the ebpf redirect's pins (additive; default /sys/fs/bpf/berth). */
+  bpfPinDir?: string;
+  /**
+   * ebpf redirect: the interfaces to attach the tc program to (additive; default: every
+   * interface that is not loopback and not enslaved to a bridge, i.e. the Docker bridges and the
+   * host's external interfaces, re-evaluated on each update).
+   */
+  redirectInterfaces?: string[];
 }
 
 export interface EnvoyStatus {

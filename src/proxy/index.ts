@@ -1,0 +1,144 @@
+/**
+ * The per-node ingress proxy (seed 002): one Envoy for the host, configured over ADS from the
+ * desired state, with ingress traffic steered into its transparent listeners by TPROXY or by a
+ * tc program. See types.ts for the contract.
+ */
+import fs from 'node:fs';
+import type { DesiredState, Service } from '../model/types';
+import type { Logger } from '../util/log';
+import type { EnvoyStatus, ProxyApi, ProxyOptions, RedirectMode } from './types';
+import { AdsServer } from './ads';
+import { EnvoySupervisor } from './envoy';
+import { PortAssignments, listeningPorts } from './ports';
+import { buildSnapshot, emptySnapshot } from './resources';
+import { cleanupRedirect, createRedirector, resolveMode, type RedirectEntry, type Redirector } from './redirect';
+import { ProxyErrorCode } from './errors';
+import { TypeUrl } from './protos';
+
+export { ProxyError, ProxyErrorCode } from './errors';
+
+const DEFAULT_PIN_DIR = '/sys/fs/bpf/berth';
+
+export class Proxy implements ProxyApi {
+  private readonly log: Logger;
+  private readonly envoy: EnvoySupervisor;
+  private readonly ports: PortAssignments;
+  private ads: AdsServer | null = null;
+  private redirector: Redirector | null = null;
+  private mode: RedirectMode = 'iptables';
+  private ackedVersion: string | null = null;
+  private lastNack: string | null = null;
+
+  constructor(private readonly o: ProxyOptions) {
+    this.log = o.logger;
+    this.envoy = new EnvoySupervisor({ envoyPath: o.envoyPath, runDir: o.runDir, logger: o.logger.child({ part: 'envoy' }) });
+    this.ports = new PortAssignments(o.stateDir, o.proxyPorts);
+  }
+
+  async start(): Promise<void> {
+    const { mode, reason } = await resolveMode(this.o.redirect);
+    this.mode = mode;
+    const { redirector, removed } = await createRedirector(mode, { pinDir: this.o.bpfPinDir ?? DEFAULT_PIN_DIR, interfaces: this.o.redirectInterfaces ?? null });
+    this.redirector = redirector;
+    this.log.info({ redirect: mode, reason, removedOtherMode: removed }, `ingress redirect mode: ${mode}`);
+
+    fs.mkdirSync(this.o.runDir, { recursive: true });
+    const ads = new AdsServer(emptySnapshot(), this.log.child({ part: 'xds' }));
+    ads.on('ack', () => {
+      if (ads.isAcked()) this.ackedVersion = ads.snapshot.version;
+    });
+    ads.on('nack', (e: { typeUrl: string; error: string }) => {
+      this.lastNack = `${e.typeUrl.replace(/^.*\./, '')}: ${e.error}`;
+    });
+    await ads.listen(this.envoy.paths.xdsSocket);
+    this.ads = ads;
+    await this.envoy.start();
+  }
+
+  async update(state: DesiredState): Promise<{ ingress: string; error: string }[]> {
+    const errors: { ingress: string; error: string; code?: string }[] = [];
+    const ingresses = state.services.filter((s): s is Service & { ingress: NonNullable<Service['ingress']> } => s.kind === 'ingress' && s.ingress !== null);
+
+    // Listener ports (sticky). Ports listened on now are busy for new assignments; Envoy's own
+    // listeners are among them, which is right: they are taken.
+    const busy = listeningPorts();
+    for (const f of this.ports.assign(ingresses.map((i) => i.name), busy)) errors.push({ ingress: f.ingress, error: f.error.message, code: f.error.code });
+    for (const ing of ingresses) ing.ingress.proxyPort = this.ports.get(ing.name) ?? null;
+
+    // Publish ports: refuse one that another process listens on (TPROXY would steal its
+    // traffic) or that another ingress already has; that ingress keeps its VIP.
+    const publishOwner = new Map<number, string>();
+    const publishOk = new Map<string, boolean>();
+    for (const ing of [...ingresses].sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = ing.ingress.publish;
+      if (p === null) continue;
+      const inRange = p >= this.o.proxyPorts.from && p <= this.o.proxyPorts.to;
+      if (publishOwner.has(p)) {
+        errors.push({ ingress: ing.name, code: ProxyErrorCode.PORT_CONFLICT, error: `publish port ${p} is already used by ingress ${publishOwner.get(p)}` });
+      } else if (busy.has(p) || inRange) {
+        errors.push({ ingress: ing.name, code: ProxyErrorCode.PORT_TAKEN, error: inRange ? `publish port ${p} lies in proxyPorts ${this.o.proxyPorts.from}-${this.o.proxyPorts.to}` : `publish port ${p} is already in use on this host` });
+      } else {
+        publishOwner.set(p, ing.name);
+        publishOk.set(ing.name, true);
+      }
+    }
+
+    const built = buildSnapshot(state);
+    errors.push(...built.errors);
+    if (this.ads) {
+      if (built.snapshot.version !== this.ads.snapshot.version) {
+        this.ads.setSnapshot(built.snapshot);
+        if (this.ads.isAcked()) this.ackedVersion = built.snapshot.version;
+      }
+    }
+
+    const entries: RedirectEntry[] = ingresses.filter((i) => i.ingress.proxyPort !== null).map((i) => ({
+      ingress: i.name,
+      vip: i.vip,
+      vip6: i.vip6,
+      listen: i.ingress.listen,
+      publish: publishOk.get(i.name) ? i.ingress.publish : null,
+      listenerPort: i.ingress.proxyPort!,
+    }));
+    if (this.redirector) {
+      try {
+        await this.redirector.apply(entries);
+      } catch (e) {
+        const msg = `redirect (${this.mode}): ${(e as Error).message}`;
+        this.log.error({ err: e }, 'installing the ingress redirect failed');
+        for (const en of entries) errors.push({ ingress: en.ingress, error: msg, code: ProxyErrorCode.REDIRECT });
+      }
+    }
+    for (const e of errors) this.log.warn({ ingress: e.ingress, code: e.code }, e.error);
+    return errors.map(({ ingress, error }) => ({ ingress, error }));
+  }
+
+  status(): { envoy: EnvoyStatus; redirect: RedirectMode } {
+    return { envoy: { ...this.envoy.st, ackedVersion: this.ackedVersion, lastNack: this.lastNack }, redirect: this.mode };
+  }
+
+  /** xDS counters (tests, metrics): responses pushed, ACKs/NACKs received, open streams. */
+  xdsStats(): { pushes: number; acks: number; nacks: number; streams: number } {
+    return { ...(this.ads?.stats ?? { pushes: 0, acks: 0, nacks: 0 }), streams: this.ads?.streamCount ?? 0 };
+  }
+
+  /** The xDS version Envoy runs per type (tests and `berth status` detail). */
+  xdsVersions(): Record<string, string | null> {
+    const out: Record<string, string | null> = {};
+    for (const [k, t] of Object.entries(TypeUrl)) out[k] = this.ads?.snapshot.types.get(t)?.version ?? null;
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    await this.envoy.stop();
+    await this.ads?.close();
+    this.ads = null;
+  }
+
+  /** `berth cleanup`: remove both modes' rules/programs and the policy routing. */
+  static async cleanupRedirect(o: { logger: Logger; bpfPinDir?: string }): Promise<string[]> {
+    const removed = await cleanupRedirect(o.bpfPinDir ?? DEFAULT_PIN_DIR);
+    o.logger.info({ removed }, 'ingress redirect removed');
+    return removed;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Redirect mode `iptables`: TPROXY rules in berth's own mangle chain BERTH_PREROUTING, jumped to
+ * from PREROUTING. Every rule carries `-m comment --comment berth`. The chain's content is
+ * replaced atomically (iptables-restore --noflush flushes only the chains it declares), and only
+ * when it differs from what is wanted, so the periodic reconcile is a cheap read.
+ */
+import { run } from '../util/exec';
+import { ProxyError, ProxyErrorCode } from './errors';
+import { proxyMark } from './routing';
+import type { RedirectEntry } from './redirect-types';
+
+export const CHAIN = 'BERTH_PREROUTING';
+const JUMP = ['PREROUTING', '-m', 'comment', '--comment', 'berth', '-j', CHAIN];
+
+function target(e: RedirectEntry, family: 4 | 6): string {
+  const onIp = family === 4 ? '0.0.0.0' : '::';
+  return `-j TPROXY --on-port ${e.listenerPort} --on-ip ${onIp} --tproxy-mark 0x${proxyMark(e.listenerPort).toString(16)}/0xffffffff`;
+}
+
+/**
+ * The chain's rules, exactly as `iptables -S` prints them (so what is installed can be compared
+ * as text). Pure.
+ */
+export function chainRules(entries: RedirectEntry[], family: 4 | 6): string[] {
+  const out: string[] = [];
+  for (const e of [...entries].sort((a, b) => a.ingress.localeCompare(b.ingress))) {
+    const vip = family === 4 ? e.vip : e.vip6;
+    if (vip) out.push(`-A ${CHAIN} -d ${vip}/${family === 4 ? 32 : 128} -p tcp -m tcp --dport ${e.listen} -m comment --comment berth ${target(e, family)}`);
+    // The host's own addresses (any interface, loopback included) on the publish port.
+    if (e.publish !== null) out.push(`-A ${CHAIN} -p tcp -m addrtype --dst-type LOCAL -m tcp --dport ${e.publish} -m comment --comment berth ${target(e, family)}`);
+  }
+  return out;
+}
+
+function tool(family: 4 | 6): { cmd: string; restore: string } {
+  return family === 4 ? { cmd: 'iptables', restore: 'iptables-restore' } : { cmd: 'ip6tables', restore: 'ip6tables-restore' };
+}
+
+async function installed(family: 4 | 6): Promise<string[] | null> {
+  const r = await run(tool(family).cmd, ['-w', '5', '-t', 'mangle', '-S', CHAIN]);
+  if (r.code !== 0) return null;
+  return r.stdout.split('\n').filter((l) => l.startsWith('-A '));
+}
+
+/** Make the chain hold exactly these entries' rules and PREROUTING jump to it. */
+export async function applyIptables(entries: RedirectEntry[]): Promise<void> {
+  for (const family of [4, 6] as const) {
+    const want = chainRules(entries, family);
+    const have = await installed(family);
+    const t = tool(family);
+    if (have === null || have.join('\n') !== want.join('\n')) {
+      const input = ['*mangle', `:${CHAIN} - [0:0]`, ...want, 'COMMIT', ''].join('\n');
+      const r = await run(t.restore, ['-w', '5', '--noflush'], { input });
+      if (r.code !== 0) {
+        // IPv6 is best effort (a host without ip6tables' TPROXY still serves IPv4).
+        if (family === 6) continue;
+        throw new ProxyError(ProxyErrorCode.REDIRECT, `${t.restore}: ${r.stderr.trim()}`);
+      }
+    }
+    const c = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-C', ...JUMP]);
+    if (c.code !== 0) {
+      // First in PREROUTING: before anything that could accept or mark the packet otherwise.
+      const r = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-I', ...JUMP.slice(0, 1), '1', ...JUMP.slice(1)]);
+      if (r.code !== 0 && family === 4) throw new ProxyError(ProxyErrorCode.REDIRECT, `${t.cmd} -I PREROUTING: ${r.stderr.trim()}`);
+    }
+  }
+}
+
+/** Remove the jump(s) and the chain, v4 and v6; returns what was removed. */
+export async function removeIptables(): Promise<string[]> {
+  const removed: string[] = [];
+  for (const family of [4, 6] as const) {
+    const t = tool(family);
+    for (let i = 0; i < 8; i++) {
+      const r = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-D', ...JUMP]);
+      if (r.code !== 0) break;
+      removed.push(`${t.cmd} -t mangle PREROUTING -j ${CHAIN}`);
+    }
+    if ((await installed(family)) !== null) {
+      await run(t.cmd, ['-w', '5', '-t', 'mangle', '-F', CHAIN]);
+      const r = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-X', CHAIN]);
+      if (r.code === 0) removed.push(`${t.cmd} -t mangle chain ${CHAIN}`);
+    }
+  }
+  return removed;
+}
+
+/** Can this host do TPROXY? Probed in a throwaway network namespace, never on the host's tables. */
+export async function iptablesSupport(): Promise<{ ok: boolean; reason: string }> {
+  const ns = `bt-px-probe-${process.pid}`;
+  const add = await run('ip', ['netns', 'add', ns]);
+  if (add.code !== 0) return { ok: false, reason: `cannot create a probe namespace: ${add.stderr.trim()}` };
+  try {
+    const r = await run('ip', ['netns', 'exec', ns, 'iptables', '-w', '5', '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'addrtype', '--dst-type', 'LOCAL',
+      '-m', 'comment', '--comment', 'berth', '-j', 'TPROXY', '--on-port', '15000', '--tproxy-mark', '0x200/0xf00']);
+    return r.code === 0 ? { ok: true, reason: 'iptables TPROXY target available' } : { ok: false, reason: `TPROXY unavailable: ${r.stderr.trim()}` };
+  } finally {
+    await run('ip', ['netns', 'del', ns]);
+  }
+}
