@@ -180,15 +180,21 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     try {
       await this.relist();
       if (this.stopped) return;
-      this.backoff.reset();
-      if (this.everConnected) this.reconnectCount++;
-      this.everConnected = true;
-      this.setConnection('connected');
+      this.markConnected();
       await ended;
     } finally {
       this.stream = null;
       stream.destroy();
     }
+  }
+
+  /** Subscribed and listed: the engine is back (counted as a reconnect unless it is the first time). */
+  private markConnected(): void {
+    if (this.state === 'connected') return;
+    this.backoff.reset();
+    if (this.everConnected) this.reconnectCount++;
+    this.everConnected = true;
+    this.setConnection('connected');
   }
 
   private setConnection(s: DockerConnection): void {
@@ -299,6 +305,8 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       takenAt: Date.now(),
     };
     this.last = snap;
+    // Listeners of the first snapshot after a (re)connect should already read 'connected'.
+    if (this.stream) this.markConnected();
     this.log.debug({ containers: containers.length, networks: snap.networks.length, ms: Date.now() - t0 }, 'Docker snapshot');
     try {
       this.emit('snapshot', snap);
