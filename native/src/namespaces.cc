@@ -41,7 +41,7 @@ namespace {
 // Steps the child reports a failure at (index into kStepNames).
 enum Step { kOpenCgroupNs, kOpenMntNs, kSetnsCgroup, kSetnsMnt, kMkdir, kStatfs, kMount, kOpenTarget, kUmountStep, kSteps };
 const char *kStepNames[kSteps] = {
-    "open <hostProc>/1/ns/cgroup", "open <hostProc>/1/ns/mnt", "setns(CLONE_NEWCGROUP)", "setns(CLONE_NEWNS)",
+    "open <hostProc>/<pid>/ns/cgroup", "open <hostProc>/<pid>/ns/mnt", "setns(CLONE_NEWCGROUP)", "setns(CLONE_NEWNS)",
     "mkdir",                       "statfs",                   "mount cgroup2",          "open",
     "umount"};
 
@@ -198,14 +198,17 @@ ChildJob MakeJob(const Napi::Object &o, Mode mode) {
   std::string host_proc = o.Get("hostProc").As<Napi::String>();
   job.target = o.Get("target").As<Napi::String>();
   job.enter_cgroupns = mode == kMountCgroup2 && (!o.Has("enterCgroupns") || o.Get("enterCgroupns").ToBoolean());
-  job.cgroupns = host_proc + "/1/ns/cgroup";
-  job.mntns = host_proc + "/1/ns/mnt";
+  // PID 1 is the host's init; a caller may name another host process (e.g. kthreadd, pid 2,
+  // which always lives in the initial namespaces) when PID 1's ns links are not accessible.
+  uint32_t pid = o.Has("pid") && o.Get("pid").IsNumber() ? o.Get("pid").As<Napi::Number>().Uint32Value() : 1;
+  job.cgroupns = host_proc + "/" + std::to_string(pid) + "/ns/cgroup";
+  job.mntns = host_proc + "/" + std::to_string(pid) + "/ns/mnt";
   for (size_t i = 1; i <= job.target.size(); i++)
     if (i == job.target.size() || job.target[i] == '/') job.prefixes.push_back(job.target.substr(0, i));
   return job;
 }
 
-// hostCgroup2({ hostProc, target, enterCgroupns=true }) -> Promise<{ fd, path, mounted }>
+// hostCgroup2({ hostProc, target, enterCgroupns=true, pid=1 }) -> Promise<{ fd, path, mounted }>
 Napi::Value HostCgroup2(const Napi::CallbackInfo &info) {
   Napi::Object o = info[0].As<Napi::Object>();
   std::string target = o.Get("target").As<Napi::String>();
@@ -216,7 +219,7 @@ Napi::Value HostCgroup2(const Napi::CallbackInfo &info) {
   return p;
 }
 
-// hostUmount({ hostProc, target }) -> Promise<{ path, unmounted }>: umount + rmdir in PID 1's
+// hostUmount({ hostProc, target, pid=1 }) -> Promise<{ path, unmounted }>: umount + rmdir in PID 1's
 // mount namespace.
 Napi::Value HostUmount(const Napi::CallbackInfo &info) {
   Napi::Object o = info[0].As<Napi::Object>();

@@ -1,0 +1,256 @@
+/**
+ * The only place in src/ that knows byte order and the byte layout of bpf/lb.h. Each encoder
+ * names the C struct it mirrors; the sizes and offsets used here are checked against the ones
+ * the addon exports from lb.h (checkLayout(), unit-tested), so a change to lb.h that is not
+ * mirrored here fails loudly instead of corrupting maps.
+ *
+ * Conventions of lb.h: addresses and ports in network order (the bytes of the address as
+ * written), everything else in host order.
+ */
+import net from 'node:net';
+import os from 'node:os';
+import type { Protocol } from '../model/types';
+import type { LbOffsets, LbSizes } from '../native';
+
+export const FAMILY_V4 = 4;
+export const FAMILY_V6 = 6;
+export type Family = typeof FAMILY_V4 | typeof FAMILY_V6;
+
+export const SVC_F_HOST_NETNS = 0x1;
+
+/** Layout this module writes; must equal the addon's (bpf/lb.h as compiled). */
+export const SIZES: LbSizes = {
+  svcKey: 24, svcVal: 8, backendKey: 4, backend: 20, revnatKey: 32, revnatVal: 20, counters: 16, config: 16, destroyKey: 20,
+};
+export const OFFSETS: LbOffsets = {
+  svcKeyPort: 16, svcKeyProto: 18, svcKeyFamily: 19, svcKeySlot: 20, svcValCount: 4, svcValFlags: 6,
+  backendPort: 16, backendFamily: 18, revnatKeyAddr: 8, revnatKeyPort: 24, revnatValPort: 16, countersNoBackend: 8,
+  destroyKeyPort: 16, destroyKeyFamily: 18,
+};
+
+/** Differences between this module's layout and the addon's, as readable lines (empty = same). */
+export function checkLayout(sizes: LbSizes, offsets: LbOffsets): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(SIZES)) {
+    const got = (sizes as unknown as Record<string, number>)[k];
+    if (got !== v) out.push(`sizeof ${k}: codec ${v}, lb.h ${got}`);
+  }
+  for (const [k, v] of Object.entries(OFFSETS)) {
+    const got = (offsets as unknown as Record<string, number>)[k];
+    if (got !== v) out.push(`offset ${k}: codec ${v}, lb.h ${got}`);
+  }
+  return out;
+}
+
+const LE = os.endianness() === 'LE';
+function u16(b: Buffer, off: number, v: number): void { if (LE) b.writeUInt16LE(v, off); else b.writeUInt16BE(v, off); }
+function u32(b: Buffer, off: number, v: number): void { if (LE) b.writeUInt32LE(v, off); else b.writeUInt32BE(v, off); }
+function r16(b: Buffer, off: number): number { return LE ? b.readUInt16LE(off) : b.readUInt16BE(off); }
+function r32(b: Buffer, off: number): number { return LE ? b.readUInt32LE(off) : b.readUInt32BE(off); }
+function r64(b: Buffer, off: number): bigint { return LE ? b.readBigUInt64LE(off) : b.readBigUInt64BE(off); }
+
+export const PROTO_NUM: Record<Protocol, number> = { tcp: 6, udp: 17 };
+const PROTO_NAME: Record<number, Protocol> = { 6: 'tcp', 17: 'udp' };
+
+export class CodecError extends Error {
+  readonly code = 'BERTH_CODEC';
+}
+
+/** The address family of an IP string (4 or 6); throws on anything else. */
+export function familyOf(ip: string): Family {
+  if (net.isIPv4(ip)) return FAMILY_V4;
+  if (net.isIPv6(ip)) return FAMILY_V6;
+  throw new CodecError(`not an IP address: '${ip}'`);
+}
+
+/** 16 bytes: IPv4 in the first 4 (rest zero), IPv6 as its 16 bytes. */
+export function ipToBytes(ip: string): Buffer {
+  const out = Buffer.alloc(16);
+  if (net.isIPv4(ip)) {
+    ip.split('.').forEach((p, i) => { out[i] = Number(p); });
+    return out;
+  }
+  if (!net.isIPv6(ip)) throw new CodecError(`not an IP address: '${ip}'`);
+  let s = ip.split('%')[0];
+  const tail: number[] = [];
+  const v4 = s.match(/(\d+\.\d+\.\d+\.\d+)$/);
+  if (v4) {
+    const b = v4[1].split('.').map(Number);
+    tail.push((b[0] << 8) | b[1], (b[2] << 8) | b[3]);
+    s = s.slice(0, -v4[1].length);
+    if (s.endsWith(':') && !s.endsWith('::')) s = s.slice(0, -1);
+  }
+  const [head, rest] = s.includes('::') ? s.split('::') : [s, null];
+  const h = head ? head.split(':').filter((x) => x !== '').map((x) => parseInt(x, 16)) : [];
+  const r = rest ? rest.split(':').filter((x) => x !== '').map((x) => parseInt(x, 16)) : [];
+  const fill = 8 - h.length - r.length - tail.length;
+  const groups = rest === null ? [...h, ...tail] : [...h, ...new Array<number>(fill).fill(0), ...r, ...tail];
+  if (groups.length !== 8) throw new CodecError(`bad IPv6 address: '${ip}'`);
+  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
+  return out;
+}
+
+/** The text form of 16 address bytes (RFC 5952 for IPv6; ::ffff:a.b.c.d for v4-mapped). */
+export function bytesToIp(b: Buffer, family: Family, off = 0): string {
+  if (family === FAMILY_V4) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(off + i * 2));
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
+    return `::ffff:${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
+  }
+  // Longest run (>= 2) of zero groups becomes '::'.
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (g[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (best < 0) return hex.join(':');
+  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+}
+
+/** Canonical text of an address (so map dumps and the model compare equal). */
+export function canonicalIp(ip: string): string {
+  return bytesToIp(ipToBytes(ip), familyOf(ip));
+}
+
+/** struct berth_svc_key */
+export interface SvcKey {
+  vip: string;
+  port: number;
+  protocol: Protocol;
+  slot: number;
+}
+
+export function encodeSvcKey(k: SvcKey): Buffer {
+  const b = Buffer.alloc(SIZES.svcKey);
+  ipToBytes(k.vip).copy(b, 0);
+  b.writeUInt16BE(k.port, OFFSETS.svcKeyPort);
+  b[OFFSETS.svcKeyProto] = PROTO_NUM[k.protocol];
+  b[OFFSETS.svcKeyFamily] = familyOf(k.vip);
+  u16(b, OFFSETS.svcKeySlot, k.slot);
+  return b;
+}
+
+export function decodeSvcKey(b: Buffer, off = 0): SvcKey {
+  const family = b[off + OFFSETS.svcKeyFamily] as Family;
+  const protocol = PROTO_NAME[b[off + OFFSETS.svcKeyProto]];
+  if ((family !== FAMILY_V4 && family !== FAMILY_V6) || !protocol) {
+    throw new CodecError(`berth_svc_key with family ${family} proto ${b[off + OFFSETS.svcKeyProto]}`);
+  }
+  return {
+    vip: bytesToIp(b, family, off),
+    port: b.readUInt16BE(off + OFFSETS.svcKeyPort),
+    protocol,
+    slot: r16(b, off + OFFSETS.svcKeySlot),
+  };
+}
+
+/** struct berth_svc_val: slot 0 {id = service id, count, flags}; slot n {id = backend id}. */
+export interface SvcVal {
+  id: number;
+  count: number;
+  flags: number;
+}
+
+export function encodeSvcVal(v: SvcVal): Buffer {
+  const b = Buffer.alloc(SIZES.svcVal);
+  u32(b, 0, v.id);
+  u16(b, OFFSETS.svcValCount, v.count);
+  b[OFFSETS.svcValFlags] = v.flags;
+  return b;
+}
+
+export function decodeSvcVal(b: Buffer, off = 0): SvcVal {
+  return { id: r32(b, off), count: r16(b, off + OFFSETS.svcValCount), flags: b[off + OFFSETS.svcValFlags] };
+}
+
+/** struct berth_backend_key */
+export function encodeBackendKey(id: number): Buffer {
+  const b = Buffer.alloc(SIZES.backendKey);
+  u32(b, 0, id);
+  return b;
+}
+
+export function decodeBackendKey(b: Buffer, off = 0): number {
+  return r32(b, off);
+}
+
+/** struct berth_backend (and the address half of berth_destroy_key). */
+export interface BackendAddr {
+  ip: string;
+  port: number;
+}
+
+export function encodeBackend(a: BackendAddr): Buffer {
+  const b = Buffer.alloc(SIZES.backend);
+  ipToBytes(a.ip).copy(b, 0);
+  b.writeUInt16BE(a.port, OFFSETS.backendPort);
+  b[OFFSETS.backendFamily] = familyOf(a.ip);
+  return b;
+}
+
+export function decodeBackend(b: Buffer, off = 0): BackendAddr {
+  const family = b[off + OFFSETS.backendFamily] as Family;
+  if (family !== FAMILY_V4 && family !== FAMILY_V6) throw new CodecError(`berth_backend with family ${family}`);
+  return { ip: bytesToIp(b, family, off), port: b.readUInt16BE(off + OFFSETS.backendPort) };
+}
+
+/** struct berth_destroy_key; a v4-mapped IPv6 address is keyed as IPv4, as the iterator does. */
+export function encodeDestroyKey(a: BackendAddr): Buffer {
+  const b = Buffer.alloc(SIZES.destroyKey);
+  const bytes = ipToBytes(a.ip);
+  let family = familyOf(a.ip);
+  if (family === FAMILY_V6 && bytes.subarray(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    family = FAMILY_V4;
+    bytes.copy(b, 0, 12, 16);
+  } else {
+    bytes.copy(b, 0);
+  }
+  b.writeUInt16BE(a.port, OFFSETS.destroyKeyPort);
+  b[OFFSETS.destroyKeyFamily] = family;
+  return b;
+}
+
+/** struct berth_config */
+export function encodeConfig(c: { hostNetnsCookie: bigint }): Buffer {
+  const b = Buffer.alloc(SIZES.config);
+  if (LE) b.writeBigUInt64LE(c.hostNetnsCookie, 0); else b.writeBigUInt64BE(c.hostNetnsCookie, 0);
+  return b;
+}
+
+export function decodeConfig(b: Buffer): { hostNetnsCookie: bigint } {
+  return { hostNetnsCookie: r64(b, 0) };
+}
+
+/** u32 key of the array maps (counters, config). */
+export function encodeU32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  u32(b, 0, v);
+  return b;
+}
+
+/** struct berth_counters, per CPU: the syscall returns one 8-aligned slot per possible CPU. */
+export function decodeCountersPercpu(b: Buffer): { connects: number; noBackend: number } {
+  const slot = Math.ceil(SIZES.counters / 8) * 8;
+  let connects = 0n, noBackend = 0n;
+  for (let off = 0; off + slot <= b.length; off += slot) {
+    connects += r64(b, off);
+    noBackend += r64(b, off + OFFSETS.countersNoBackend);
+  }
+  return { connects: Number(connects), noBackend: Number(noBackend) };
+}
+
+/** struct berth_revnat_key / berth_revnat_val, for tests and debugging. */
+export function decodeRevnat(k: Buffer, v: Buffer): { cookie: bigint; backend: BackendAddr; vip: BackendAddr } {
+  const kAddr = k.subarray(OFFSETS.revnatKeyAddr, OFFSETS.revnatKeyAddr + 16);
+  const fam = (x: Buffer): Family => (x.subarray(4).every((y) => y === 0) ? FAMILY_V4 : FAMILY_V6);
+  return {
+    cookie: r64(k, 0),
+    backend: { ip: bytesToIp(kAddr, fam(kAddr)), port: k.readUInt16BE(OFFSETS.revnatKeyPort) },
+    vip: { ip: bytesToIp(v, fam(v.subarray(0, 16))), port: v.readUInt16BE(OFFSETS.revnatValPort) },
+  };
+}

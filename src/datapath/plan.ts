@@ -1,0 +1,329 @@
+/**
+ * PURE planning: Service[] -> the map entries berth wants -> the minimal, ordered operations that
+ * turn what the maps hold now into that. No I/O; index.ts dumps the maps, calls plan() and
+ * applies the ops.
+ *
+ * Model of the maps (bpf/lb.h): a frontend is (VIP, port, protocol); its master entry (slot 0)
+ * holds {service id, backend count, flags}, slots 1..count hold backend ids, and backend ids map
+ * to addresses. Ids are reused from the current maps wherever the same thing is already there,
+ * so a restarted berthd adopts the kernel's state with zero writes.
+ *
+ * Ordering keeps every intermediate state usable by a concurrent connect():
+ *  - backend entries are written before any slot references them, deleted after none does;
+ *  - growing a frontend writes the new slots before the master's count; shrinking writes the
+ *    master's count before deleting the slots beyond it; a removed frontend loses its master
+ *    first, so no connect ever sees a count larger than its slots.
+ */
+import type { Service } from '../model/types';
+import { canonicalIp, familyOf, SVC_F_HOST_NETNS, FAMILY_V4, type BackendAddr, type SvcKey, type SvcVal } from './codec';
+
+/** Where the v6 ingress VIP sends host clients: a v4-mapped loopback reaches Envoy's 127.0.0.1 listener. */
+export const INGRESS_V4 = '127.0.0.1';
+export const INGRESS_V6 = '::ffff:127.0.0.1';
+
+export interface Frontend {
+  vip: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+}
+
+/** One frontend as berth wants it. */
+export interface DesiredFrontend extends Frontend {
+  service: string;
+  flags: number;
+  backends: BackendAddr[];
+}
+
+/** One frontend as the maps hold it. */
+export interface CurrentFrontend extends Frontend {
+  /** From the master entry; null when only slots exist (orphans of an interrupted write). */
+  master: SvcVal | null;
+  /** slot number -> backend id. */
+  slots: Map<number, number>;
+}
+
+export interface CurrentState {
+  frontends: Map<string, CurrentFrontend>;
+  /** backend id -> address. */
+  backends: Map<number, BackendAddr>;
+}
+
+export type Op =
+  | { op: 'backend-put'; id: number; addr: BackendAddr }
+  | { op: 'backend-del'; id: number }
+  | { op: 'svc-put'; key: SvcKey; val: SvcVal }
+  | { op: 'svc-del'; key: SvcKey }
+  | { op: 'counter-reset'; id: number };
+
+export interface Plan {
+  /** Per service, in order; a failure stops only that service's list. */
+  perService: Map<string, Op[]>;
+  /** Deletions of frontends no service wants and of unreferenced backends, after perService. */
+  cleanup: Op[];
+  /** Service name -> service id (for counters). */
+  serviceIds: Map<string, number>;
+  /** Backends that are gone (their connected UDP sockets get destroyed). */
+  removedBackends: { id: number; addr: BackendAddr }[];
+  /** Desired-state problems found while planning (e.g. too many backends), per service. */
+  errors: { service: string; error: string }[];
+}
+
+export interface Limits {
+  maxServiceIds: number;
+  maxBackends: number;
+  maxSlots: number;
+}
+
+export const DEFAULT_LIMITS: Limits = { maxServiceIds: 1 << 17, maxBackends: 1 << 18, maxSlots: 0xffff };
+
+export function frontendId(f: Frontend): string {
+  return `${f.protocol}/${canonicalIp(f.vip)}/${f.port}`;
+}
+
+export function backendId(a: BackendAddr): string {
+  return `${canonicalIp(a.ip)}/${a.port}`;
+}
+
+/** The frontends a service asks for (pure). */
+export function desiredFrontends(s: Service, limits: Limits = DEFAULT_LIMITS): { frontends: DesiredFrontend[]; errors: string[] } {
+  const out: DesiredFrontend[] = [];
+  const errors: string[] = [];
+  const vips = [s.vip, s.vip6].filter((v): v is string => !!v);
+  if (s.kind === 'ingress') {
+    // Host clients of the ingress VIP go straight to Envoy's listener on loopback; other netns
+    // (containers) are left to the proxy's redirect, since their 127.0.0.1 is not the host's.
+    if (!s.ingress) return { frontends: out, errors: ['ingress without ingress spec'] };
+    const proxyPort = s.ingress.proxyPort;
+    for (const vip of vips) {
+      const lo = familyOf(vip) === FAMILY_V4 ? INGRESS_V4 : INGRESS_V6;
+      out.push({
+        service: s.name, vip: canonicalIp(vip), port: s.ingress.listen, protocol: 'tcp', flags: SVC_F_HOST_NETNS,
+        backends: proxyPort ? [{ ip: lo, port: proxyPort }] : [],
+      });
+    }
+    return { frontends: out, errors };
+  }
+  for (const p of s.ports) {
+    for (const vip of vips) {
+      const v4 = familyOf(vip) === FAMILY_V4;
+      const seen = new Set<string>();
+      const backends: BackendAddr[] = [];
+      for (const b of s.backends) {
+        const ip = v4 ? b.ip : b.ip6;
+        if (!ip) continue;
+        const a = { ip: canonicalIp(ip), port: p.targetPort };
+        const k = backendId(a);
+        if (seen.has(k)) continue;
+        seen.add(k);
+        backends.push(a);
+      }
+      if (backends.length > limits.maxSlots) {
+        errors.push(`${vip}:${p.port}/${p.protocol}: ${backends.length} backends, at most ${limits.maxSlots} used`);
+        backends.length = limits.maxSlots;
+      }
+      out.push({ service: s.name, vip: canonicalIp(vip), port: p.port, protocol: p.protocol, flags: 0, backends });
+    }
+  }
+  return { frontends: out, errors };
+}
+
+/** Lowest free ids, skipping the ones in use. */
+class IdPool {
+  private next = 1;
+  constructor(private readonly used: Set<number>, private readonly max: number) {}
+  take(): number | null {
+    while (this.next < this.max && this.used.has(this.next)) this.next++;
+    if (this.next >= this.max) return null;
+    this.used.add(this.next);
+    return this.next++;
+  }
+}
+
+function key(f: Frontend, slot: number): SvcKey {
+  return { vip: f.vip, port: f.port, protocol: f.protocol, slot };
+}
+
+/**
+ * The ops that make `current` hold `services`. prune=false (berthd before its first complete
+ * Docker list) never deletes anything: frontends nobody asked for stay, and a wanted frontend
+ * keeps its current backends next to the new ones.
+ */
+export function plan(services: Service[], current: CurrentState, opts: { prune: boolean }, limits: Limits = DEFAULT_LIMITS): Plan {
+  const perService = new Map<string, Op[]>();
+  const cleanup: Op[] = [];
+  const serviceIds = new Map<string, number>();
+  const errors: { service: string; error: string }[] = [];
+
+  // Desired frontends, first service wins a frontend claimed twice.
+  const desired = new Map<string, DesiredFrontend>();
+  const byService = new Map<string, DesiredFrontend[]>();
+  for (const s of [...services].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const d = desiredFrontends(s, limits);
+    for (const e of d.errors) errors.push({ service: s.name, error: e });
+    const mine: DesiredFrontend[] = [];
+    for (const f of d.frontends) {
+      const id = frontendId(f);
+      const other = desired.get(id);
+      if (other) {
+        errors.push({ service: s.name, error: `${f.vip}:${f.port}/${f.protocol} is already service ${other.service}'s` });
+        continue;
+      }
+      desired.set(id, f);
+      mine.push(f);
+    }
+    byService.set(s.name, mine);
+  }
+
+  // Backend ids: reuse the current id of an address; new addresses get the lowest free ids.
+  const backendIds = new Map<string, number>();
+  for (const [id, a] of current.backends) if (!backendIds.has(backendId(a))) backendIds.set(backendId(a), id);
+  const backendPool = new IdPool(new Set(current.backends.keys()), limits.maxBackends);
+  const newBackends = new Set<number>();
+
+  // Service ids: a service keeps the id found on its current masters; ids still held by
+  // frontends that stay (prune=false) or by other services are never handed out twice.
+  const usedSvcIds = new Set<number>();
+  const idOwner = new Map<number, string>();
+  for (const [fid, cf] of current.frontends) {
+    if (!cf.master) continue;
+    const owner = desired.get(fid)?.service;
+    if (!owner && !opts.prune) usedSvcIds.add(cf.master.id);
+  }
+  for (const [name, fronts] of byService) {
+    for (const f of fronts) {
+      const cf = current.frontends.get(frontendId(f));
+      const id = cf?.master?.id;
+      if (id && !serviceIds.has(name) && !idOwner.has(id) && !usedSvcIds.has(id)) {
+        serviceIds.set(name, id);
+        idOwner.set(id, name);
+      }
+    }
+  }
+  for (const id of idOwner.keys()) usedSvcIds.add(id);
+  const svcPool = new IdPool(usedSvcIds, limits.maxServiceIds);
+
+  const referenced = new Set<number>();
+  for (const [name, fronts] of byService) {
+    const ops: Op[] = [];
+    const putHere = new Set<number>();
+    perService.set(name, ops);
+    let sid = serviceIds.get(name);
+    if (sid === undefined && fronts.length > 0) {
+      const got = svcPool.take();
+      if (got === null) {
+        errors.push({ service: name, error: `no free service id (at most ${limits.maxServiceIds - 1} services)` });
+        continue;
+      }
+      sid = got;
+      serviceIds.set(name, sid);
+      ops.push({ op: 'counter-reset', id: sid });
+    }
+    if (sid === undefined) continue;
+    for (const f of fronts) {
+      const cf = current.frontends.get(frontendId(f));
+      let wanted = f.backends;
+      if (!opts.prune && cf) {
+        // Keep what is there, add the rest.
+        const have: BackendAddr[] = [];
+        for (let s = 1; s <= (cf.master?.count ?? 0); s++) {
+          const a = current.backends.get(cf.slots.get(s) ?? 0);
+          if (a) have.push(a);
+        }
+        const seen = new Set(have.map(backendId));
+        wanted = [...have, ...f.backends.filter((b) => !seen.has(backendId(b)))].slice(0, limits.maxSlots);
+      }
+      const ids: number[] = [];
+      let failed = false;
+      for (const a of wanted) {
+        const bk = backendId(a);
+        let id = backendIds.get(bk);
+        if (id === undefined) {
+          const got = backendPool.take();
+          if (got === null) {
+            errors.push({ service: name, error: `no free backend id (at most ${limits.maxBackends - 1} backends)` });
+            failed = true;
+            break;
+          }
+          id = got;
+          backendIds.set(bk, id);
+          newBackends.add(id);
+          putHere.add(id);
+          ops.push({ op: 'backend-put', id, addr: a });
+        } else if (newBackends.has(id) && !putHere.has(id)) {
+          // Written by another service's ops; repeat the write so this service does not depend
+          // on that one succeeding (idempotent).
+          putHere.add(id);
+          ops.push({ op: 'backend-put', id, addr: a });
+        }
+        referenced.add(id);
+        ids.push(id);
+      }
+      if (failed) break;
+      const count = ids.length;
+      const oldCount = cf?.master?.count ?? 0;
+      // Slots 1..count, only where they differ.
+      for (let s = 1; s <= count; s++) {
+        if (cf?.slots.get(s) !== ids[s - 1]) ops.push({ op: 'svc-put', key: key(f, s), val: { id: ids[s - 1], count: 0, flags: 0 } });
+      }
+      const m = cf?.master;
+      if (!m || m.id !== sid || m.count !== count || m.flags !== f.flags) {
+        ops.push({ op: 'svc-put', key: key(f, 0), val: { id: sid, count, flags: f.flags } });
+      }
+      // Slots beyond the new count (also orphans left by an interrupted write).
+      if (cf) {
+        for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) {
+          if (s > count && (opts.prune || s > oldCount)) ops.push({ op: 'svc-del', key: key(f, s) });
+        }
+      }
+    }
+  }
+
+  // Frontends nobody wants: master first, then slots. Their backends stay referenced with prune=false.
+  for (const [fid, cf] of current.frontends) {
+    if (desired.has(fid)) continue;
+    if (!opts.prune) {
+      for (const id of cf.slots.values()) referenced.add(id);
+      continue;
+    }
+    if (cf.master) cleanup.push({ op: 'svc-del', key: key(cf, 0) });
+    for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) cleanup.push({ op: 'svc-del', key: key(cf, s) });
+  }
+
+  const removedBackends: { id: number; addr: BackendAddr }[] = [];
+  if (opts.prune) {
+    for (const [id, a] of current.backends) {
+      if (referenced.has(id)) continue;
+      cleanup.push({ op: 'backend-del', id });
+      removedBackends.push({ id, addr: a });
+    }
+  }
+  return { perService, cleanup, serviceIds, removedBackends, errors };
+}
+
+/** Rebuild CurrentState from decoded map entries. */
+export function currentFrom(svcEntries: { key: SvcKey; val: SvcVal }[], backendEntries: { id: number; addr: BackendAddr }[]): CurrentState {
+  const frontends = new Map<string, CurrentFrontend>();
+  for (const { key: k, val } of svcEntries) {
+    const fid = frontendId(k);
+    let cf = frontends.get(fid);
+    if (!cf) {
+      cf = { vip: canonicalIp(k.vip), port: k.port, protocol: k.protocol, master: null, slots: new Map() };
+      frontends.set(fid, cf);
+    }
+    if (k.slot === 0) cf.master = val;
+    else cf.slots.set(k.slot, val.id);
+  }
+  const backends = new Map<number, BackendAddr>();
+  for (const b of backendEntries) backends.set(b.id, { ip: canonicalIp(b.addr.ip), port: b.addr.port });
+  return { frontends, backends };
+}
+
+/** Number of map writes/deletes in a plan (for tests and logs). */
+export function countOps(p: Plan): { updates: number; deletes: number } {
+  let updates = 0, deletes = 0;
+  for (const op of [...[...p.perService.values()].flat(), ...p.cleanup]) {
+    if (op.op === 'svc-del' || op.op === 'backend-del') deletes++;
+    else updates++;
+  }
+  return { updates, deletes };
+}
