@@ -1,0 +1,250 @@
+/**
+ * Scenario 1, the datapath: one backend container running `berth-bench serve`, one client
+ * process on the host (its root cgroup, where berth's socket hooks run), and these ways from the
+ * client to the backend, measured interleaved (D S1 T1 P S1k T1k ... each round):
+ *   D      straight to the container's IP: the physical limit
+ *   S(N)   the VIP through berth's socket LB with N services in the maps (the Datapath class,
+ *          opened by the bench with pins, run dir and VIP range of its own)
+ *   T(N)   iptables DNAT in nat OUTPUT with N services' rules, the target's last (kube-proxy)
+ *   P      Docker's userland proxy (127.0.0.1:port published → docker-proxy → container)
+ * and three transaction kinds: crr (a connection per request), rr (a kept connection), udp.
+ */
+import type { DatapathApi, DatapathOptions } from '../../../src/datapath/types';
+import type { Service } from '../../../src/model/types';
+import { cleanup } from '../lib/cleanup';
+import { containerIp, runContainer } from '../lib/docker';
+import { IptablesBaseline } from '../lib/iptables';
+import { loadgen, type LoadResult, type Mode } from '../lib/loadgen';
+import { loadDatapath, silentLogger, syntheticServices } from '../lib/berth';
+import { NAMES, NotRun, RANGES, cidrBase, ipv4Add, log, nowMs, run, sleep } from '../lib/util';
+
+export interface DatapathConfig {
+  /** CPU the client, the server and docker-proxy are pinned to (null: not pinned). */
+  cpu: number | null;
+  rounds: number;
+  seconds: number;
+  warmupSeconds: number;
+  levels: number[];
+  modes: Mode[];
+}
+
+export interface VariantResult {
+  id: string;
+  kind: 'D' | 'S' | 'T' | 'P';
+  n: number | null;
+  label: string;
+  status: 'ok' | 'not run' | 'failed';
+  reason: string | null;
+  /** Per round: ms to put the variant in place (map sync, iptables-restore); 0 when nothing changed. */
+  prepareMs: number[];
+  /** Per mode, one result per round (in round order). */
+  runs: Partial<Record<Mode, LoadResult[]>>;
+  /** Per mode, the D result of the same round, for per-round ratios. */
+  direct: Partial<Record<Mode, (LoadResult | null)[]>>;
+  errors: string[];
+}
+
+export interface DatapathReport {
+  status: 'ok' | 'not run' | 'failed';
+  reason: string | null;
+  backend: string | null;
+  otherSocketHooks: string[];
+  variants: VariantResult[];
+}
+
+const TCP = 8080;
+const UDP = 8081;
+const PUB_TCP = 29180;
+const PUB_UDP = 29181;
+/** the S target's VIP and ports (the synthetic services use +2...). */
+const S_VIP = ipv4Add(cidrBase(RANGES.sock), 1);
+const VIP_TCP = 80;
+const VIP_UDP = 81;
+
+export const DP_OPTS = (): DatapathOptions => ({
+  pinDir: '/sys/fs/bpf/berth-bench-dp',
+  cgroupRoot: 'auto',
+  hostProc: '/proc',
+  runDir: '/run/berth-bench-dp',
+  serviceCidr: RANGES.sock,
+  serviceCidr6: RANGES.sock6,
+  logger: silentLogger(),
+});
+
+function targetService(backendIp: string): Service {
+  return {
+    name: 'bench-target',
+    kind: 'service',
+    vip: S_VIP,
+    vip6: null,
+    ports: [
+      { port: VIP_TCP, protocol: 'tcp', targetPort: TCP },
+      { port: VIP_UDP, protocol: 'udp', targetPort: UDP },
+    ],
+    backends: [{ container: `${NAMES.containerPrefix}srv`, id: 'f'.repeat(64), ip: backendIp, ip6: null }],
+    routes: [],
+    ingress: null,
+    errors: [],
+  };
+}
+
+/** Socket-hook programs attached at the root cgroup that are not ours (another berthd on the machine). */
+async function otherRootHooks(): Promise<string[]> {
+  const r = await run('bpftool', ['-j', 'cgroup', 'tree']);
+  if (r.code !== 0) return [];
+  try {
+    const tree = JSON.parse(r.stdout) as { cgroup: string; programs: { attach_type: string; name: string }[] }[];
+    const root = tree.find((c) => c.cgroup === '/sys/fs/cgroup/unified' || c.cgroup === '/sys/fs/cgroup');
+    return (root?.programs ?? []).map((p) => `${p.attach_type}:${p.name}`);
+  } catch {
+    return [];
+  }
+}
+
+/** Before any traffic to the S VIP: it must not be routable (berth's unreachable route, or ours). */
+async function ensureUnreachable(range: string, vip: string): Promise<void> {
+  let r = await run('ip', ['-o', 'route', 'get', vip]);
+  if (r.code === 0) {
+    // The datapath did not install a route for its range (yet): add our own and remove it later.
+    await run('ip', ['route', 'add', 'unreachable', range]);
+    cleanup.add(`route unreachable ${range}`, () => run('ip', ['route', 'del', 'unreachable', range]));
+    r = await run('ip', ['-o', 'route', 'get', vip]);
+  }
+  if (r.code === 0) throw new Error(`refusing to send traffic: ${vip} is routable (${r.stdout.trim()})`);
+}
+
+export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathReport> {
+  const report: DatapathReport = { status: 'ok', reason: null, backend: null, otherSocketHooks: [], variants: [] };
+  const mark = cleanup.mark;
+  let dp: DatapathApi | null = null;
+  try {
+    await runContainer({
+      name: `${NAMES.containerPrefix}srv`,
+      publish: [`127.0.0.1:${PUB_TCP}:${TCP}`, `127.0.0.1:${PUB_UDP}:${UDP}/udp`],
+      cpus: cfg.cpu === null ? undefined : String(cfg.cpu),
+      cmd: ['/bench/berth-bench', 'serve', '--tcp', String(TCP), '--udp', String(UDP), '--tag', 'srv'],
+    });
+    const ip = await containerIp(`${NAMES.containerPrefix}srv`);
+    report.backend = ip;
+    // The server is up when a direct transaction succeeds.
+    for (let i = 0; ; i++) {
+      try {
+        await loadgen('crr', ip, TCP, { seconds: 0.05, maxCount: 1 });
+        break;
+      } catch (e) {
+        if (i > 50) throw e;
+        await sleep(100);
+      }
+    }
+
+    const mk = (id: string, kind: VariantResult['kind'], n: number | null, label: string): VariantResult => ({
+      id, kind, n, label, status: 'ok', reason: null, prepareMs: [], runs: {}, direct: {}, errors: [],
+    });
+    const D = mk('D', 'D', null, 'direct to the container IP');
+    const P = mk('P', 'P', null, 'docker-proxy (127.0.0.1 publish)');
+    const S = cfg.levels.map((n) => mk(`S(${n})`, 'S', n, `berth socket LB, ${n} services`));
+    const T = cfg.levels.map((n) => mk(`T(${n})`, 'T', n, `iptables DNAT, ${n} services`));
+    const order: VariantResult[] = [D];
+    cfg.levels.forEach((_, i) => {
+      order.push(S[i], T[i]);
+      if (i === 0) order.push(P);
+    });
+    report.variants = [D, ...S, ...T, P];
+
+    // Hooks someone else attached at the root cgroup (another berthd under test) run for every
+    // variant alike; recorded so that the numbers can be read with that in mind.
+    report.otherSocketHooks = await otherRootHooks();
+
+    // S: the Datapath class, with pins and a VIP range of the bench's own.
+    try {
+      const Datapath = loadDatapath();
+      const opts = DP_OPTS();
+      await Datapath.cleanup(opts).catch(() => undefined);
+      dp = await Datapath.open(opts);
+      cleanup.add('bench datapath', async () => {
+        dp?.close();
+        dp = null;
+        await Datapath.cleanup(DP_OPTS());
+      });
+      await ensureUnreachable(RANGES.sock, S_VIP);
+    } catch (e) {
+      for (const v of S) Object.assign(v, { status: 'not run', reason: e instanceof NotRun ? e.message : `datapath: ${(e as Error).message}` });
+    }
+
+    // T: iptables baseline.
+    const ipt = new IptablesBaseline(ip, VIP_TCP, VIP_UDP);
+    try {
+      await ipt.setup();
+    } catch (e) {
+      for (const v of T) Object.assign(v, { status: 'not run', reason: `iptables: ${(e as Error).message}` });
+    }
+
+    // P: docker-proxy must be what listens on the published port.
+    const ps = (await run('ps', ['-eo', 'pid=,args='])).stdout.split('\n');
+    const proxies = ps.filter((l) => l.includes('docker-proxy') && (l.includes(`-host-port ${PUB_TCP} `) || l.includes(`-host-port ${PUB_UDP} `)));
+    if (proxies.length < 2) {
+      Object.assign(P, { status: 'not run', reason: 'no docker-proxy for the published ports (userland-proxy disabled?)' });
+    } else if (cfg.cpu !== null) {
+      // Same CPU as client and server, like every other variant (all its threads).
+      for (const l of proxies) await run('taskset', ['-a', '-cp', String(cfg.cpu), l.trim().split(/\s+/)[0]]);
+    }
+
+    const target = targetService(ip);
+    const synthetic = syntheticServices(Math.max(...cfg.levels) - 1, RANGES.sock);
+    let sN = -1;
+    const where = (v: VariantResult, mode: Mode): [string, number] => {
+      const udp = mode === 'udp' || mode === 'udpu';
+      switch (v.kind) {
+        case 'D': return [ip, udp ? UDP : TCP];
+        case 'S': return [S_VIP, udp ? VIP_UDP : VIP_TCP];
+        case 'T': return [ipt.vip, udp ? VIP_UDP : VIP_TCP];
+        case 'P': return ['127.0.0.1', udp ? PUB_UDP : PUB_TCP];
+      }
+    };
+    const prepare = async (v: VariantResult): Promise<void> => {
+      if (v.kind === 'S' && v.n !== sN) {
+        const res = await dp!.sync([target, ...synthetic.slice(0, v.n! - 1)], { prune: true });
+        if (res.errors.length) throw new Error(`sync of ${v.n} services: ${res.errors.length} errors, first: ${res.errors[0].service}: ${res.errors[0].error}`);
+        sN = v.n!;
+        await ensureUnreachable(RANGES.sock, S_VIP);
+      } else if (v.kind === 'T') {
+        await ipt.setServices(v.n!);
+        await ipt.assertContained();
+      }
+    };
+
+    for (let round = 0; round < cfg.rounds; round++) {
+      log(`datapath round ${round + 1}/${cfg.rounds}`);
+      const direct: Partial<Record<Mode, LoadResult>> = {};
+      for (const v of order) {
+        if (v.status !== 'ok') continue;
+        try {
+          const t0 = nowMs();
+          await prepare(v);
+          v.prepareMs.push(Math.round(nowMs() - t0));
+          for (const mode of cfg.modes) {
+            const [addr, port] = where(v, mode);
+            const cpu = cfg.cpu ?? undefined;
+            if (cfg.warmupSeconds > 0) await loadgen(mode, addr, port, { seconds: cfg.warmupSeconds, cpu }).catch(() => undefined);
+            const res = await loadgen(mode, addr, port, { seconds: cfg.seconds, cpu });
+            if (v.kind === 'D') direct[mode] = res;
+            (v.runs[mode] ??= []).push(res);
+            (v.direct[mode] ??= []).push(direct[mode] ?? null);
+          }
+        } catch (e) {
+          const msg = (e as Error).message;
+          v.errors.push(`round ${round + 1}: ${msg}`);
+          log(`${v.id}: ${msg}`);
+          // A variant that failed twice is dropped from later rounds (the run goes on without it).
+          if (v.errors.length >= 2) Object.assign(v, { status: 'failed', reason: msg });
+        }
+      }
+    }
+    if (report.variants.every((v) => v.status !== 'ok')) Object.assign(report, { status: 'failed', reason: 'no variant ran' });
+  } catch (e) {
+    Object.assign(report, { status: e instanceof NotRun ? 'not run' : 'failed', reason: (e as Error).message });
+  } finally {
+    await cleanup.unwindTo(mark);
+  }
+  return report;
+}
