@@ -182,24 +182,24 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
 
   // Service ids: a service keeps the id found on its current masters; ids still held by
   // frontends that stay (prune=false) or by other services are never handed out twice.
+  // (An id seen on a wanted frontend of X and on an unwanted one means both were X's: same id,
+  // same service; with prune=false the unwanted one stays and keeps sharing X's id.)
   const usedSvcIds = new Set<number>();
   const idOwner = new Map<number, string>();
-  for (const [fid, cf] of current.frontends) {
-    if (!cf.master) continue;
-    const owner = desired.get(fid)?.service;
-    if (!owner && !opts.prune) usedSvcIds.add(cf.master.id);
-  }
   for (const [name, fronts] of byService) {
     for (const f of fronts) {
       const cf = current.frontends.get(frontendId(f));
       const id = cf?.master?.id;
-      if (id && !serviceIds.has(name) && !idOwner.has(id) && !usedSvcIds.has(id)) {
+      if (id && !serviceIds.has(name) && !idOwner.has(id)) {
         serviceIds.set(name, id);
         idOwner.set(id, name);
       }
     }
   }
   for (const id of idOwner.keys()) usedSvcIds.add(id);
+  if (!opts.prune) {
+    for (const [fid, cf] of current.frontends) if (cf.master && !desired.has(fid)) usedSvcIds.add(cf.master.id);
+  }
   const svcPool = new IdPool(usedSvcIds, limits.maxServiceIds);
 
   const referenced = new Set<number>();

@@ -1,0 +1,90 @@
+import test from 'ava';
+import { loadNative } from '../../../src/native';
+import * as codec from '../../../src/datapath/codec';
+
+test('codec layout equals bpf/lb.h as compiled into the addon (sizes and offsets)', (t) => {
+  const n = loadNative();
+  t.deepEqual(codec.checkLayout(n.sizes, n.offsets), []);
+  t.deepEqual({ ...n.sizes }, codec.SIZES);
+  t.is(n.constants.SVC_F_HOST_NETNS, codec.SVC_F_HOST_NETNS);
+  t.is(n.constants.FAMILY_V4, codec.FAMILY_V4);
+  t.is(n.constants.FAMILY_V6, codec.FAMILY_V6);
+});
+
+test('checkLayout names a drifted size and offset', (t) => {
+  const n = loadNative();
+  const drift = codec.checkLayout({ ...n.sizes, svcKey: 28 }, { ...n.offsets, backendPort: 18 });
+  t.deepEqual(drift, ['sizeof svcKey: codec 24, lb.h 28', 'offset backendPort: codec 16, lb.h 18']);
+});
+
+const ips: [string, string, string][] = [
+  ['10.96.0.10', '0a60000a000000000000000000000000', '10.96.0.10'],
+  ['127.0.0.1', '7f000001000000000000000000000000', '127.0.0.1'],
+  ['fd00:96::5', 'fd000096000000000000000000000005', 'fd00:96::5'],
+  ['FD00:0096:0000:0000:0000:0000:0000:0005', 'fd000096000000000000000000000005', 'fd00:96::5'],
+  ['::1', '00000000000000000000000000000001', '::1'],
+  ['::', '00000000000000000000000000000000', '::'],
+  ['::ffff:127.0.0.1', '00000000000000000000ffff7f000001', '::ffff:127.0.0.1'],
+  ['2001:db8:0:1:0:0:0:1', '20010db8000000010000000000000001', '2001:db8:0:1::1'],
+  ['1:0:0:2:0:0:0:3', '00010000000000020000000000000003', '1:0:0:2::3'],
+  ['1:2:3:4:5:6:7:8', '00010002000300040005000600070008', '1:2:3:4:5:6:7:8'],
+];
+for (const [ip, hex, canon] of ips) {
+  test(`ip bytes and canonical text: ${ip}`, (t) => {
+    t.is(codec.ipToBytes(ip).toString('hex'), hex);
+    t.is(codec.canonicalIp(ip), canon);
+  });
+}
+
+test('bad addresses are rejected with the address in the message', (t) => {
+  for (const bad of ['10.96.0', 'fd00::96::1', 'example.com', '']) {
+    const e = t.throws(() => codec.ipToBytes(bad));
+    t.true(e?.message.includes(`'${bad}'`));
+  }
+});
+
+test('service key: network-order VIP and port, host-order slot, round trip', (t) => {
+  const k = { vip: '10.96.0.10', port: 80, protocol: 'tcp' as const, slot: 3 };
+  const b = codec.encodeSvcKey(k);
+  t.is(b.length, 24);
+  t.is(b.subarray(0, 4).toString('hex'), '0a60000a');
+  t.is(b.subarray(16, 18).toString('hex'), '0050'); // port 80, network order
+  t.is(b[18], 6);
+  t.is(b[19], 4);
+  t.is(b.readUInt16LE(20), 3); // x86-64 host order
+  t.deepEqual(codec.decodeSvcKey(b), k);
+  const k6 = { vip: 'fd00:96::a', port: 53, protocol: 'udp' as const, slot: 0 };
+  t.deepEqual(codec.decodeSvcKey(codec.encodeSvcKey(k6)), k6);
+  t.is(codec.encodeSvcKey(k6)[19], 6);
+});
+
+test('service value, backend, config, destroy key round trips', (t) => {
+  const v = { id: 70000, count: 65535, flags: 1 };
+  t.deepEqual(codec.decodeSvcVal(codec.encodeSvcVal(v)), v);
+  t.is(codec.decodeBackendKey(codec.encodeBackendKey(123456)), 123456);
+  for (const a of [{ ip: '172.17.0.2', port: 8080 }, { ip: 'fd00:1::2', port: 5353 }, { ip: '::ffff:127.0.0.1', port: 15001 }]) {
+    const b = codec.encodeBackend(a);
+    t.is(b.length, 20);
+    t.deepEqual(codec.decodeBackend(b), a);
+  }
+  t.is(codec.encodeBackend({ ip: '::ffff:127.0.0.1', port: 1 })[18], 6);
+  t.is(codec.decodeConfig(codec.encodeConfig({ hostNetnsCookie: 4096n + 3n })).hostNetnsCookie, 4099n);
+  // A v4-mapped backend is keyed as IPv4, like the iterator keys a dual-stack socket's peer.
+  const mapped = codec.encodeDestroyKey({ ip: '::ffff:10.1.2.3', port: 53 });
+  t.deepEqual(mapped, codec.encodeDestroyKey({ ip: '10.1.2.3', port: 53 }));
+  t.is(mapped[18], 4);
+});
+
+test('per-CPU counters are summed over all CPU slots', (t) => {
+  const b = Buffer.alloc(16 * 3);
+  b.writeBigUInt64LE(5n, 0); b.writeBigUInt64LE(1n, 8);
+  b.writeBigUInt64LE(7n, 16); b.writeBigUInt64LE(0n, 24);
+  b.writeBigUInt64LE(1n, 32); b.writeBigUInt64LE(2n, 40);
+  t.deepEqual(codec.decodeCountersPercpu(b), { connects: 13, noBackend: 3 });
+});
+
+test('undecodable key bytes fail with a codec error', (t) => {
+  const b = codec.encodeSvcKey({ vip: '10.0.0.1', port: 1, protocol: 'tcp', slot: 0 });
+  b[19] = 9;
+  t.throws(() => codec.decodeSvcKey(b), { instanceOf: codec.CodecError });
+});
