@@ -19,8 +19,17 @@ import { hostV4Prefixes, nameHash, v4Overlap } from './addr';
 
 export { ensureTestImage, buildTestBinaries, testBin, TEST_IMAGE, TEST_BIN_DIR } from './images';
 
+/**
+ * dockerode, with one loosening for tests: a network's inspect result is `any`. @types/dockerode
+ * marks every IPAM field optional, yet tests read `IPAM.Config[0].Gateway` of networks that always
+ * have one (bridge, their own), and a wrong guess fails the test loudly anyway.
+ */
+export type TestDocker = Omit<Dockerode, 'getNetwork'> & {
+  getNetwork(id: string): Omit<Dockerode.Network, 'inspect'> & { inspect(): Promise<any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+};
+
 /** The engine the tests use: $DOCKER_HOST or the default socket (same rule as berthd's dockerHost). */
-export const docker = new Dockerode(parseDockerHost(process.env.DOCKER_HOST || DEFAULT_DOCKER_HOST));
+export const docker: TestDocker = new Dockerode(parseDockerHost(process.env.DOCKER_HOST || DEFAULT_DOCKER_HOST));
 
 /** The label that marks everything a test created; its value is the suite name. */
 export const TEST_LABEL = 'berth.test';
