@@ -9,7 +9,7 @@
 import type { RedirectMode } from './types';
 import type { RedirectEntry, Redirector } from './redirect-types';
 import { applyIptables, iptablesSupport, removeIptables } from './iptables';
-import { applyTc, ebpfSupport, removeTc, type TcOptions } from './tc';
+import { TcAttachment, ebpfSupport, removeTc, type TcOptions } from './tc';
 import { ensureProxyRouting, removeProxyRouting } from './routing';
 import { ProxyError, ProxyErrorCode } from './errors';
 
@@ -47,11 +47,14 @@ class IptablesRedirector implements Redirector {
 
 class TcRedirector implements Redirector {
   readonly mode = 'ebpf' as const;
-  constructor(private readonly o: TcOptions) {}
+  private readonly tc: TcAttachment;
+  constructor(o: TcOptions) {
+    this.tc = new TcAttachment(o);
+  }
   async apply(entries: RedirectEntry[]): Promise<void> {
     const errs = await ensureProxyRouting();
     if (errs.length) throw new ProxyError(ProxyErrorCode.REDIRECT, errs.join('; '));
-    await applyTc(this.o, entries);
+    await this.tc.apply(entries);
   }
 }
 

@@ -33,6 +33,8 @@ const B2 = '10.213.2.3';
 const PUBLISH = 31917;
 const TAKEN = 31918;
 const PORTS = { from: 15990, to: 15999 };
+/** A bpffs directory of this test's own (berthd's is /sys/fs/bpf/berth). */
+const PIN_DIR = `/sys/fs/bpf/bt-px-${process.pid}`;
 
 const logger = process.env.BERTH_TEST_LOG ? createLogger('debug') : silentLogger();
 
@@ -162,14 +164,15 @@ async function replicas(get: () => Promise<{ status: number; body: string }>): P
 
 test.before(setUp);
 test.after.always(async () => {
-  await Proxy.cleanupRedirect({ logger });
+  await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR });
+  fs.rmSync(PIN_DIR, { recursive: true, force: true });
   await tearDown();
 });
 
 function newProxy(mode: RedirectMode): Proxy {
   return new Proxy({
     envoyPath: 'envoy', runDir: path.join(tmp, 'run'), stateDir: path.join(tmp, 'state'), proxyPorts: PORTS, redirect: mode,
-    serviceCidr: '10.96.0.0/16', serviceCidr6: 'fd00:96::/112', logger, redirectInterfaces: ['bt-px-c0'],
+    serviceCidr: '10.96.0.0/16', serviceCidr6: 'fd00:96::/112', logger, redirectInterfaces: ['bt-px-c0'], bpfPinDir: PIN_DIR,
   });
 }
 
@@ -256,7 +259,8 @@ for (const mode of ['iptables', 'ebpf'] as const) {
 }
 
 test.serial('cleanupRedirect removes both modes and the policy routing', async (t) => {
-  await Proxy.cleanupRedirect({ logger });
+  await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR });
+  t.false(fs.existsSync(path.join(PIN_DIR, 'redirect')), 'pins removed');
   t.deepEqual(await berthRules(), { tproxy: [], tc: [] });
   t.not((await run('iptables', ['-t', 'mangle', '-S', CHAIN])).code, 0, 'chain gone');
   t.notRegex((await run('ip', ['rule'])).stdout, /lookup 2004/);

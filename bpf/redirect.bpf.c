@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * redirect.bpf.c — berth's ingress redirect without TPROXY (redirect mode `ebpf`).
+ *
+ * A tc ingress program on the interfaces where ingress traffic arrives (the Docker bridges, the
+ * host's external interfaces). A TCP packet to <ingress VIP>:<listen> or to <host address>:<publish>
+ * is handed to Envoy's transparent listener for that ingress with bpf_sk_assign: the established
+ * connection's socket when there is one, else the listener. The packet keeps its destination
+ * address; it is marked (listenerPort << 16) | 0x200 (Cilium's proxy mark) so that berth's fwmark
+ * rule routes it via a local table to the local stack, where TCP takes the assigned socket
+ * instead of looking one up. No iptables rule is involved.
+ *
+ * Style: helpers return 0 or -errno; the SEC() entry point always lets the packet pass
+ * (TC_ACT_OK): a packet we cannot steer is the kernel's to route, never dropped here.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define TC_ACT_OK 0
+#define ETH_P_IP 0x0800
+#define IPPROTO_TCP 6
+#define ENOENT 2
+
+/* berth's proxy mark: 0x200 in the 0xf00 nibble, the listener port in the upper 16 bits. */
+#define BERTH_PROXY_MARK 0x200
+
+char LICENSE[] SEC("license") = "GPL";
+
+/*
+ * Map key. Mirrored by the codec in src/proxy/tc.ts (encodeKey): keep the two in step.
+ * addr 0 never occurs: publish ports are keyed per host address (userspace lists them).
+ */
+struct berth_redir4_key {
+	__u32 addr;	/* destination IPv4 address, network byte order */
+	__u16 port;	/* destination port, network byte order */
+	__u16 pad;	/* zero */
+};
+_Static_assert(sizeof(struct berth_redir4_key) == 8, "berth_redir4_key must be 8 bytes");
+
+struct berth_redir4_val {
+	__u16 listener_port;	/* Envoy listener port, host byte order */
+	__u16 pad;		/* zero */
+};
+_Static_assert(sizeof(struct berth_redir4_val) == 4, "berth_redir4_val must be 4 bytes");
+
+/* (VIP, listen) and (host address, publish) -> Envoy listener port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct berth_redir4_key);
+	__type(value, struct berth_redir4_val);
+} berth_redir4 SEC(".maps");
+
+/* Find the socket for this packet: its established connection first, then the listener. */
+static __always_inline struct bpf_sock *__lookup_socket(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u16 listener_port)
+{
+	struct bpf_sock *sk;
+
+	/* Packets after the SYN belong to a connection Envoy accepted: its local address is the
+	 * VIP (transparent socket), so the packet's own tuple finds it. */
+	sk = bpf_skc_lookup_tcp(skb, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk) {
+		if (sk->state != BPF_TCP_LISTEN)
+			return sk;
+		bpf_sk_release(sk);
+	}
+	/* A new connection: Envoy's listener, bound to 0.0.0.0:<listener port>. */
+	t->ipv4.dport = bpf_htons(listener_port);
+	sk = bpf_skc_lookup_tcp(skb, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk && sk->state != BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return NULL;
+	}
+	return sk;
+}
+
+static __always_inline int __redirect4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	struct berth_redir4_key key = {};
+	struct berth_redir4_val *val;
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u16 listener_port;
+	long ret;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return -ENOENT;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_TCP || ip->ihl < 5)
+		return -ENOENT;
+	tcp = (void *)ip + ip->ihl * 4;
+	if ((void *)(tcp + 1) > data_end)
+		return -ENOENT;
+
+	key.addr = ip->daddr;
+	key.port = tcp->dest;
+	val = bpf_map_lookup_elem(&berth_redir4, &key);
+	if (!val)
+		return -ENOENT;
+	listener_port = val->listener_port;
+
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	t.ipv4.sport = tcp->source;
+	t.ipv4.dport = tcp->dest;
+	sk = __lookup_socket(skb, &t, listener_port);
+	if (!sk)
+		return -ENOENT;	/* Envoy not listening (yet): leave it to routing */
+	ret = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (ret)
+		return ret;
+	skb->mark = ((__u32)listener_port << 16) | BERTH_PROXY_MARK;
+	return 0;
+}
+
+SEC("tc")
+int berth_redirect(struct __sk_buff *skb)
+{
+	__redirect4(skb);
+	return TC_ACT_OK;
+}
