@@ -15,6 +15,16 @@ function arg(name: string, dflt: string): string {
 }
 
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+const rss = () => process.memoryUsage().rss / 1048576;
+/** RSS after a full GC (what the process keeps), when node runs with --expose-gc. */
+const rssAfterGc = () => {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc) {
+    gc();
+    gc();
+  }
+  return rss();
+};
 
 async function main(): Promise<void> {
   const services = Number(arg('services', '10000'));
@@ -33,7 +43,9 @@ async function main(): Promise<void> {
   const Datapath = loadDatapath();
   const loadMs = ms(t);
   await Datapath.cleanup(opts).catch(() => undefined);
+  const rssLoaded = rssAfterGc();
   const snap = syntheticSnapshot(services, backends);
+  const rssSnapshot = rssAfterGc();
   const cpu0 = process.cpuUsage();
   const tAll = process.hrtime.bigint();
   t = process.hrtime.bigint();
@@ -52,8 +64,8 @@ async function main(): Promise<void> {
     const syncMs = ms(t);
     const totalMs = ms(tAll);
     const cpu = process.cpuUsage(cpu0);
-    const status = dp.status();
     const mem = process.memoryUsage();
+    const status = dp.status();
     t = process.hrtime.bigint();
     const again = await dp.sync(state.services, { prune: true });
     const resyncMs = ms(t);
@@ -73,6 +85,9 @@ async function main(): Promise<void> {
       cpuMs: (cpu.user + cpu.system) / 1000,
       rssMb: mem.rss / 1048576,
       heapMb: mem.heapUsed / 1048576,
+      rssLoadedMb: rssLoaded,
+      rssSnapshotMb: rssSnapshot,
+      rssAfterGcMb: rssAfterGc(),
       maxRssMb: process.resourceUsage().maxRSS / 1024,
     };
     process.stdout.write(JSON.stringify(out) + '\n');

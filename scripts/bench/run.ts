@@ -107,7 +107,8 @@ function coldMarkdown(k: ColdReport): string {
     `| **total, snapshot → maps hold all** | **${s((r) => r.totalMs)} ms** |`,
     `| steady-state re-sync (nothing changed) | ${s((r) => r.resyncMs)} ms, ${s((r) => r.resyncUpdates)} writes |`,
     `| CPU time of the reconcile | ${s((r) => r.cpuMs)} ms |`,
-    `| RSS after it (max RSS) | ${s((r) => r.rssMb, 1)} MB (${s((r) => r.maxRssMb, 1)} MB) |`,
+    `| RSS right after it; peak (max RSS) | ${s((r) => r.rssMb, 1)} MB; ${s((r) => r.maxRssMb, 1)} MB |`,
+    `| RSS after a full GC: all of it / modules loaded, no state / + the Docker snapshot | ${s((r) => r.rssAfterGcMb, 1)} / ${s((r) => r.rssLoadedMb, 1)} / ${s((r) => r.rssSnapshotMb, 1)} MB |`,
     `| map entries afterwards | ${k.runs[0].counts.services} service, ${k.runs[0].counts.backends} backend |`,
     `| map writes/s through the addon (sync) | ${s((r) => r.writesPerS)} |`,
   ];

@@ -37,6 +37,10 @@ export interface ColdRun {
   rssMb: number;
   heapMb: number;
   maxRssMb: number;
+  /** RSS after loading the modules (GC'd), after building the snapshot (GC'd), after everything (GC'd). */
+  rssLoadedMb: number;
+  rssSnapshotMb: number;
+  rssAfterGcMb: number;
 }
 
 export interface BatchRun {
@@ -102,7 +106,7 @@ export async function coldScenario(cfg: ColdConfig): Promise<ColdReport> {
     });
     for (let round = 0; round < cfg.rounds; round++) {
       log(`cold start round ${round + 1}/${cfg.rounds}: ${cfg.services} services × ${cfg.backends}`);
-      const r = await run(process.execPath, [child, '--services', String(cfg.services), '--backends', String(cfg.backends), '--pin-dir', pinDir, '--run-dir', runDir, '--cidr', RANGES.cold, '--cidr6', RANGES.cold6], { timeoutMs: 180000 });
+      const r = await run(process.execPath, ['--expose-gc', child, '--services', String(cfg.services), '--backends', String(cfg.backends), '--pin-dir', pinDir, '--run-dir', runDir, '--cidr', RANGES.cold, '--cidr6', RANGES.cold6], { timeoutMs: 180000 });
       const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
       if (!line) throw new Error(`cold-child printed nothing (exit ${r.code}): ${r.stderr.trim().slice(0, 500)}`);
       const out = JSON.parse(line) as ColdRun & { error?: string; notRun?: boolean };
