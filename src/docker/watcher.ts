@@ -37,14 +37,21 @@ export interface DockerWatcherOptions {
 
 type EventStream = NodeJS.ReadableStream & { destroy(err?: Error): void };
 
-class Timeout extends Error {}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Timeout(`${what}: Docker did not answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+/**
+ * One Docker call bounded in time. The request itself is aborted (dockerode's abortSignal), so a
+ * hung engine does not leave a socket per attempt behind; for the event stream the timer only
+ * covers getting the response headers, after which the stream lives until it ends.
+ */
+async function bounded<T>(ms: number, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new Error(`${what}: Docker did not answer within ${ms} ms`)), ms);
+  try {
+    return await fn(ctl.signal);
+  } catch (e) {
+    throw ctl.signal.aborted ? (ctl.signal.reason as Error) : e;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function statusCode(e: unknown): number | undefined {
@@ -150,10 +157,8 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   /** One connection: subscribe, list, then live on events until the stream ends or a list fails. */
   private async session(): Promise<void> {
-    const stream = (await withTimeout(
-      this.docker.getEvents({ filters: { type: ['container', 'network'] } }),
-      this.callTimeoutMs,
-      'subscribe to events',
+    const stream = (await bounded(this.callTimeoutMs, 'subscribe to events', (abortSignal) =>
+      this.docker.getEvents({ filters: { type: ['container', 'network'] }, abortSignal } as Dockerode.GetEventsOptions),
     )) as unknown as EventStream;
     if (this.stopped) {
       stream.destroy();
@@ -277,9 +282,11 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   private async list(): Promise<void> {
     const t0 = Date.now();
-    const summaries = await withTimeout(this.docker.listContainers({ all: true }), this.callTimeoutMs, 'list containers');
+    const summaries = await bounded(this.callTimeoutMs, 'list containers', (abortSignal) => this.docker.listContainers({ all: true, abortSignal }));
     const inspected = await this.inspectAll(summaries.map((s) => s.Id));
-    const nets = (await withTimeout(this.docker.listNetworks(), this.callTimeoutMs, 'list networks')) as unknown as NetworkLike[];
+    const nets = (await bounded(this.callTimeoutMs, 'list networks', (abortSignal) =>
+      this.docker.listNetworks({ abortSignal } as Dockerode.NetworkListOptions),
+    )) as unknown as NetworkLike[];
     if (this.stopped) return;
 
     const containers: ContainerInfo[] = [];
@@ -324,7 +331,9 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       while (next < ids.length && !this.stopped) {
         const i = next++;
         try {
-          out[i] = (await withTimeout(this.docker.getContainer(ids[i]).inspect(), this.callTimeoutMs, 'inspect')) as unknown as InspectLike;
+          out[i] = (await bounded(this.callTimeoutMs, 'inspect', (abortSignal) =>
+            this.docker.getContainer(ids[i]).inspect({ abortSignal } as Dockerode.ContainerInspectOptions),
+          )) as unknown as InspectLike;
         } catch (e) {
           if (statusCode(e) === 404) continue;
           throw e;

@@ -28,11 +28,11 @@ interface Watched {
 }
 
 /** A watcher whose log lines, connection changes and snapshots the test can read. */
-function watch(dockerHost: string, opts: { resyncMs?: number } = {}): Watched {
+function watch(dockerHost: string, opts: { resyncMs?: number; callTimeoutMs?: number } = {}): Watched {
   const logs: string[] = [];
   const sink = new Writable({ write(chunk, _enc, cb) { logs.push(String(chunk)); cb(); } });
   // Resync far away: these tests must pass on events alone.
-  const w = new DockerWatcher({ dockerHost, logger: pino({ level: 'debug' }, sink), resyncMs: opts.resyncMs ?? 600000, backoffMaxMs: 1000 });
+  const w = new DockerWatcher({ dockerHost, logger: pino({ level: 'debug' }, sink), resyncMs: opts.resyncMs ?? 600000, backoffMaxMs: 1000, callTimeoutMs: opts.callTimeoutMs });
   const states: DockerConnection[] = [];
   const snapshots: DockerSnapshot[] = [];
   w.on('connection', (s) => states.push(s));
@@ -222,11 +222,18 @@ test.serial('an unreachable engine: disconnected, snapshot stays null (never emp
 class Proxy {
   private server: net.Server | null = null;
   private readonly conns = new Set<net.Socket>();
-  constructor(readonly socket: string) {}
+  /** hang: accept connections and never answer, like a wedged dockerd. */
+  constructor(readonly socket: string, private readonly mode: 'forward' | 'hang' = 'forward') {}
 
   async up(): Promise<void> {
     fs.rmSync(this.socket, { force: true });
     const server = net.createServer((client) => {
+      if (this.mode === 'hang') {
+        this.conns.add(client);
+        client.on('error', () => undefined).on('close', () => this.conns.delete(client));
+        client.resume(); // read (and drop) the request, so the client's close is noticed
+        return;
+      }
       const upstream = net.connect(REAL_SOCKET);
       this.conns.add(client).add(upstream);
       const drop = (): void => { client.destroy(); upstream.destroy(); this.conns.delete(client); this.conns.delete(upstream); };
@@ -236,6 +243,10 @@ class Proxy {
     });
     await new Promise<void>((resolve) => server.listen(this.socket, resolve));
     this.server = server;
+  }
+
+  get open(): number {
+    return this.conns.size;
   }
 
   /** Like a dockerd that exits: the listener goes away and every open stream is cut. */
@@ -281,4 +292,51 @@ test.serial('an engine that goes away and comes back: last snapshot kept, reconn
   // And it is live on events again.
   await docker.getContainer('bt-dw-during').rename({ name: 'bt-dw-after' });
   await until(w, 'rename seen after reconnect', (s) => byName('bt-dw-after')(s));
+});
+
+/** A TCP listener on loopback in front of the real engine's unix socket (tcp:// dockerHost). */
+async function tcpProxy(): Promise<{ port: number; close: () => Promise<void> }> {
+  const conns = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(REAL_SOCKET);
+    conns.add(client).add(upstream);
+    const drop = (): void => { client.destroy(); upstream.destroy(); };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () => new Promise<void>((resolve) => { for (const c of conns) c.destroy(); server.close(() => resolve()); }),
+  };
+}
+
+test.serial('tcp:// dockerHost works the same (through a loopback proxy of the test\'s own)', async (t) => {
+  const p = await tcpProxy();
+  t.teardown(() => p.close());
+  await runContainer({ suite: SUITE, name: 'bt-dw-tcp', labels: {}, cmd: ['sleep', '600'] });
+  const { w } = watch(`tcp://127.0.0.1:${p.port}`);
+  t.teardown(() => w.stop());
+  w.start();
+  await until(w, 'bt-dw-tcp listed over TCP', (s) => byName('bt-dw-tcp')(s));
+  await docker.getContainer('bt-dw-tcp').rename({ name: 'bt-dw-tcp2' });
+  await until(w, 'event over TCP', (s) => byName('bt-dw-tcp2')(s));
+  t.is(w.connection, 'connected');
+});
+
+test.serial('a hung engine (accepts, never answers) is disconnected after callTimeoutMs, not waited on forever', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
+  const proxy = new Proxy(path.join(dir, 'docker.sock'), 'hang');
+  t.teardown(async () => { await proxy.down(); fs.rmSync(dir, { recursive: true, force: true }); });
+  await proxy.up();
+  const { w, logs } = watch(`unix://${proxy.socket}`, { callTimeoutMs: 300 });
+  t.teardown(() => w.stop());
+  w.start();
+  await until2('disconnected', () => w.connection === 'disconnected', 10000);
+  const attempts = (): number => logs.filter((l) => l.includes('Docker connection attempt failed') && l.includes('did not answer within 300 ms')).length;
+  await until2('three timed-out attempts', () => attempts() >= 3, 15000);
+  t.is(w.snapshot, null);
+  // Timed-out requests are aborted, not left hanging: no pile of open connections.
+  t.true(proxy.open <= 2, `${proxy.open} connections still open after ${attempts()} attempts`);
 });
