@@ -84,6 +84,15 @@ test.serial('echo servers and berth-probe: tags, getpeername, UDP source, IPv6, 
   t.is(host.code, 0);
 });
 
+test.serial('the echo servers exit on docker stop\'s SIGTERM (as PID 1), not by the SIGKILL after the timeout', async (t) => {
+  for (const cmd of [['berth-tcp-echo', '8080'], ['berth-udp-echo', '5353']]) {
+    const c = await runContainer({ suite: SUITE, name: `bt-dh-stop-${cmd[0]}`, labels: {}, cmd });
+    await docker.getContainer(c.id).stop({ t: 60 });
+    const st = (await docker.getContainer(c.id).inspect()).State;
+    t.is(st.ExitCode, 0, `${cmd[0]} exited by itself (137 would mean SIGKILL)`);
+  }
+});
+
 test.serial('busybox httpd serves files from /www', async (t) => {
   const web = await runContainer({
     suite: SUITE, name: 'bt-dh-web', labels: {}, waitFor: { tcp: 9080 },

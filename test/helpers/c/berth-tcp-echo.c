@@ -57,10 +57,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", USAGE);
 		return 2;
 	}
-	/* Children are reaped by the kernel; PID 1 in a container must still exit on SIGTERM. */
+	/* Children are reaped by the kernel (SIGCHLD ignored); a vanished client must not kill us. */
 	signal(SIGCHLD, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
-	signal(SIGTERM, SIG_DFL);
+	exit_on_term();
 	int fd = bind_wildcard(SOCK_STREAM, port, 0);
 	if (fd < 0 || listen(fd, 128) != 0) {
 		perror("bind/listen");

@@ -35,8 +35,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", USAGE);
 		return 2;
 	}
-	/* As PID 1 in a container the default SIGTERM disposition is "ignore": exit on it instead, so docker stop is quick. */
-	signal(SIGTERM, SIG_DFL);
+	exit_on_term();
 	int fd = bind_wildcard(SOCK_DGRAM, port, v6only);
 	if (fd < 0) {
 		perror("bind");

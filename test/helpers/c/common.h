@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 /* Parse a port or die with the usage line: a typo in a test must fail loudly, not bind port 0. */
@@ -81,6 +82,25 @@ __attribute__((unused)) static int bind_wildcard(int type, int port, int v6only)
 		return -1;
 	}
 	return fd;
+}
+
+static void on_term(int sig)
+{
+	(void)sig;
+	_exit(0);
+}
+
+/*
+ * As PID 1 of a container, a signal whose disposition is SIG_DFL is dropped by the kernel: without
+ * a handler `docker stop` would wait out its whole timeout and SIGKILL. Exit on TERM/INT at once.
+ */
+__attribute__((unused)) static void exit_on_term(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_term;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 }
 
 #endif
