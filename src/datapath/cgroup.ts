@@ -127,6 +127,16 @@ export async function resolveCgroupRoot(
   }
   const target = path.join(o.runDir, 'cgroupv2');
   o.logger.info({ target, privateCgroupNamespace: priv }, 'mounting cgroup2 from the host cgroup and mount namespaces');
-  const r = await native.hostCgroup2({ hostProc: o.hostProc, target, enterCgroupns: true, pid: pid ?? 1 });
-  return done(r.path, r.fd, 'host-namespace-mount', r.mounted);
+  try {
+    const r = await native.hostCgroup2({ hostProc: o.hostProc, target, enterCgroupns: true, pid: pid ?? 1 });
+    return done(r.path, r.fd, 'host-namespace-mount', r.mounted);
+  } catch (e) {
+    // Without the host's namespaces (wrong hostProc, no CAP_SYS_ADMIN over them) the best left
+    // is the visible hierarchy: VIPs then work below it only, and status says so
+    // (cgroupIsHostRoot=false) instead of berthd refusing to start.
+    const visible = cgroup2RootMounts()[0];
+    if (!visible) throw e;
+    o.logger.error({ err: e instanceof Error ? e.message : String(e), fallback: visible }, 'cannot mount cgroup2 in the host namespaces; attaching to the visible cgroup2 root');
+    return done(visible, native.openDir(visible), 'mountinfo', false);
+  }
 }

@@ -1,0 +1,73 @@
+/**
+ * seeds/000 reproduced without Docker: a process in a PRIVATE cgroup namespace (rooted at a test
+ * cgroup, so its own cgroup looks like "/") and a private mount namespace opens the datapath with
+ * cgroupRoot=auto. It must notice, mount cgroup2 from the host's cgroup and mount namespaces at
+ * <runDir>/cgroupv2, attach there, and report the verified host root; a connect from the host
+ * (outside that cgroup) to the VIP must be balanced. Cleanup from the host unmounts it again.
+ */
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Datapath } from '../../src/datapath';
+import { cgroup2RootMounts } from '../../src/datapath/cgroup';
+import { loadNative } from '../../src/native';
+import type { DatapathOptions, DatapathStatus } from '../../src/datapath/types';
+import { silentLogger } from '../../src/util/log';
+import { run } from '../../src/util/exec';
+import { readMountInfo } from '../../src/util/mounts';
+import { tcpServer, tcpProbe } from './datapath-util';
+
+const OPTS: DatapathOptions = {
+  pinDir: '/sys/fs/bpf/berth-test-dpcgns',
+  cgroupRoot: 'auto',
+  hostProc: '/proc',
+  runDir: '/run/berth-test-dpcgns',
+  serviceCidr: '10.213.0.0/16',
+  serviceCidr6: 'fd00:213::/112',
+  logger: silentLogger(),
+};
+const VIP = '10.213.0.10';
+const PORT = 28421;
+
+test('private cgroup namespace: auto mounts cgroup2 in the host namespaces and attaches at the true root', async (t) => {
+  const v2 = cgroup2RootMounts()[0];
+  t.truthy(v2, 'a cgroup2 hierarchy is visible on this host');
+  const cg = path.join(v2, `bt-dp-cgns-${process.pid}`);
+  const srv = await tcpServer('127.0.0.4', PORT, 'cgns-backend');
+  t.teardown(async () => {
+    await srv.close();
+    await Datapath.cleanup(OPTS);
+    fs.rmSync(OPTS.runDir, { recursive: true, force: true });
+    // The child has exited, so the test cgroup is empty.
+    try { fs.rmdirSync(cg); } catch { /* already gone */ }
+  });
+  await Datapath.cleanup(OPTS);
+  fs.mkdirSync(cg, { recursive: true });
+
+  const child = path.join(__dirname, 'datapath-cgns-child.js');
+  const script = `echo $$ > ${cg}/cgroup.procs && exec unshare --cgroup --mount --propagation private ${process.execPath} ${child} "$@"`;
+  const r = await run('sh', ['-c', script, 'sh', OPTS.pinDir, OPTS.runDir, OPTS.serviceCidr, OPTS.serviceCidr6, VIP, '127.0.0.4', String(PORT)], { timeoutMs: 30000 });
+  t.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { status: DatapathStatus; sync: { errors: unknown[] } };
+  t.is(out.status.cgroupRoot, path.join(OPTS.runDir, 'cgroupv2'));
+  t.true(out.status.cgroupIsHostRoot);
+  t.deepEqual(out.sync.errors, []);
+
+  // From the host: the programs sit on the root of the v2 hierarchy...
+  const n = loadNative();
+  const fd = n.objGet(path.join(OPTS.pinDir, 'link_berth_sock4_connect'));
+  const progId = n.linkInfo(fd).progId;
+  n.closeFd(fd);
+  const tree = (await run('bpftool', ['cgroup', 'show', v2])).stdout;
+  t.regex(tree, new RegExp(`^\\s*${progId}\\s.*berth_sock4_connect`, 'm'), tree);
+  // ...so this process (outside the child's cgroup) is balanced too.
+  const p = await tcpProbe(VIP, 80);
+  t.deepEqual([p.ok, p.tag, p.peer], [true, 'cgns-backend', `${VIP}:80`], JSON.stringify(p));
+  // The mount lives in the host mount namespace (this one), made by berth.
+  t.true(readMountInfo().some((m) => m.mountPoint === path.join(OPTS.runDir, 'cgroupv2') && m.fsType === 'cgroup2'));
+
+  const removed = await Datapath.cleanup(OPTS);
+  t.true(removed.includes(`mount ${path.join(OPTS.runDir, 'cgroupv2')}`), removed.join('\n'));
+  t.false(readMountInfo().some((m) => m.mountPoint.startsWith(OPTS.runDir)));
+  t.notRegex((await run('bpftool', ['cgroup', 'show', v2])).stdout, new RegExp(`^\\s*${progId}\\s`, 'm'));
+});
