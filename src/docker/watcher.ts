@@ -9,6 +9,7 @@
  * backoff, re-listing fully once it is back.
  */
 import { EventEmitter } from 'node:events';
+import { StringDecoder } from 'node:string_decoder';
 import Dockerode from 'dockerode';
 import type { Logger } from '../util/log';
 import type { ContainerInfo, DockerSnapshot } from '../model/types';
@@ -172,8 +173,9 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     });
     ended.catch(() => undefined); // awaited below; not an unhandled rejection if the list fails first
     let buf = '';
+    const utf8 = new StringDecoder('utf8'); // a chunk may end inside a multi-byte character
     stream.on('data', (chunk: Buffer | string) => {
-      buf += chunk.toString();
+      buf += typeof chunk === 'string' ? chunk : utf8.write(chunk);
       // The engine writes one JSON object per line; a chunk may hold several or half of one.
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
