@@ -151,3 +151,28 @@ try:
 except OSError as e:
     print('err', errno.errorcode.get(e.errno, str(e)))
 `;
+
+/**
+ * In a netns: a UDP echo server on 127.0.0.1:<port> and a client connected to <vip>:<vport>;
+ * prints "connected <tag>" after the first reply, then waits for the socket to fail and prints
+ * "error <ERRNO>" (or "no-error" after 20 s).
+ */
+export const PY_UDP_CONNECTED = `
+import socket, sys, errno, threading
+vip, vport, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind(('127.0.0.1', port))
+def echo():
+    while True:
+        d, a = srv.recvfrom(100); srv.sendto(b'in-netns|' + d, a)
+threading.Thread(target=echo, daemon=True).start()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+c.connect((vip, vport)); c.send(b'hi')
+print('connected', c.recv(100).decode().split('|')[0], flush=True)
+c.settimeout(20)
+try:
+    c.recv(100); print('unexpected-data', flush=True)
+except socket.timeout:
+    print('no-error', flush=True)
+except OSError as e:
+    print('error', errno.errorcode.get(e.errno, str(e)), flush=True)
+`;

@@ -16,7 +16,7 @@ import { silentLogger } from '../../src/util/log';
 import { run } from '../../src/util/exec';
 import {
   tcpServer, udpServer, tcpProbe, udpProbe, repeat, until, createNetns, deleteNetns, inNetns,
-  PY_TCP_SERVER, PY_TCP_CLIENT, type Closer,
+  PY_TCP_SERVER, PY_TCP_CLIENT, PY_UDP_CONNECTED, type Closer,
 } from './datapath-util';
 
 const OPTS: DatapathOptions = {
@@ -35,7 +35,8 @@ const EMPTY_VIP = '10.211.0.99', EMPTY_VIP6 = 'fd00:211::63';
 const ING_VIP = '10.211.0.80', ING_VIP6 = 'fd00:211::50';
 const NS_VIP = '10.211.0.77';
 // Backend ports, unlikely to collide with other suites.
-const P = { tcp: 28411, udp: 28412, ingress: 28413, ns: 28414 };
+const P = { tcp: 28411, udp: 28412, ingress: 28413, ns: 28414, nsUdp: 28415 };
+const NS_UDP_VIP = '10.211.0.55';
 
 let dp: Datapath;
 const closers: Closer[] = [];
@@ -50,12 +51,14 @@ function service(name: string, vip: string, vip6: string | null, backends: [stri
 /** The desired state of the suite; tests change `udpBackends` and `webBackends`. */
 let webBackends: [string | null, string | null][] = [['127.0.0.2', '::1'], ['127.0.0.3', null]];
 let udpBackends: [string | null, string | null][] = [['127.0.0.2', '::1'], ['127.0.0.3', null]];
+let nsUdpBackends: [string | null, string | null][] = [['127.0.0.1', null]];
 function desired(): Service[] {
   return [
     service('web', VIP, VIP6, webBackends, [{ port: 80, protocol: 'tcp', targetPort: P.tcp }]),
     service('dns', UDP_VIP, UDP_VIP6, udpBackends, [{ port: 53, protocol: 'udp', targetPort: P.udp }]),
     service('empty', EMPTY_VIP, EMPTY_VIP6, [], [{ port: 80, protocol: 'tcp', targetPort: 80 }, { port: 53, protocol: 'udp', targetPort: 53 }]),
     service('inns', NS_VIP, null, [['127.0.0.1', null]], [{ port: 80, protocol: 'tcp', targetPort: P.ns }]),
+    service('innsudp', NS_UDP_VIP, null, nsUdpBackends, [{ port: 53, protocol: 'udp', targetPort: P.nsUdp }]),
     {
       name: 'shop', kind: 'ingress', vip: ING_VIP, vip6: ING_VIP6, ports: [{ port: 80, protocol: 'tcp', targetPort: 80 }],
       backends: [], routes: [], errors: [], ingress: { listen: 80, publish: null, proxyPort: P.ingress },
@@ -170,6 +173,22 @@ test('sockets in another network namespace are balanced too; host-netns-only ing
   // namespace (no routes) has no way to the VIP at all.
   const ing = await inNetns(NETNS, PY_TCP_CLIENT, [ING_VIP, '80']);
   t.is(ing.stdout.trim(), 'err ENETUNREACH', ing.stderr);
+});
+
+test('removing a backend destroys connected UDP sockets in other network namespaces too', async (t) => {
+  await createNetns(NETNS);
+  const proc: ChildProcess = spawn('ip', ['netns', 'exec', NETNS, 'python3', '-c', PY_UDP_CONNECTED, NS_UDP_VIP, '53', String(P.nsUdp)]);
+  t.teardown(() => { proc.kill('SIGKILL'); });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  await until('the netns client connected through the VIP', async () => out.includes('connected') || out.includes('Error'), 10000);
+  t.regex(out, /connected in-netns/);
+  nsUdpBackends = [];
+  const r = await dp.sync(desired(), { prune: true });
+  t.deepEqual(r.errors, []);
+  await until('the netns socket reports the destroy', async () => /error|no-error|unexpected/.test(out.replace('connected', '')), 25000);
+  t.regex(out, /error ECONNABORTED/, out);
 });
 
 test('ingress VIP from the host goes to 127.0.0.1:proxyPort (v4, and v6 via a v4-mapped loopback)', async (t) => {
