@@ -1,0 +1,252 @@
+/**
+ * The watcher's loop logic against a fake engine (an HTTP server on a unix socket of the test's
+ * own) whose timing and answers the test controls: subscribe-before-list, coalescing and the
+ * one-list-at-a-time rule, vanished containers, failed lists, stop-signal decoding, missed starts.
+ */
+import test from 'ava';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { DockerWatcher } from '../../../src/docker/watcher';
+import type { DockerSnapshot } from '../../../src/model/types';
+import { silentLogger } from '../../../src/util/log';
+
+interface FakeContainer {
+  Id: string;
+  Name: string;
+  State: { Status: string; StartedAt: string };
+  Config: { Labels: Record<string, string>; StopSignal?: string };
+  NetworkSettings: { Networks: Record<string, { NetworkID: string; IPAddress: string; GlobalIPv6Address: string }> };
+}
+
+class FakeEngine {
+  readonly socket: string;
+  containers = new Map<string, FakeContainer>();
+  /** ids whose inspect answers 404 (removed between list and inspect) or 500. */
+  inspect404 = new Set<string>();
+  failInspect = false;
+  listDelayMs = 0;
+  requests: string[] = [];
+  lists = 0;
+  listsInFlight = 0;
+  maxListsInFlight = 0;
+  private streams = new Set<http.ServerResponse>();
+  private server: http.Server;
+
+  constructor(dir: string) {
+    this.socket = path.join(dir, 'engine.sock');
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve) => this.server.listen(this.socket, resolve));
+  }
+
+  close(): Promise<void> {
+    for (const s of this.streams) s.destroy();
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Push one event to every subscriber. */
+  event(ev: object): void {
+    for (const s of this.streams) s.write(`${JSON.stringify(ev)}\n`);
+  }
+
+  get subscribers(): number {
+    return this.streams.size;
+  }
+
+  add(id: string, name: string, extra: Partial<FakeContainer['Config']> = {}, startedAt = '2026-01-01T00:00:00.000000000Z'): void {
+    this.containers.set(id, {
+      Id: id, Name: `/${name}`, State: { Status: 'running', StartedAt: startedAt }, Config: { Labels: {}, ...extra },
+      NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: `172.17.0.${this.containers.size + 2}`, GlobalIPv6Address: '' } } },
+    });
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const p = url.pathname.replace(/^\/v[\d.]+/, '');
+    this.requests.push(p);
+    const json = (code: number, body: unknown): void => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (p === '/events') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.flushHeaders();
+      this.streams.add(res);
+      res.on('close', () => this.streams.delete(res));
+      return;
+    }
+    if (p === '/containers/json') {
+      this.lists++;
+      this.listsInFlight++;
+      this.maxListsInFlight = Math.max(this.maxListsInFlight, this.listsInFlight);
+      if (this.listDelayMs) await new Promise((r) => setTimeout(r, this.listDelayMs));
+      this.listsInFlight--;
+      return json(200, [...this.containers.values()].map((c) => ({ Id: c.Id, Names: [c.Name] })));
+    }
+    const m = /^\/containers\/([^/]+)\/json$/.exec(p);
+    if (m) {
+      if (this.failInspect) return json(500, { message: 'engine trouble' });
+      const c = this.containers.get(m[1]);
+      if (!c || this.inspect404.has(m[1])) return json(404, { message: `No such container: ${m[1]}` });
+      return json(200, c);
+    }
+    if (p === '/networks') return json(200, [{ Id: 'n1', Name: 'bridge', IPAM: { Config: [{ Subnet: '172.17.0.0/16', Gateway: '172.17.0.1' }] } }]);
+    json(404, { message: 'not faked' });
+  }
+}
+
+async function setup(t: import('ava').ExecutionContext, opts: { resyncMs?: number; debounceMs?: number } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-fake-engine-'));
+  const engine = new FakeEngine(dir);
+  await engine.listen();
+  const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: opts.resyncMs ?? 600000, debounceMs: opts.debounceMs ?? 20, backoffMinMs: 20, backoffMaxMs: 100 });
+  const snaps: DockerSnapshot[] = [];
+  w.on('snapshot', (s) => snaps.push(s));
+  t.teardown(async () => {
+    await w.stop();
+    await engine.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { engine, w, snaps };
+}
+
+function until(what: string, fn: () => boolean, timeoutMs = 10000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const tick = (): void => {
+      if (fn()) return resolve();
+      if (Date.now() > deadline) return reject(new Error(`timed out waiting for: ${what}`));
+      setTimeout(tick, 5);
+    };
+    tick();
+  });
+}
+
+const ev = (Action: string, id: string, attrs: Record<string, string> = {}) => ({ Type: 'container', Action, Actor: { ID: id, Attributes: attrs }, timeNano: Date.now() * 1e6 });
+const get = (s: DockerSnapshot | null, id: string) => s?.containers.find((c) => c.id === id);
+
+test('subscribes to events before it lists, and reports connected with the first snapshot', async (t) => {
+  const { engine, w, snaps } = await setup(t);
+  engine.add('a', 'alpha');
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  t.deepEqual(engine.requests.slice(0, 2), ['/events', '/containers/json']);
+  t.is(w.connection, 'connected');
+  t.deepEqual(snaps[0].containers.map((c) => c.name), ['alpha']);
+  t.deepEqual(snaps[0].networks, [{ id: 'n1', name: 'bridge', subnets: ['172.17.0.0/16'], gateways: ['172.17.0.1'] }]);
+});
+
+test('a burst of events while a slow list runs: never two lists at once, one more queued, not one per event', async (t) => {
+  const { engine, w, snaps } = await setup(t);
+  engine.add('a', 'alpha');
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  engine.listDelayMs = 150;
+  const before = engine.lists;
+  const t0 = Date.now();
+  for (let i = 0; i < 30; i++) {
+    engine.event(ev('start', 'a'));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  engine.add('b', 'beta'); // the last event's change must be in the final snapshot
+  engine.event(ev('start', 'b'));
+  await until('beta seen', () => !!get(w.snapshot, 'b'));
+  await new Promise((r) => setTimeout(r, 400)); // let anything still queued finish
+  t.is(engine.maxListsInFlight, 1, 'lists never overlap');
+  const lists = engine.lists - before;
+  // Back-to-back lists can cover at most (elapsed / list time) + the running and the queued one.
+  const bound = Math.ceil((Date.now() - t0) / engine.listDelayMs) + 2;
+  t.true(lists >= 2 && lists <= bound && lists < 31, `${lists} lists for 31 events (bound ${bound})`);
+});
+
+test('a container removed between list and inspect is skipped, the rest is listed', async (t) => {
+  const { engine, w, snaps } = await setup(t);
+  engine.add('a', 'alpha');
+  engine.add('b', 'gone');
+  engine.inspect404.add('b');
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  t.deepEqual(snaps[0].containers.map((c) => c.name), ['alpha']);
+  t.is(w.connection, 'connected');
+});
+
+test('a failed list emits nothing: the last snapshot stays, the watcher reconnects and re-lists', async (t) => {
+  const { engine, w, snaps } = await setup(t);
+  engine.add('a', 'alpha');
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  const states: string[] = [];
+  w.on('connection', (s) => states.push(s));
+  engine.failInspect = true;
+  engine.event(ev('start', 'a'));
+  await until('disconnected', () => w.connection === 'disconnected');
+  t.is(snaps.length, 1, 'no partial or empty snapshot');
+  t.is(w.snapshot, snaps[0]);
+  engine.failInspect = false;
+  await until('reconnected', () => w.connection === 'connected' && snaps.length === 2);
+  t.deepEqual(states, ['disconnected', 'connected']);
+  t.is(w.reconnects, 1);
+});
+
+test('kill decoding: SIGTERM and the container\'s own StopSignal mark stopping, SIGHUP does not; start clears', async (t) => {
+  const { engine, w } = await setup(t);
+  engine.add('a', 'alpha');
+  engine.add('q', 'quitter', { StopSignal: 'SIGQUIT' });
+  w.start();
+  await until('listed', () => !!get(w.snapshot, 'q'));
+  engine.event(ev('kill', 'a', { signal: '1' }));
+  engine.event(ev('kill', 'q', { signal: '3' }));
+  await until('quitter stopping', () => get(w.snapshot, 'q')?.stopping === true);
+  t.false(get(w.snapshot, 'a')!.stopping, 'SIGHUP is not a stop');
+  engine.event(ev('kill', 'a', { signal: '15' }));
+  await until('alpha stopping', () => get(w.snapshot, 'a')?.stopping === true);
+  t.is(get(w.snapshot, 'a')!.state, 'running');
+  engine.event(ev('start', 'a'));
+  await until('alpha cleared', () => get(w.snapshot, 'a')?.stopping === false);
+  t.true(get(w.snapshot, 'q')!.stopping);
+});
+
+test('a start missed while disconnected still clears stopping (StartedAt after the kill)', async (t) => {
+  const { engine, w, snaps } = await setup(t);
+  engine.add('a', 'alpha');
+  w.start();
+  await until('listed', () => snaps.length === 1);
+  engine.event(ev('kill', 'a', { signal: '9' }));
+  await until('stopping', () => get(w.snapshot, 'a')?.stopping === true);
+  // The engine goes away; meanwhile the container is restarted; no start event reaches us.
+  engine.failInspect = true;
+  engine.event(ev('die', 'a'));
+  await until('disconnected', () => w.connection === 'disconnected');
+  engine.containers.get('a')!.State.StartedAt = new Date(Date.now() + 1000).toISOString();
+  engine.failInspect = false;
+  await until('relisted without stopping', () => w.connection === 'connected' && get(w.snapshot, 'a')?.stopping === false);
+  t.pass();
+});
+
+test('periodic resync lists without any event', async (t) => {
+  const { engine, w, snaps } = await setup(t, { resyncMs: 50 });
+  engine.add('a', 'alpha');
+  w.start();
+  await until('three snapshots from resyncs alone', () => snaps.length >= 3);
+  engine.add('b', 'beta');
+  await until('beta appears without an event', () => !!get(w.snapshot, 'b'));
+  t.is(engine.subscribers, 1, 'one event subscription throughout');
+});
+
+test('stop() ends the stream and the loop; no snapshot afterwards', async (t) => {
+  const { engine, w, snaps } = await setup(t, { resyncMs: 30 });
+  engine.add('a', 'alpha');
+  w.start();
+  await until('listed', () => snaps.length >= 1);
+  await w.stop();
+  const n = snaps.length;
+  await until('subscription closed', () => engine.subscribers === 0);
+  engine.event(ev('start', 'a'));
+  await new Promise((r) => setTimeout(r, 150));
+  t.is(snaps.length, n);
+});
