@@ -17,6 +17,7 @@ import path from 'node:path';
 import type { NativeAddon } from '../native';
 import type { Logger } from '../util/log';
 import { readMountInfo } from '../util/mounts';
+import { DatapathError, DatapathErrorCode } from './errors';
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 
@@ -35,9 +36,6 @@ export interface CgroupRoot {
   mounted: boolean;
 }
 
-export class CgroupError extends Error {
-  readonly code = 'BERTH_CGROUP';
-}
 
 /** Is the directory behind fd a cgroup2 root? (Through /proc/self/fd, so it works for a
  * directory in another mount namespace.) */
@@ -106,7 +104,7 @@ export async function resolveCgroupRoot(
     const fd = native.openDir(o.cgroupRoot);
     if (Number(fs.statfsSync(`/proc/self/fd/${fd}`).type) !== CGROUP2_SUPER_MAGIC) {
       native.closeFd(fd);
-      throw new CgroupError(`cgroupRoot ${o.cgroupRoot} is not a cgroup2 directory`);
+      throw new DatapathError(DatapathErrorCode.CGROUP, `cgroupRoot ${o.cgroupRoot} is not a cgroup2 directory`);
     }
     return done(o.cgroupRoot, fd, 'explicit', false);
   }

@@ -11,6 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import type { Protocol } from '../model/types';
 import type { LbOffsets, LbSizes } from '../native';
+import { DatapathError, DatapathErrorCode } from './errors';
 
 export const FAMILY_V4 = 4;
 export const FAMILY_V6 = 6;
@@ -52,8 +53,11 @@ function r64(b: Buffer, off: number): bigint { return LE ? b.readBigUInt64LE(off
 export const PROTO_NUM: Record<Protocol, number> = { tcp: 6, udp: 17 };
 const PROTO_NAME: Record<number, Protocol> = { 6: 'tcp', 17: 'udp' };
 
-export class CodecError extends Error {
-  readonly code = 'BERTH_CODEC';
+/** Encoding/decoding failures (code BERTH_DP_CODEC). */
+export class CodecError extends DatapathError {
+  constructor(message: string) {
+    super(DatapathErrorCode.CODEC, message);
+  }
 }
 
 /** The address family of an IP string (4 or 6); throws on anything else. */

@@ -17,6 +17,7 @@ import * as codec from './codec';
 import { currentFrom, plan, type CurrentState, type Op } from './plan';
 import { hostNsPid, resolveCgroupRoot, type CgroupRoot } from './cgroup';
 import { ensureRoutes, removeRoutes, routeMetric } from './routes';
+import { DatapathError, DatapathErrorCode } from './errors';
 
 export const OBJECT_NAME = 'sock_lb';
 export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_revnat', 'berth_counters', 'berth_config', 'berth_doomed'] as const;
@@ -27,11 +28,7 @@ export const linkPinName = (prog: string): string => `link_${prog}`;
 /** Pin name of a program kept for later runs (the UDP destroy iterator). */
 export const progPinName = (prog: string): string => `prog_${prog}`;
 
-export class DatapathError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-  }
-}
+export { DatapathError, DatapathErrorCode } from './errors';
 
 /** 'cgroup/connect4' -> 'connect4'. */
 function hookName(section: string): string {
@@ -57,6 +54,7 @@ export class Datapath implements DatapathApi {
   private serviceIds = new Map<string, number>();
   private lastCounts = { services: 0, backends: 0 };
   private closed = false;
+  private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private readonly native: NativeAddon,
@@ -74,7 +72,7 @@ export class Datapath implements DatapathApi {
     const native = loadNative();
     const log = opts.logger;
     const drift = codec.checkLayout(native.sizes, native.offsets);
-    if (drift.length) throw new DatapathError('BERTH_LAYOUT', `codec.ts does not match bpf/lb.h: ${drift.join('; ')}`);
+    if (drift.length) throw new DatapathError(DatapathErrorCode.LAYOUT, `codec.ts does not match bpf/lb.h: ${drift.join('; ')}`);
     ensureBpffs(native, opts.pinDir);
 
     const cg: CgroupRoot = await resolveCgroupRoot(native, opts);
@@ -94,7 +92,7 @@ export class Datapath implements DatapathApi {
         attached.push(hookName(p.section));
       }
       const iter = obj.programs.find((p) => p.name === ITER_PROGRAM);
-      if (!iter) throw new DatapathError('BERTH_OBJECT', `${OBJECT_NAME}.bpf.o has no ${ITER_PROGRAM} program`);
+      if (!iter) throw new DatapathError(DatapathErrorCode.OBJECT, `${OBJECT_NAME}.bpf.o has no ${ITER_PROGRAM} program`);
       const iterPin = path.join(opts.pinDir, progPinName(ITER_PROGRAM));
       fs.rmSync(iterPin, { force: true });
       native.objPin(iter.fd, iterPin);
@@ -139,7 +137,8 @@ export class Datapath implements DatapathApi {
             opts.logger.warn({ pin: p, err: errText(e) }, 'detaching a pinned link failed; unpinning it');
           }
         }
-        fs.rmSync(p, { force: true });
+        // Subdirectories are other parts' pins (the proxy's redirect/): bpffs, no mounts below.
+        fs.rmSync(p, { recursive: true, force: true });
         removed.push(`pin ${p}`);
       }
       fs.rmdirSync(opts.pinDir);
@@ -207,8 +206,15 @@ export class Datapath implements DatapathApi {
     }
   }
 
-  async sync(services: Service[], opts: { prune: boolean }): Promise<SyncResult> {
-    if (this.closed) throw new DatapathError('BERTH_CLOSED', 'datapath is closed');
+  /** Syncs run one at a time (each plans against the maps the previous one left). */
+  sync(services: Service[], opts: { prune: boolean }): Promise<SyncResult> {
+    const next = this.queue.then(() => this.syncNow(services, opts));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async syncNow(services: Service[], opts: { prune: boolean }): Promise<SyncResult> {
+    if (this.closed) throw new DatapathError(DatapathErrorCode.CLOSED, 'datapath is closed');
     const started = process.hrtime.bigint();
     const cur = this.readCurrent();
     const p = plan(services, cur, opts, {

@@ -9,13 +9,11 @@
  * for the same range (which would differ in protocol or metric).
  */
 import { run } from '../util/exec';
+import { DatapathError, DatapathErrorCode } from './errors';
 
 /** Route protocol number berth marks its routes with (0x62, 'b'; unassigned in rt_protos). */
 export const BERTH_RT_PROTO = 98;
 
-export class RouteError extends Error {
-  readonly code = 'BERTH_ROUTE';
-}
 
 /** The metric of this berth instance's routes: stable per pin dir (default dir -> 6606). */
 export function routeMetric(pinDir: string): number {
@@ -36,7 +34,7 @@ function routeArgs(cidr: string, metric: number): string[] {
 export async function ensureRoutes(cidrs: string[], metric: number): Promise<void> {
   for (const cidr of cidrs.filter(Boolean)) {
     const r = await run('ip', [familyFlag(cidr), 'route', 'replace', ...routeArgs(cidr, metric)]);
-    if (r.code !== 0) throw new RouteError(`ip route replace unreachable ${cidr}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    if (r.code !== 0) throw new DatapathError(DatapathErrorCode.ROUTE, `ip route replace unreachable ${cidr}: ${r.stderr.trim() || `exit ${r.code}`}`);
   }
 }
 
@@ -58,7 +56,7 @@ export async function removeRoutes(cidrs: string[], metric: number): Promise<str
   for (const cidr of cidrs.filter(Boolean)) {
     if (!(await hasRoute(cidr, metric))) continue;
     const r = await run('ip', [familyFlag(cidr), 'route', 'del', ...routeArgs(cidr, metric)]);
-    if (r.code !== 0) throw new RouteError(`ip route del unreachable ${cidr}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    if (r.code !== 0) throw new DatapathError(DatapathErrorCode.ROUTE, `ip route del unreachable ${cidr}: ${r.stderr.trim() || `exit ${r.code}`}`);
     removed.push(cidr);
   }
   return removed;
