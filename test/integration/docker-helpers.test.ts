@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import { run } from '../../src/util/exec';
 import {
   TEST_IMAGE, createTestNetwork, docker, ensureTestImage, execIn, execInFull, removeTestContainers, removeTestNetwork, runContainer, testBin,
@@ -159,6 +160,36 @@ test.serial('netns: reach a host server over the veth (v4 and v6), then no trace
   const ours = diffHostState(before, after).filter((l) => l.includes(ns.name) || l.includes(ns.hostIf) || l.includes(ns.hostAddress) || l.includes('fd00:b7e6'));
   t.deepEqual(ours, []);
   await deleteNetns('bt-dh-ns'); // idempotent
+});
+
+test.serial('snapshotHostState/diffHostState see a berth route, iptables rule, bpffs pin and netns come and go', async (t) => {
+  const before = await snapshotHostState();
+  t.deepEqual(diffHostState(before, await snapshotHostState()).filter((l) => /bt-dh|10\.254\.255\.252/.test(l)), []);
+  const route = ['10.254.255.252/30'];
+  const chain = 'BT-DH-CHAIN';
+  const pin = '/sys/fs/bpf/berth-bt-dh';
+  const ours = (lines: string[]): string[] => lines.filter((l) => /bt-dh|BT-DH|10\.254\.255\.252/.test(l)).sort();
+  try {
+    // An unreachable route (nothing can leave by it), an iptables chain hooked into nothing, an empty bpffs dir.
+    t.is((await run('ip', ['route', 'add', 'unreachable', ...route])).code, 0);
+    t.is((await run('iptables', ['-N', chain])).code, 0);
+    t.is((await run('iptables', ['-A', chain, '-m', 'comment', '--comment', 'berth-bt-dh', '-j', 'RETURN'])).code, 0);
+    fs.mkdirSync(pin);
+    const ns = await createNetns('bt-dh-state');
+    const during = ours(diffHostState(before, await snapshotHostState()));
+    t.true(during.includes('routes: + unreachable 10.254.255.252/30'), during.join('\n'));
+    t.true(during.some((l) => l.startsWith('iptablesSave: + -A BT-DH-CHAIN') && l.includes('berth-bt-dh')), during.join('\n'));
+    t.true(during.includes('bpffsBerth: + berth-bt-dh'), during.join('\n'));
+    t.true(during.includes('ipNetns: + bt-dh-state'), during.join('\n'));
+    await deleteNetns(ns);
+  } finally {
+    await run('ip', ['route', 'del', 'unreachable', ...route]);
+    await run('iptables', ['-F', chain]);
+    await run('iptables', ['-X', chain]);
+    fs.rmSync(pin, { recursive: true, force: true });
+    await deleteNetns('bt-dh-state');
+  }
+  t.deepEqual(ours(diffHostState(before, await snapshotHostState())), [], 'all gone again');
 });
 
 test.serial('removeTestContainers removes exactly this suite\'s containers', async (t) => {
