@@ -6,7 +6,7 @@
  * host's external interfaces). A TCP packet to <ingress VIP>:<listen> or to <host address>:<publish>
  * is handed to Envoy's transparent listener for that ingress with bpf_sk_assign: the established
  * connection's socket when there is one, else the listener. The packet keeps its destination
- * address; it is marked (listenerPort << 16) | 0x200 (Cilium's proxy mark) so that berth's fwmark
+ * address; it is marked (be16 listenerPort << 16) | 0x200 (Cilium's proxy mark) so that berth's fwmark
  * rule routes it via a local table to the local stack, where TCP takes the assigned socket
  * instead of looking one up. No iptables rule is involved.
  *
@@ -116,7 +116,8 @@ static __always_inline int __redirect4(struct __sk_buff *skb)
 	bpf_sk_release(sk);
 	if (ret)
 		return ret;
-	skb->mark = ((__u32)listener_port << 16) | BERTH_PROXY_MARK;
+	/* Cilium's layout: the port as __be16 in the upper half (seed 002: 0x43470200 for 18243). */
+	skb->mark = ((__u32)bpf_htons(listener_port) << 16) | BERTH_PROXY_MARK;
 	return 0;
 }
 

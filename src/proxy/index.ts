@@ -11,7 +11,7 @@ import { AdsServer } from './ads';
 import { EnvoySupervisor } from './envoy';
 import { PortAssignments, listeningPorts } from './ports';
 import { buildSnapshot, emptySnapshot } from './resources';
-import { cleanupRedirect, createRedirector, resolveMode, type RedirectEntry, type Redirector } from './redirect';
+import { DEFAULT_REDIRECT_NAMES, cleanupRedirect, createRedirector, resolveMode, type RedirectEntry, type RedirectNames, type Redirector } from './redirect';
 import { ProxyErrorCode } from './errors';
 import { TypeUrl } from './protos';
 
@@ -38,7 +38,8 @@ export class Proxy implements ProxyApi {
   async start(): Promise<void> {
     const { mode, reason } = await resolveMode(this.o.redirect);
     this.mode = mode;
-    const { redirector, removed } = await createRedirector(mode, { pinDir: this.o.bpfPinDir ?? DEFAULT_PIN_DIR, interfaces: this.o.redirectInterfaces ?? null });
+    const names = { ...DEFAULT_REDIRECT_NAMES, ...this.o.redirectNames };
+    const { redirector, removed } = await createRedirector(mode, { pinDir: this.o.bpfPinDir ?? DEFAULT_PIN_DIR, interfaces: this.o.redirectInterfaces ?? null }, names);
     this.redirector = redirector;
     this.log.info({ redirect: mode, reason, removedOtherMode: removed }, `ingress redirect mode: ${mode}`);
 
@@ -136,8 +137,8 @@ export class Proxy implements ProxyApi {
   }
 
   /** `berth cleanup`: remove both modes' rules/programs and the policy routing. */
-  static async cleanupRedirect(o: { logger: Logger; bpfPinDir?: string }): Promise<string[]> {
-    const removed = await cleanupRedirect(o.bpfPinDir ?? DEFAULT_PIN_DIR);
+  static async cleanupRedirect(o: { logger: Logger; bpfPinDir?: string; redirectNames?: Partial<RedirectNames> }): Promise<string[]> {
+    const removed = await cleanupRedirect(o.bpfPinDir ?? DEFAULT_PIN_DIR, { ...DEFAULT_REDIRECT_NAMES, ...o.redirectNames });
     o.logger.info({ removed }, 'ingress redirect removed');
     return removed;
   }

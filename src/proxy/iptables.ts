@@ -7,10 +7,10 @@
 import { run } from '../util/exec';
 import { ProxyError, ProxyErrorCode } from './errors';
 import { proxyMark } from './routing';
-import type { RedirectEntry } from './redirect-types';
+import { DEFAULT_REDIRECT_NAMES, type RedirectEntry, type RedirectNames } from './redirect-types';
 
-export const CHAIN = 'BERTH_PREROUTING';
-const JUMP = ['PREROUTING', '-m', 'comment', '--comment', 'berth', '-j', CHAIN];
+export const CHAIN = DEFAULT_REDIRECT_NAMES.chain;
+const jump = (chain: string) => ['PREROUTING', '-m', 'comment', '--comment', 'berth', '-j', chain];
 
 function target(e: RedirectEntry, family: 4 | 6): string {
   const onIp = family === 4 ? '0.0.0.0' : '::';
@@ -21,13 +21,13 @@ function target(e: RedirectEntry, family: 4 | 6): string {
  * The chain's rules, exactly as `iptables -S` prints them (so what is installed can be compared
  * as text). Pure.
  */
-export function chainRules(entries: RedirectEntry[], family: 4 | 6): string[] {
+export function chainRules(entries: RedirectEntry[], family: 4 | 6, chain = CHAIN): string[] {
   const out: string[] = [];
   for (const e of [...entries].sort((a, b) => a.ingress.localeCompare(b.ingress))) {
     const vip = family === 4 ? e.vip : e.vip6;
-    if (vip) out.push(`-A ${CHAIN} -d ${vip}/${family === 4 ? 32 : 128} -p tcp -m tcp --dport ${e.listen} -m comment --comment berth ${target(e, family)}`);
+    if (vip) out.push(`-A ${chain} -d ${vip}/${family === 4 ? 32 : 128} -p tcp -m tcp --dport ${e.listen} -m comment --comment berth ${target(e, family)}`);
     // The host's own addresses (any interface, loopback included) on the publish port.
-    if (e.publish !== null) out.push(`-A ${CHAIN} -p tcp -m addrtype --dst-type LOCAL -m tcp --dport ${e.publish} -m comment --comment berth ${target(e, family)}`);
+    if (e.publish !== null) out.push(`-A ${chain} -p tcp -m addrtype --dst-type LOCAL -m tcp --dport ${e.publish} -m comment --comment berth ${target(e, family)}`);
   }
   return out;
 }
@@ -36,20 +36,21 @@ function tool(family: 4 | 6): { cmd: string; restore: string } {
   return family === 4 ? { cmd: 'iptables', restore: 'iptables-restore' } : { cmd: 'ip6tables', restore: 'ip6tables-restore' };
 }
 
-async function installed(family: 4 | 6): Promise<string[] | null> {
-  const r = await run(tool(family).cmd, ['-w', '5', '-t', 'mangle', '-S', CHAIN]);
+async function installed(family: 4 | 6, chain: string): Promise<string[] | null> {
+  const r = await run(tool(family).cmd, ['-w', '5', '-t', 'mangle', '-S', chain]);
   if (r.code !== 0) return null;
   return r.stdout.split('\n').filter((l) => l.startsWith('-A '));
 }
 
 /** Make the chain hold exactly these entries' rules and PREROUTING jump to it. */
-export async function applyIptables(entries: RedirectEntry[]): Promise<void> {
+export async function applyIptables(entries: RedirectEntry[], names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<void> {
+  const JUMP = jump(names.chain);
   for (const family of [4, 6] as const) {
-    const want = chainRules(entries, family);
-    const have = await installed(family);
+    const want = chainRules(entries, family, names.chain);
+    const have = await installed(family, names.chain);
     const t = tool(family);
     if (have === null || have.join('\n') !== want.join('\n')) {
-      const input = ['*mangle', `:${CHAIN} - [0:0]`, ...want, 'COMMIT', ''].join('\n');
+      const input = ['*mangle', `:${names.chain} - [0:0]`, ...want, 'COMMIT', ''].join('\n');
       const r = await run(t.restore, ['-w', '5', '--noflush'], { input });
       if (r.code !== 0) {
         // IPv6 is best effort (a host without ip6tables' TPROXY still serves IPv4).
@@ -67,8 +68,10 @@ export async function applyIptables(entries: RedirectEntry[]): Promise<void> {
 }
 
 /** Remove the jump(s) and the chain, v4 and v6; returns what was removed. */
-export async function removeIptables(): Promise<string[]> {
+export async function removeIptables(names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<string[]> {
   const removed: string[] = [];
+  const CHAIN = names.chain;
+  const JUMP = jump(CHAIN);
   for (const family of [4, 6] as const) {
     const t = tool(family);
     for (let i = 0; i < 8; i++) {
@@ -76,7 +79,7 @@ export async function removeIptables(): Promise<string[]> {
       if (r.code !== 0) break;
       removed.push(`${t.cmd} -t mangle PREROUTING -j ${CHAIN}`);
     }
-    if ((await installed(family)) !== null) {
+    if ((await installed(family, CHAIN)) !== null) {
       await run(t.cmd, ['-w', '5', '-t', 'mangle', '-F', CHAIN]);
       const r = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-X', CHAIN]);
       if (r.code === 0) removed.push(`${t.cmd} -t mangle chain ${CHAIN}`);

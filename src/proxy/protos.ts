@@ -3,7 +3,9 @@
  * resource berth sends is encoded by the real message definitions (a misspelt field is an error
  * here, not a silently ignored JSON key in Envoy).
  */
+import fs from 'node:fs';
 import path from 'node:path';
+import * as protobuf from 'protobufjs';
 import * as protoLoader from '@grpc/proto-loader';
 
 /** Type URLs of the four resource types berth serves, in the order they must be pushed. */
@@ -34,8 +36,11 @@ const FILES = [
 
 /** Field names exactly as in the .proto files (snake_case), the spelling of Envoy's docs. */
 const LOAD_OPTIONS: protoLoader.Options = { keepCase: true, longs: String, enums: String, defaults: false, oneofs: false };
+// bytes stay Buffers (Any.value), so a decoded Any can be decoded again.
+const CONVERSION: protobuf.IConversionOptions = { longs: String, enums: String, defaults: false };
 
-let cached: protoLoader.PackageDefinition | null = null;
+let cachedRoot: protobuf.Root | null = null;
+let cachedDef: protoLoader.PackageDefinition | null = null;
 
 function depsDir(): string {
   // grpc-js-xds does not export its deps/ folder; find it next to its package.json.
@@ -43,31 +48,75 @@ function depsDir(): string {
   return path.join(path.dirname(pkg), 'deps');
 }
 
-export function packageDefinition(): protoLoader.PackageDefinition {
-  if (!cached) {
-    const d = depsDir();
-    cached = protoLoader.loadSync(FILES, {
-      ...LOAD_OPTIONS,
-      includeDirs: ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((x) => path.join(d, x)),
-    });
+/** Envoy's API, parsed once (protobufjs bundles google/protobuf/*.proto itself). */
+export function protoRoot(): protobuf.Root {
+  if (!cachedRoot) {
+    const dirs = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((x) => path.join(depsDir(), x));
+    const root = new protobuf.Root();
+    root.resolvePath = (_origin, target) => {
+      if (path.isAbsolute(target)) return target;
+      for (const d of dirs) {
+        const f = path.join(d, target);
+        if (fs.existsSync(f)) return f;
+      }
+      return target;
+    };
+    root.loadSync(FILES, { keepCase: true });
+    root.resolveAll();
+    cachedRoot = root;
   }
-  return cached;
+  return cachedRoot;
 }
 
-function messageType(fullName: string): protoLoader.MessageTypeDefinition<object, object> {
-  const t = packageDefinition()[fullName] as protoLoader.MessageTypeDefinition<object, object> | undefined;
-  if (!t || typeof (t as { serialize?: unknown }).serialize !== 'function') throw new Error(`unknown protobuf message ${fullName}`);
-  return t;
+/** The same definitions in @grpc/proto-loader's form, for the gRPC service (one parse, not two). */
+export function packageDefinition(): protoLoader.PackageDefinition {
+  if (!cachedDef) cachedDef = protoLoader.fromJSON(protoRoot().toJSON(), LOAD_OPTIONS);
+  return cachedDef;
 }
 
-/** Encode a plain object as the named message (field names as in the .proto). */
+function messageType(fullName: string): protobuf.Type {
+  try {
+    return protoRoot().lookupType(fullName);
+  } catch {
+    throw new Error(`unknown protobuf message ${fullName}`);
+  }
+}
+
+/**
+ * protobufjs' fromObject silently drops keys it does not know and enum names it cannot map; Envoy
+ * would then run with a default instead of what berth meant. Walk the object against the message
+ * type first and fail on anything the proto does not define.
+ */
+function checkStrict(type: protobuf.Type, obj: unknown, at: string): void {
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new Error(`${at}: expected a ${type.fullName.slice(1)} object`);
+  if (type.fullName === '.google.protobuf.Any') return; // already encoded by toAny()
+  for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
+    if (v === undefined || v === null) continue;
+    const f = type.fields[k];
+    if (!f) throw new Error(`${at}.${k}: no such field in ${type.fullName.slice(1)}`);
+    f.resolve();
+    if (f.map) continue;
+    for (const item of f.repeated ? (v as unknown[]) : [v]) {
+      if (f.resolvedType instanceof protobuf.Enum) {
+        if (typeof item === 'string' && !(item in f.resolvedType.values)) throw new Error(`${at}.${k}: ${item} is not a ${f.resolvedType.fullName.slice(1)}`);
+      } else if (f.resolvedType instanceof protobuf.Type) {
+        checkStrict(f.resolvedType, item, `${at}.${k}`);
+      }
+    }
+  }
+}
+
+/** Encode a plain object as the named message (field names as in the .proto); unknown names throw. */
 export function encode(fullName: string, obj: object): Buffer {
-  return messageType(fullName).serialize(obj);
+  const t = messageType(fullName);
+  checkStrict(t, obj, fullName.replace(/^.*\./, ''));
+  return Buffer.from(t.encode(t.fromObject(obj as Record<string, unknown>)).finish());
 }
 
 /** Decode bytes of the named message into a plain object (enums as names, 64-bit ints as strings). */
-export function decode(fullName: string, buf: Buffer): Record<string, unknown> {
-  return messageType(fullName).deserialize(buf) as Record<string, unknown>;
+export function decode(fullName: string, buf: Buffer | Uint8Array): Record<string, unknown> {
+  const t = messageType(fullName);
+  return t.toObject(t.decode(buf), CONVERSION) as Record<string, unknown>;
 }
 
 export interface AnyMessage {

@@ -7,13 +7,13 @@
  * ingress program calling bpf_sk_assign (tc.ts). Starting one mode removes the other's rules.
  */
 import type { RedirectMode } from './types';
-import type { RedirectEntry, Redirector } from './redirect-types';
+import { DEFAULT_REDIRECT_NAMES, type RedirectEntry, type RedirectNames, type Redirector } from './redirect-types';
 import { applyIptables, iptablesSupport, removeIptables } from './iptables';
 import { TcAttachment, ebpfSupport, removeTc, type TcOptions } from './tc';
 import { ensureProxyRouting, removeProxyRouting } from './routing';
 import { ProxyError, ProxyErrorCode } from './errors';
 
-export type { RedirectEntry, Redirector } from './redirect-types';
+export { DEFAULT_REDIRECT_NAMES, type RedirectEntry, type RedirectNames, type Redirector } from './redirect-types';
 
 export interface RedirectSupport {
   ebpf: { ok: boolean; reason: string };
@@ -38,33 +38,34 @@ export async function resolveMode(want: RedirectMode | 'auto'): Promise<{ mode: 
 
 class IptablesRedirector implements Redirector {
   readonly mode = 'iptables' as const;
+  constructor(private readonly names: RedirectNames) {}
   async apply(entries: RedirectEntry[]): Promise<void> {
-    const errs = await ensureProxyRouting();
+    const errs = await ensureProxyRouting(this.names);
     if (errs.length) throw new ProxyError(ProxyErrorCode.REDIRECT, errs.join('; '));
-    await applyIptables(entries);
+    await applyIptables(entries, this.names);
   }
 }
 
 class TcRedirector implements Redirector {
   readonly mode = 'ebpf' as const;
   private readonly tc: TcAttachment;
-  constructor(o: TcOptions) {
+  constructor(o: TcOptions, private readonly names: RedirectNames) {
     this.tc = new TcAttachment(o);
   }
   async apply(entries: RedirectEntry[]): Promise<void> {
-    const errs = await ensureProxyRouting();
+    const errs = await ensureProxyRouting(this.names);
     if (errs.length) throw new ProxyError(ProxyErrorCode.REDIRECT, errs.join('; '));
     await this.tc.apply(entries);
   }
 }
 
 /** Remove the other mode's rules/programs, return the redirector for `mode`. */
-export async function createRedirector(mode: RedirectMode, o: TcOptions): Promise<{ redirector: Redirector; removed: string[] }> {
-  if (mode === 'iptables') return { redirector: new IptablesRedirector(), removed: await removeTc(o.pinDir) };
-  return { redirector: new TcRedirector(o), removed: await removeIptables() };
+export async function createRedirector(mode: RedirectMode, o: Omit<TcOptions, 'tcPref'>, names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<{ redirector: Redirector; removed: string[] }> {
+  if (mode === 'iptables') return { redirector: new IptablesRedirector(names), removed: await removeTc(o.pinDir, names.tcPref) };
+  return { redirector: new TcRedirector({ ...o, tcPref: names.tcPref }, names), removed: await removeIptables(names) };
 }
 
 /** `berth cleanup`: both modes and the policy routing. */
-export async function cleanupRedirect(pinDir?: string): Promise<string[]> {
-  return [...(await removeIptables()), ...(await removeTc(pinDir)), ...(await removeProxyRouting())];
+export async function cleanupRedirect(pinDir?: string, names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<string[]> {
+  return [...(await removeIptables(names)), ...(await removeTc(pinDir, names.tcPref)), ...(await removeProxyRouting(names))];
 }

@@ -5,18 +5,25 @@
  * to the local stack (Envoy's transparent listener) instead of being forwarded or dropped by the
  * VIP range's unreachable route.
  */
+import os from 'node:os';
 import { run } from '../util/exec';
+import { DEFAULT_REDIRECT_NAMES, type RedirectNames } from './redirect-types';
 
 /** Route table reserved for berth's proxy redirect (SPEC: route tables reserved by berth). */
-export const PROXY_TABLE = 2004;
+export const PROXY_TABLE = DEFAULT_REDIRECT_NAMES.table;
 /** Rule priority: before `main` (32766) so the VIP range's unreachable route never wins. */
-export const PROXY_RULE_PREF = 9;
+export const PROXY_RULE_PREF = DEFAULT_REDIRECT_NAMES.rulePref;
 export const PROXY_MARK = 0x200;
 export const PROXY_MARK_MASK = 0xf00;
 
-/** Cilium's per-listener mark: (listenerPort << 16) | 0x200, e.g. 0x43470200 for 18243. */
+/**
+ * Cilium's per-listener mark: (port << 16) | 0x200 with the port as a __be16 read as a number,
+ * i.e. byte-swapped on little-endian hosts - seed 002's 0x43470200 for listener 18243 (0x4743).
+ * bpf/redirect.bpf.c sets the same value (bpf_htons).
+ */
 export function proxyMark(listenerPort: number): number {
-  return ((listenerPort << 16) | PROXY_MARK) >>> 0;
+  const be = os.endianness() === 'LE' ? ((listenerPort & 0xff) << 8) | (listenerPort >> 8) : listenerPort;
+  return ((be << 16) | PROXY_MARK) >>> 0;
 }
 
 const FAMILIES = [
@@ -30,8 +37,9 @@ async function ip(args: string[]): Promise<{ code: number; out: string }> {
 }
 
 /** Idempotent: add the fwmark rule and local route for v4 and v6 (v6 best effort). */
-export async function ensureProxyRouting(): Promise<string[]> {
+export async function ensureProxyRouting(names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<string[]> {
   const errors: string[] = [];
+  const { table: PROXY_TABLE, rulePref: PROXY_RULE_PREF } = names;
   for (const f of FAMILIES) {
     const rules = await ip([f.flag, 'rule', 'show', 'pref', String(PROXY_RULE_PREF)]);
     if (!rules.out.includes(`lookup ${PROXY_TABLE}`)) {
@@ -45,8 +53,9 @@ export async function ensureProxyRouting(): Promise<string[]> {
 }
 
 /** Remove exactly berth's rule and table content; returns what was removed. */
-export async function removeProxyRouting(): Promise<string[]> {
+export async function removeProxyRouting(names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<string[]> {
   const removed: string[] = [];
+  const { table: PROXY_TABLE, rulePref: PROXY_RULE_PREF } = names;
   for (const f of FAMILIES) {
     // Bounded: at most a few duplicates can exist.
     for (let i = 0; i < 8; i++) {

@@ -3,11 +3,14 @@
  * filter on the interfaces where ingress traffic arrives, steered by one pinned hash map
  * (VIP, listen) / (host address, publish) -> listener port. No TPROXY rule.
  *
- * Which interfaces: by default every interface that is neither loopback nor enslaved to a bridge
- * - the Docker bridges (a container's packet to the host is seen on its bridge; its veth is a
- * bridge port and skipped) and the host's external interfaces (outside clients on a publish
- * port). Host processes never need it: the socket LB sends them straight to 127.0.0.1:listener.
- * The list is re-read on every apply, so a new Docker network is picked up by the next reconcile.
+ * Which interfaces, by default: every bridge (Docker's docker0 and br-* networks: a container's
+ * packet to the host is seen on its bridge, so its veth, a bridge port, needs nothing) and the
+ * interfaces of the host's default routes (outside clients on a publish port). Not ifb, tunnels,
+ * stray veths or loopback: the program only ever touches packets whose (address, port) is in its
+ * map, but berth stays off devices it has no reason to be on. Outside clients arriving on another
+ * NIC are served by redirect mode iptables (or `redirectInterfaces`). Host processes never need
+ * it: the socket LB sends them straight to 127.0.0.1:listener. The list is re-read on every
+ * apply, so a new Docker network is picked up by the next reconcile.
  *
  * Loading, pinning, attaching and map writes go through bpftool and tc (iproute2): the same
  * kernel objects the addon would create, thin edges that `berth cleanup` can also remove.
@@ -19,16 +22,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { run } from '../util/exec';
 import { ProxyError, ProxyErrorCode } from './errors';
-import type { RedirectEntry } from './redirect-types';
+import { DEFAULT_REDIRECT_NAMES, type RedirectEntry } from './redirect-types';
 
 export interface TcOptions {
   pinDir: string;
   /** Interfaces to attach to; null = the default choice described above. */
   interfaces: string[] | null;
+  /** tc filter priority (DEFAULT_REDIRECT_NAMES.tcPref). */
+  tcPref: number;
 }
 
 /** tc filter priority reserved for berth's program (and the handle within it). */
-export const TC_PREF = 47104;
+export const TC_PREF = DEFAULT_REDIRECT_NAMES.tcPref;
 export const TC_HANDLE = 1;
 export const PROG_NAME = 'berth_redirect';
 const MAP_NAME = 'berth_redir4';
@@ -81,20 +86,33 @@ export function mapEntries(entries: RedirectEntry[], hostAddrs: string[]): Map<s
 
 // ---- host facts ----
 
-interface Link {
+export interface Link {
   ifname: string;
   master?: string;
   link_type?: string;
-  flags?: string[];
+  linkinfo?: { info_kind?: string };
 }
 
 async function links(): Promise<Link[]> {
-  return JSON.parse(await must('ip', ['-j', 'link', 'show'])) as Link[];
+  return JSON.parse(await must('ip', ['-d', '-j', 'link', 'show'])) as Link[];
 }
 
-/** Default attach points: not loopback, not a bridge port, Ethernet (the program parses L2). */
-export function defaultInterfaces(ls: Link[]): string[] {
-  return ls.filter((l) => l.ifname !== 'lo' && !l.master && (l.link_type ?? 'ether') === 'ether').map((l) => l.ifname).sort();
+async function defaultRouteDevices(): Promise<string[]> {
+  const out: string[] = [];
+  for (const f of ['-4', '-6']) {
+    const r = await run('ip', [f, '-j', 'route', 'show', 'default']);
+    if (r.code === 0 && r.stdout.trim()) for (const x of JSON.parse(r.stdout) as { dev?: string }[]) if (x.dev) out.push(x.dev);
+  }
+  return out;
+}
+
+/** Default attach points (see above): bridges and default-route devices, Ethernet only (the program parses L2). Pure. */
+export function defaultInterfaces(ls: Link[], defaultDevs: string[]): string[] {
+  return ls
+    .filter((l) => l.ifname !== 'lo' && (l.link_type ?? 'ether') === 'ether' && !l.master)
+    .filter((l) => l.linkinfo?.info_kind === 'bridge' || defaultDevs.includes(l.ifname))
+    .map((l) => l.ifname)
+    .sort();
 }
 
 async function hostAddresses(): Promise<string[]> {
@@ -102,9 +120,10 @@ async function hostAddresses(): Promise<string[]> {
   return [...new Set(ifs.flatMap((i) => (i.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a)))].sort();
 }
 
-async function hasOurFilter(ifname: string): Promise<boolean> {
-  const r = await run('tc', ['filter', 'show', 'dev', ifname, 'ingress']);
-  return r.code === 0 && r.stdout.includes(`pref ${TC_PREF} bpf`) && r.stdout.includes(PROG_NAME);
+async function hasOurFilter(ifname: string, pref: number): Promise<boolean> {
+  // Listed for this priority only (tc then omits "pref N" from its output).
+  const r = await run('tc', ['filter', 'show', 'dev', ifname, 'ingress', 'pref', String(pref)]);
+  return r.code === 0 && / bpf /.test(r.stdout) && r.stdout.includes(`name ${PROG_NAME} `);
 }
 
 // ---- load / attach / sync ----
@@ -125,16 +144,16 @@ async function loadProgram(pinDir: string): Promise<void> {
   fs.renameSync(tmp, p.prog);
 }
 
-async function attach(ifname: string, prog: string): Promise<void> {
+async function attach(ifname: string, prog: string, pref: number): Promise<void> {
   // clsact may exist already (ours from before, or someone else's): both are fine.
   const q = await run('tc', ['qdisc', 'add', 'dev', ifname, 'clsact']);
-  if (q.code !== 0 && !/File exists/.test(q.stderr)) throw new ProxyError(ProxyErrorCode.REDIRECT, `tc qdisc add dev ${ifname} clsact: ${q.stderr.trim()}`);
-  await must('tc', ['filter', 'replace', 'dev', ifname, 'ingress', 'pref', String(TC_PREF), 'handle', String(TC_HANDLE), 'bpf', 'direct-action', 'object-pinned', prog]);
+  if (q.code !== 0 && !/File exists|Exclusivity flag on/.test(q.stderr)) throw new ProxyError(ProxyErrorCode.REDIRECT, `tc qdisc add dev ${ifname} clsact: ${q.stderr.trim()}`);
+  await must('tc', ['filter', 'replace', 'dev', ifname, 'ingress', 'pref', String(pref), 'handle', String(TC_HANDLE), 'bpf', 'direct-action', 'object-pinned', prog]);
 }
 
 /** Remove berth's filter; remove clsact too when nothing else is left on it. */
-async function detach(ifname: string): Promise<boolean> {
-  const r = await run('tc', ['filter', 'del', 'dev', ifname, 'ingress', 'pref', String(TC_PREF)]);
+async function detach(ifname: string, pref: number): Promise<boolean> {
+  const r = await run('tc', ['filter', 'del', 'dev', ifname, 'ingress', 'pref', String(pref)]);
   const ing = await run('tc', ['filter', 'show', 'dev', ifname, 'ingress']);
   const egr = await run('tc', ['filter', 'show', 'dev', ifname, 'egress']);
   if (ing.code === 0 && egr.code === 0 && !ing.stdout.trim() && !egr.stdout.trim()) await run('tc', ['qdisc', 'del', 'dev', ifname, 'clsact']);
@@ -169,31 +188,31 @@ export class TcAttachment {
     await syncMap(p.map, mapEntries(entries, await hostAddresses()));
     const ls = await links();
     const present = new Set(ls.map((l) => l.ifname));
-    const want = new Set((this.o.interfaces ?? defaultInterfaces(ls)).filter((i) => present.has(i)));
+    const want = new Set((this.o.interfaces ?? defaultInterfaces(ls, await defaultRouteDevices())).filter((i) => present.has(i)));
     if (this.attached === null) {
       // First apply of this process: replace the filter everywhere (a new program), and find
       // interfaces a previous run attached to that are no longer wanted.
       this.attached = new Set();
-      for (const l of ls) if (!want.has(l.ifname) && (await hasOurFilter(l.ifname))) await detach(l.ifname);
-      for (const i of want) await attach(i, p.prog);
+      for (const l of ls) if (!want.has(l.ifname) && (await hasOurFilter(l.ifname, this.o.tcPref))) await detach(l.ifname, this.o.tcPref);
+      for (const i of want) await attach(i, p.prog, this.o.tcPref);
       this.attached = want;
       return;
     }
-    for (const i of want) if (!this.attached.has(i) || !(await hasOurFilter(i))) await attach(i, p.prog);
-    for (const i of this.attached) if (!want.has(i) && present.has(i)) await detach(i);
+    for (const i of want) if (!this.attached.has(i) || !(await hasOurFilter(i, this.o.tcPref))) await attach(i, p.prog, this.o.tcPref);
+    for (const i of this.attached) if (!want.has(i) && present.has(i)) await detach(i, this.o.tcPref);
     this.attached = want;
   }
 }
 
 /** Every berth filter on every interface, and the pins. */
-export async function removeTc(pinDir?: string): Promise<string[]> {
+export async function removeTc(pinDir?: string, tcPref: number = TC_PREF): Promise<string[]> {
   const removed: string[] = [];
   let ls: Link[] = [];
   try {
     ls = await links();
   } catch { /* no iproute2: nothing can be attached either */ }
   for (const l of ls) {
-    if ((await hasOurFilter(l.ifname)) && (await detach(l.ifname))) removed.push(`tc filter ${l.ifname} ingress pref ${TC_PREF} (${PROG_NAME})`);
+    if ((await hasOurFilter(l.ifname, tcPref)) && (await detach(l.ifname, tcPref))) removed.push(`tc filter ${l.ifname} ingress pref ${tcPref} (${PROG_NAME})`);
   }
   if (pinDir) {
     const dir = pins(pinDir).dir;

@@ -25,6 +25,12 @@ export interface ProxyOptions {
    * host's external interfaces, re-evaluated on each update).
    */
   redirectInterfaces?: string[];
+  /**
+   * Names of the redirect's kernel objects (additive; default DEFAULT_REDIRECT_NAMES in
+   * redirect-types.ts: chain BERTH_PREROUTING, table 2004, rule pref 9, tc pref 47104). Tests and
+   * scratch instances set their own so they never touch another berthd's.
+   */
+  redirectNames?: Partial<import('./redirect-types').RedirectNames>;
 }
 
 export interface EnvoyStatus {

@@ -17,7 +17,6 @@ import path from 'node:path';
 import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Proxy } from '../../src/proxy';
-import { CHAIN } from '../../src/proxy/iptables';
 import type { DesiredState, Service } from '../../src/model/types';
 import type { RedirectMode } from '../../src/proxy/types';
 import { run } from '../../src/util/exec';
@@ -35,6 +34,8 @@ const TAKEN = 31918;
 const PORTS = { from: 15990, to: 15999 };
 /** A bpffs directory of this test's own (berthd's is /sys/fs/bpf/berth). */
 const PIN_DIR = `/sys/fs/bpf/bt-px-${process.pid}`;
+/** Kernel object names of this test's own, so that a berthd running on the machine is never touched. */
+const NAMES = { chain: 'BT_PX_PREROUTING', table: 2213, rulePref: 8, tcPref: 47213 };
 
 const logger = process.env.BERTH_TEST_LOG ? createLogger('debug') : silentLogger();
 
@@ -142,14 +143,15 @@ function desired(extraRoutes: Service['routes'] = [], more: Service[] = []): Des
   return { services: services.sort((a, b) => a.name.localeCompare(b.name)), labelErrors: [] };
 }
 
+/** This test's rules and programs (its chain, its tc priority on its interfaces). */
 async function berthRules(): Promise<{ tproxy: string[]; tc: string[] }> {
   const ipt = (await run('iptables-save', ['-t', 'mangle'])).stdout + (await run('ip6tables-save', ['-t', 'mangle'])).stdout;
   const tc: string[] = [];
-  for (const l of JSON.parse((await run('ip', ['-j', 'link'])).stdout) as { ifname: string }[]) {
-    const f = (await run('tc', ['filter', 'show', 'dev', l.ifname, 'ingress'])).stdout;
-    if (/berth/.test(f)) tc.push(l.ifname);
+  for (const l of ['bt-px-c0', 'bt-px-b0']) {
+    const f = (await run('tc', ['filter', 'show', 'dev', l, 'ingress', 'pref', String(NAMES.tcPref)])).stdout;
+    if (/berth_redirect/.test(f)) tc.push(l);
   }
-  return { tproxy: ipt.split('\n').filter((x) => /TPROXY/.test(x) && /berth/.test(x)), tc };
+  return { tproxy: ipt.split('\n').filter((x) => x.includes(NAMES.chain) && /TPROXY/.test(x) && /--comment berth/.test(x)), tc };
 }
 
 async function replicas(get: () => Promise<{ status: number; body: string }>): Promise<string[]> {
@@ -164,7 +166,7 @@ async function replicas(get: () => Promise<{ status: number; body: string }>): P
 
 test.before(setUp);
 test.after.always(async () => {
-  await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR });
+  await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR, redirectNames: NAMES });
   fs.rmSync(PIN_DIR, { recursive: true, force: true });
   await tearDown();
 });
@@ -172,7 +174,7 @@ test.after.always(async () => {
 function newProxy(mode: RedirectMode): Proxy {
   return new Proxy({
     envoyPath: 'envoy', runDir: path.join(tmp, 'run'), stateDir: path.join(tmp, 'state'), proxyPorts: PORTS, redirect: mode,
-    serviceCidr: '10.96.0.0/16', serviceCidr6: 'fd00:96::/112', logger, redirectInterfaces: ['bt-px-c0'], bpfPinDir: PIN_DIR,
+    serviceCidr: '10.96.0.0/16', serviceCidr6: 'fd00:96::/112', logger, redirectInterfaces: ['bt-px-c0'], bpfPinDir: PIN_DIR, redirectNames: NAMES,
   });
 }
 
@@ -259,10 +261,12 @@ for (const mode of ['iptables', 'ebpf'] as const) {
 }
 
 test.serial('cleanupRedirect removes both modes and the policy routing', async (t) => {
-  await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR });
+  await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR, redirectNames: NAMES });
   t.false(fs.existsSync(path.join(PIN_DIR, 'redirect')), 'pins removed');
   t.deepEqual(await berthRules(), { tproxy: [], tc: [] });
-  t.not((await run('iptables', ['-t', 'mangle', '-S', CHAIN])).code, 0, 'chain gone');
-  t.notRegex((await run('ip', ['rule'])).stdout, /lookup 2004/);
-  t.is((await run('ip', ['route', 'show', 'table', '2004'])).stdout.trim(), '');
+  t.not((await run('iptables', ['-t', 'mangle', '-S', NAMES.chain])).code, 0, 'chain gone');
+  t.notRegex((await run('iptables', ['-t', 'mangle', '-S', 'PREROUTING'])).stdout, new RegExp(NAMES.chain), 'jump gone');
+  t.notRegex((await run('ip', ['rule'])).stdout, /lookup 2213/);
+  t.notRegex((await run('ip', ['-6', 'rule'])).stdout, /lookup 2213/);
+  t.is((await run('ip', ['route', 'show', 'table', '2213'])).stdout.trim(), '');
 });

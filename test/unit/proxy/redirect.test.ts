@@ -1,0 +1,55 @@
+import test from 'ava';
+import { chainRules, CHAIN } from '../../../src/proxy/iptables';
+import { defaultInterfaces, encodeKey, encodeValue, mapEntries } from '../../../src/proxy/tc';
+import { proxyMark } from '../../../src/proxy/routing';
+import type { RedirectEntry } from '../../../src/proxy/redirect-types';
+
+const basic: RedirectEntry = { ingress: 'basic', vip: '10.96.0.50', vip6: 'fd00:96::32', listen: 80, publish: 31907, listenerPort: 18243 };
+const admin: RedirectEntry = { ingress: 'admin', vip: '10.96.0.51', vip6: null, listen: 8080, publish: null, listenerPort: 15001 };
+
+test('Cilium\'s mark: (port << 16) | 0x200, seed 002\'s example', (t) => {
+  t.is(proxyMark(18243), 0x43470200);
+  t.is(proxyMark(65535) & 0xf00, 0x200);
+});
+
+test('TPROXY rules: VIP:listen and LOCAL:publish, in iptables -S form, sorted by ingress', (t) => {
+  t.deepEqual(chainRules([basic, admin], 4), [
+    `-A ${CHAIN} -d 10.96.0.51/32 -p tcp -m tcp --dport 8080 -m comment --comment berth -j TPROXY --on-port 15001 --on-ip 0.0.0.0 --tproxy-mark 0x993a0200/0xffffffff`,
+    `-A ${CHAIN} -d 10.96.0.50/32 -p tcp -m tcp --dport 80 -m comment --comment berth -j TPROXY --on-port 18243 --on-ip 0.0.0.0 --tproxy-mark 0x43470200/0xffffffff`,
+    `-A ${CHAIN} -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 31907 -m comment --comment berth -j TPROXY --on-port 18243 --on-ip 0.0.0.0 --tproxy-mark 0x43470200/0xffffffff`,
+  ]);
+  t.deepEqual(chainRules([admin], 6), [], 'no IPv6 VIP, no publish: nothing for ip6tables');
+  t.deepEqual(chainRules([basic], 6)[0], `-A ${CHAIN} -d fd00:96::32/128 -p tcp -m tcp --dport 80 -m comment --comment berth -j TPROXY --on-port 18243 --on-ip :: --tproxy-mark 0x43470200/0xffffffff`);
+  t.true(chainRules([basic, admin], 4).every((r) => r.includes('--comment berth')));
+});
+
+test('tc map codec: key = address and port in network order + padding; value = port in host order', (t) => {
+  t.deepEqual([...encodeKey('10.96.0.50', 80)], [10, 96, 0, 50, 0, 80, 0, 0]);
+  const v = encodeValue(18243);
+  t.is(v.length, 4);
+  t.is(v.readUInt16LE(0) === 18243 || v.readUInt16BE(0) === 18243, true);
+  t.is(v.readUInt16BE(2), 0);
+});
+
+test('tc map content: one VIP key per ingress and one publish key per host address', (t) => {
+  const m = mapEntries([basic, admin], ['192.0.2.2', '172.17.0.1']);
+  t.is(m.size, 4);
+  t.true(m.has('0a 60 00 32 00 50 00 00'));
+  t.true(m.has('c0 00 02 02 7c a3 00 00'), 'host address : 31907');
+  t.true(m.has('ac 11 00 01 7c a3 00 00'));
+  t.is(m.get('0a 60 00 33 1f 90 00 00'), [...encodeValue(15001)].map((x) => x.toString(16).padStart(2, '0')).join(' '));
+});
+
+test('default tc attach points: bridges and default-route devices, nothing else', (t) => {
+  t.deepEqual(defaultInterfaces([
+    { ifname: 'lo', link_type: 'loopback' },
+    { ifname: 'eth0', link_type: 'ether' },
+    { ifname: 'eth1', link_type: 'ether' },
+    { ifname: 'ifb0', link_type: 'ether', linkinfo: { info_kind: 'ifb' } },
+    { ifname: 'docker0', link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
+    { ifname: 'veth1234', link_type: 'ether', master: 'docker0', linkinfo: { info_kind: 'veth' } },
+    { ifname: 'vethfree', link_type: 'ether', linkinfo: { info_kind: 'veth' } },
+    { ifname: 'wg0', link_type: 'none', linkinfo: { info_kind: 'wireguard' } },
+    { ifname: 'br-abc', link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
+  ], ['eth0', 'wg0']), ['br-abc', 'docker0', 'eth0']);
+});
