@@ -17,6 +17,16 @@ import { TypeUrl } from './protos';
 
 export { ProxyError, ProxyErrorCode } from './errors';
 
+/**
+ * Envoy's LDS NACK lists the listeners it could not add, e.g.
+ * "Error adding/updating listener(s) berth_ingress_basic: cannot bind '0.0.0.0:15000': Address already in use".
+ */
+export function listenerFailures(error: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of error.matchAll(/berth_ingress_([a-z0-9-]+): ([^\n]*)/g)) out.set(m[1], m[2]);
+  return out;
+}
+
 const DEFAULT_PIN_DIR = '/sys/fs/bpf/berth';
 
 export class Proxy implements ProxyApi {
@@ -28,6 +38,8 @@ export class Proxy implements ProxyApi {
   private mode: RedirectMode = 'iptables';
   private ackedVersion: string | null = null;
   private lastNack: string | null = null;
+  /** Listeners Envoy could not add, by ingress, from its last LDS NACK (cleared by an LDS ACK). */
+  private listenerFailures = new Map<string, string>();
 
   constructor(private readonly o: ProxyOptions) {
     this.log = o.logger;
@@ -50,6 +62,10 @@ export class Proxy implements ProxyApi {
     });
     ads.on('nack', (e: { typeUrl: string; error: string }) => {
       this.lastNack = `${e.typeUrl.replace(/^.*\./, '')}: ${e.error}`;
+      if (e.typeUrl === TypeUrl.listener) this.listenerFailures = listenerFailures(e.error);
+    });
+    ads.on('ack', (e: { typeUrl: string }) => {
+      if (e.typeUrl === TypeUrl.listener) this.listenerFailures.clear();
     });
     await ads.listen(this.envoy.paths.xdsSocket);
     this.ads = ads;
@@ -63,6 +79,16 @@ export class Proxy implements ProxyApi {
     // Listener ports (sticky). Ports listened on now are busy for new assignments; Envoy's own
     // listeners are among them, which is right: they are taken.
     const busy = listeningPorts();
+    // A listener Envoy could not bind (its sticky port was taken while Envoy was down): report
+    // it for that ingress and move the ingress to a free port; the others are not touched.
+    for (const [name, why] of this.listenerFailures) {
+      const port = this.ports.get(name);
+      if (port === undefined || !/in use|cannot bind/i.test(why)) continue;
+      errors.push({ ingress: name, code: ProxyErrorCode.PORT_TAKEN, error: `listener port ${port} is taken on this host (${why.trim()}); moving the ingress to another port` });
+      this.ports.release(name);
+      busy.add(port);
+    }
+    this.listenerFailures.clear();
     for (const f of this.ports.assign(ingresses.map((i) => i.name), busy)) errors.push({ ingress: f.ingress, error: f.error.message, code: f.error.code });
     for (const ing of ingresses) ing.ingress.proxyPort = this.ports.get(ing.name) ?? null;
 

@@ -77,6 +77,11 @@ export class PortAssignments {
     return failed;
   }
 
+  /** Forget an ingress's port (it turned out to be taken); the next assign() picks another. */
+  release(ingress: string): void {
+    this.ports.delete(ingress);
+  }
+
   private save(): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
     const tmp = `${this.file}.tmp`;

@@ -171,9 +171,9 @@ test.after.always(async () => {
   await tearDown();
 });
 
-function newProxy(mode: RedirectMode): Proxy {
+function newProxy(mode: RedirectMode, stateDir = path.join(tmp, 'state')): Proxy {
   return new Proxy({
-    envoyPath: 'envoy', runDir: path.join(tmp, 'run'), stateDir: path.join(tmp, 'state'), proxyPorts: PORTS, redirect: mode,
+    envoyPath: 'envoy', runDir: path.join(tmp, 'run'), stateDir, proxyPorts: PORTS, redirect: mode,
     serviceCidr: '10.96.0.0/16', serviceCidr6: 'fd00:96::/112', logger, redirectInterfaces: ['bt-px-c0'], bpfPinDir: PIN_DIR, redirectNames: NAMES,
   });
 }
@@ -259,6 +259,34 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     }
   });
 }
+
+test.serial('a sticky listener port taken by another process: NACK, an error for that ingress, moved to a free port', async (t) => {
+  const stateDir = path.join(tmp, 'state-taken');
+  fs.mkdirSync(stateDir, { recursive: true });
+  fs.writeFileSync(path.join(stateDir, 'proxy-ports.json'), JSON.stringify({ basic: 15995 }));
+  const squatter = net.createServer().listen(15995, '0.0.0.0');
+  await new Promise((r) => squatter.once('listening', r));
+  const proxy = newProxy('iptables', stateDir);
+  t.teardown(async () => {
+    squatter.close();
+    await proxy.stop();
+  });
+  await proxy.start();
+  const first = desired();
+  t.deepEqual(await proxy.update(first), [], 'a persisted port is kept: nothing known to be wrong yet');
+  t.is(first.services.find((s) => s.name === 'basic')!.ingress!.proxyPort, 15995);
+  await waitFor('Envoy NACKs the listener', async () => /berth_ingress_basic/.test(proxy.status().envoy.lastNack ?? ''));
+  // The next reconcile reports it for this ingress and moves it.
+  const second = desired();
+  const errors = await proxy.update(second);
+  t.deepEqual(errors.map((e) => e.ingress), ['basic']);
+  t.regex(errors[0].error, /listener port 15995 is taken/);
+  const moved = second.services.find((s) => s.name === 'basic')!.ingress!.proxyPort!;
+  t.not(moved, 15995);
+  t.true(moved >= PORTS.from && moved <= PORTS.to);
+  await waitFor('serving on the new port', async () => (await getIn(CLIENT_NS, VIP, 80, '/details/1')).status === 200);
+  t.deepEqual(await proxy.update(desired()), [], 'settled');
+});
 
 test.serial('cleanupRedirect removes both modes and the policy routing', async (t) => {
   await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR, redirectNames: NAMES });

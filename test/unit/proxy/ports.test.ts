@@ -56,3 +56,10 @@ test('listeningPorts reads LISTEN sockets from /proc/net/tcp and tcp6', (t) => {
     + '   0: 00000000000000000000000000000000:7C63 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n');
   t.deepEqual([...listeningPorts(dir)].sort(), [15000, 31843]);
 });
+
+test('Envoy\'s LDS NACK text names the listeners that failed', async (t) => {
+  const { listenerFailures } = await import('../../../src/proxy/index');
+  const m = listenerFailures("Error adding/updating listener(s) berth_ingress_basic: cannot bind '0.0.0.0:15995': Address already in use\nberth_ingress_shop-2: some other problem\n");
+  t.deepEqual([...m], [['basic', "cannot bind '0.0.0.0:15995': Address already in use"], ['shop-2', 'some other problem']]);
+  t.is(listenerFailures('unrelated').size, 0);
+});
