@@ -116,9 +116,20 @@ export function bytesToIp(b: Buffer, family: Family, off = 0): string {
   return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
 }
 
-/** Canonical text of an address (so map dumps and the model compare equal). */
+const v6Canonical = new Map<string, string>();
+
+/** Canonical text of an address (so map dumps and the model compare equal). Hot at 100k
+ * services: valid IPv4 text is already canonical (net.isIPv4 rejects leading zeros), and IPv6
+ * results are memoized (bounded). */
 export function canonicalIp(ip: string): string {
-  return bytesToIp(ipToBytes(ip), familyOf(ip));
+  if (net.isIPv4(ip)) return ip;
+  let c = v6Canonical.get(ip);
+  if (c === undefined) {
+    c = bytesToIp(ipToBytes(ip), familyOf(ip));
+    if (v6Canonical.size >= 65536) v6Canonical.clear();
+    v6Canonical.set(ip, c);
+  }
+  return c;
 }
 
 /** struct berth_svc_key */

@@ -76,12 +76,15 @@ export interface Limits {
 
 export const DEFAULT_LIMITS: Limits = { maxServiceIds: 1 << 17, maxBackends: 1 << 18, maxSlots: 0xffff };
 
+// Identity strings. Addresses are canonical text everywhere in this module (desiredFrontends
+// canonicalizes the model's, the codec decodes to canonical), so no re-parsing here: at 100k
+// services this is the hot path of a no-op sync.
 export function frontendId(f: Frontend): string {
-  return `${f.protocol}/${canonicalIp(f.vip)}/${f.port}`;
+  return `${f.protocol}/${f.vip}/${f.port}`;
 }
 
 export function backendId(a: BackendAddr): string {
-  return `${canonicalIp(a.ip)}/${a.port}`;
+  return `${a.ip}/${a.port}`;
 }
 
 /** The frontends a service asks for (pure). */
@@ -300,21 +303,21 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
   return { perService, cleanup, serviceIds, removedBackends, errors };
 }
 
-/** Rebuild CurrentState from decoded map entries. */
+/** Rebuild CurrentState from decoded map entries (addresses canonical, as codec decodes them). */
 export function currentFrom(svcEntries: { key: SvcKey; val: SvcVal }[], backendEntries: { id: number; addr: BackendAddr }[]): CurrentState {
   const frontends = new Map<string, CurrentFrontend>();
   for (const { key: k, val } of svcEntries) {
     const fid = frontendId(k);
     let cf = frontends.get(fid);
     if (!cf) {
-      cf = { vip: canonicalIp(k.vip), port: k.port, protocol: k.protocol, master: null, slots: new Map() };
+      cf = { vip: k.vip, port: k.port, protocol: k.protocol, master: null, slots: new Map() };
       frontends.set(fid, cf);
     }
     if (k.slot === 0) cf.master = val;
     else cf.slots.set(k.slot, val.id);
   }
   const backends = new Map<number, BackendAddr>();
-  for (const b of backendEntries) backends.set(b.id, { ip: canonicalIp(b.addr.ip), port: b.addr.port });
+  for (const b of backendEntries) backends.set(b.id, b.addr);
   return { frontends, backends };
 }
 
