@@ -50,6 +50,7 @@ struct {
 	__uint(max_entries, 4096);
 	__type(key, struct berth_redir4_key);
 	__type(value, struct berth_redir4_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);	/* <pinDir>/redirect/berth_redir4, reused on reload */
 } berth_redir4 SEC(".maps");
 
 /* Find the socket for this packet: its established connection first, then the listener. */

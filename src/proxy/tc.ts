@@ -12,15 +12,16 @@
  * it: the socket LB sends them straight to 127.0.0.1:listener. The list is re-read on every
  * apply, so a new Docker network is picked up by the next reconcile.
  *
- * Loading, pinning, attaching and map writes go through bpftool and tc (iproute2): the same
- * kernel objects the addon would create, thin edges that `berth cleanup` can also remove.
- * Pins: <pinDir>/redirect/{prog,berth_redir4}; the map outlives berthd so the redirect keeps
- * working across a restart, like the datapath's maps.
+ * Loading, pinning, attaching and map writes go through berth's addon (src/native.ts, libbpf's
+ * bpf_tc_* underneath); only listing an interface's other filters uses tc(8). Pins:
+ * <pinDir>/redirect/{prog,berth_redir4}; the map outlives berthd so the redirect keeps working
+ * across a restart, like the datapath's maps.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../util/exec';
+import { bpfObjectPath, loadNative, type NativeAddon } from '../native';
 import { ProxyError, ProxyErrorCode } from './errors';
 import { DEFAULT_REDIRECT_NAMES, type RedirectEntry } from './redirect-types';
 
@@ -39,7 +40,7 @@ export const PROG_NAME = 'berth_redirect';
 const MAP_NAME = 'berth_redir4';
 
 export function objectPath(): string {
-  return process.env.BERTH_REDIRECT_OBJ ?? path.resolve(__dirname, '../../../build/bpf/redirect.bpf.o');
+  return bpfObjectPath('redirect');
 }
 
 function pins(pinDir: string): { dir: string; prog: string; map: string } {
@@ -88,6 +89,7 @@ export function mapEntries(entries: RedirectEntry[], hostAddrs: string[]): Map<s
 
 export interface Link {
   ifname: string;
+  ifindex: number;
   master?: string;
   link_type?: string;
   linkinfo?: { info_kind?: string };
@@ -120,55 +122,91 @@ async function hostAddresses(): Promise<string[]> {
   return [...new Set(ifs.flatMap((i) => (i.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a)))].sort();
 }
 
-async function hasOurFilter(ifname: string, pref: number): Promise<boolean> {
-  // Listed for this priority only (tc then omits "pref N" from its output).
-  const r = await run('tc', ['filter', 'show', 'dev', ifname, 'ingress', 'pref', String(pref)]);
-  return r.code === 0 && / bpf /.test(r.stdout) && r.stdout.includes(`name ${PROG_NAME} `);
+// ---- load / attach / sync, through the addon (src/native.ts: libbpf underneath) ----
+
+function addon(): NativeAddon {
+  try {
+    return loadNative();
+  } catch (e) {
+    throw new ProxyError(ProxyErrorCode.REDIRECT_UNSUPPORTED, (e as Error).message);
+  }
 }
 
-// ---- load / attach / sync ----
+/** Run fn with an fd of a pinned object, closing it afterwards. */
+function withPinned<T>(n: NativeAddon, pin: string, fn: (fd: number) => T): T {
+  const fd = n.objGet(pin);
+  try {
+    return fn(fd);
+  } finally {
+    n.closeFd(fd);
+  }
+}
 
-/** Load the object (reusing the pinned map when there is one, so entries survive) and pin the program. */
-async function loadProgram(pinDir: string): Promise<void> {
+function hasOurFilter(n: NativeAddon, ifindex: number, pref: number): boolean {
+  try {
+    return n.tcQuery({ ifindex, direction: 'ingress', priority: pref, handle: TC_HANDLE }) !== null;
+  } catch {
+    return false; // no clsact on this interface: nothing of ours either
+  }
+}
+
+/**
+ * Load the object and pin the program. The map is LIBBPF_PIN_BY_NAME under the same directory:
+ * reused when pinned there, so its entries (and the redirect) survive a berthd restart.
+ */
+function loadProgram(n: NativeAddon, pinDir: string): void {
   const p = pins(pinDir);
-  const obj = objectPath();
-  if (!fs.existsSync(obj)) throw new ProxyError(ProxyErrorCode.REDIRECT_UNSUPPORTED, `${obj} is missing (npm run build compiles bpf/redirect.bpf.c)`);
+  const file = objectPath();
+  if (!fs.existsSync(file)) throw new ProxyError(ProxyErrorCode.REDIRECT_UNSUPPORTED, `${file} is missing (npm run build compiles bpf/redirect.bpf.c)`);
   fs.mkdirSync(p.dir, { recursive: true });
-  // bpffs refuses names with a dot (EPERM), hence no ".new".
-  const tmp = `${p.prog}_new`;
-  fs.rmSync(tmp, { force: true });
-  const reuse = fs.existsSync(p.map) ? ['map', 'name', MAP_NAME, 'pinned', p.map] : [];
-  await must('bpftool', ['prog', 'load', obj, tmp, 'type', 'classifier', ...reuse, ...(reuse.length ? [] : ['pinmaps', p.dir])]);
-  // Swap the pin: filters already attached keep the program they hold until replaced.
-  fs.rmSync(p.prog, { force: true });
-  fs.renameSync(tmp, p.prog);
+  const obj = n.loadObject(file, p.dir);
+  try {
+    const prog = obj.programs.find((x) => x.name === PROG_NAME);
+    if (!prog) throw new ProxyError(ProxyErrorCode.REDIRECT, `${file} has no program ${PROG_NAME}`);
+    // Replace the pin: filters already attached keep the program they hold until re-attached.
+    fs.rmSync(p.prog, { force: true });
+    n.objPin(prog.fd, p.prog);
+  } finally {
+    n.closeObject(obj.handle);
+  }
 }
 
-async function attach(ifname: string, prog: string, pref: number): Promise<void> {
-  // clsact may exist already (ours from before, or someone else's): both are fine.
-  const q = await run('tc', ['qdisc', 'add', 'dev', ifname, 'clsact']);
-  if (q.code !== 0 && !/File exists|Exclusivity flag on/.test(q.stderr)) throw new ProxyError(ProxyErrorCode.REDIRECT, `tc qdisc add dev ${ifname} clsact: ${q.stderr.trim()}`);
-  await must('tc', ['filter', 'replace', 'dev', ifname, 'ingress', 'pref', String(pref), 'handle', String(TC_HANDLE), 'bpf', 'direct-action', 'object-pinned', prog]);
+function attach(n: NativeAddon, l: Link, prog: string, pref: number): void {
+  // The addon creates clsact when missing and keeps one that exists (ours or someone else's).
+  withPinned(n, prog, (fd) => n.tcAttach({ ifindex: l.ifindex, direction: 'ingress', progFd: fd, priority: pref, handle: TC_HANDLE, replace: true }));
 }
 
 /** Remove berth's filter; remove clsact too when nothing else is left on it. */
-async function detach(ifname: string, pref: number): Promise<boolean> {
-  const r = await run('tc', ['filter', 'del', 'dev', ifname, 'ingress', 'pref', String(pref)]);
-  const ing = await run('tc', ['filter', 'show', 'dev', ifname, 'ingress']);
-  const egr = await run('tc', ['filter', 'show', 'dev', ifname, 'egress']);
-  if (ing.code === 0 && egr.code === 0 && !ing.stdout.trim() && !egr.stdout.trim()) await run('tc', ['qdisc', 'del', 'dev', ifname, 'clsact']);
-  return r.code === 0;
+async function detach(n: NativeAddon, l: Link, pref: number): Promise<boolean> {
+  let removed = false;
+  try {
+    removed = n.tcDetach({ ifindex: l.ifindex, direction: 'ingress', priority: pref, handle: TC_HANDLE });
+  } catch { /* interface gone meanwhile */ }
+  const ing = await run('tc', ['filter', 'show', 'dev', l.ifname, 'ingress']);
+  const egr = await run('tc', ['filter', 'show', 'dev', l.ifname, 'egress']);
+  if (ing.code === 0 && egr.code === 0 && !ing.stdout.trim() && !egr.stdout.trim()) {
+    try {
+      n.tcHookDestroy({ ifindex: l.ifindex });
+    } catch { /* no clsact (anymore) */ }
+  }
+  return removed;
 }
 
-async function syncMap(mapPin: string, want: Map<string, string>): Promise<void> {
-  const dump = JSON.parse(await must('bpftool', ['-j', 'map', 'dump', 'pinned', mapPin])) as { key: string[]; value: string[] }[];
-  const have = new Map(dump.map((e) => [e.key.map((x) => x.replace(/^0x/, '')).join(' '), e.value.map((x) => x.replace(/^0x/, '')).join(' ')]));
-  for (const [k, v] of want) {
-    if (have.get(k) !== v) await must('bpftool', ['map', 'update', 'pinned', mapPin, 'key', 'hex', ...k.split(' '), 'value', 'hex', ...v.split(' ')]);
-  }
-  for (const k of have.keys()) {
-    if (!want.has(k)) await must('bpftool', ['map', 'delete', 'pinned', mapPin, 'key', 'hex', ...k.split(' ')]);
-  }
+const KEY_SIZE = 8;
+const VALUE_SIZE = 4;
+const toHex = (b: Buffer): string => hex(b).join(' ');
+const fromHex = (h: string): Buffer => Buffer.from(h.replace(/ /g, ''), 'hex');
+
+function syncMap(n: NativeAddon, mapPin: string, want: Map<string, string>): void {
+  withPinned(n, mapPin, (fd) => {
+    const d = n.mapDump(fd);
+    const have = new Map<string, string>();
+    for (let i = 0; i < d.count; i++) {
+      have.set(toHex(d.keys.subarray(i * KEY_SIZE, (i + 1) * KEY_SIZE)), toHex(d.values.subarray(i * VALUE_SIZE, (i + 1) * VALUE_SIZE)));
+    }
+    for (const [k, v] of want) if (have.get(k) !== v) n.mapUpdate(fd, fromHex(k), fromHex(v));
+    for (const k of have.keys()) if (!want.has(k)) n.mapDelete(fd, fromHex(k));
+  });
 }
 
 /** State of one process: the program is (re)loaded on the first apply, then only kept in step. */
@@ -179,27 +217,28 @@ export class TcAttachment {
   constructor(private readonly o: TcOptions) {}
 
   async apply(entries: RedirectEntry[]): Promise<void> {
+    const n = addon();
     const p = pins(this.o.pinDir);
     if (!this.loaded) {
-      await loadProgram(this.o.pinDir);
+      loadProgram(n, this.o.pinDir);
       this.loaded = true;
     }
     // Entries first: a newly attached program must find the map ready.
-    await syncMap(p.map, mapEntries(entries, await hostAddresses()));
+    syncMap(n, p.map, mapEntries(entries, await hostAddresses()));
     const ls = await links();
-    const present = new Set(ls.map((l) => l.ifname));
-    const want = new Set((this.o.interfaces ?? defaultInterfaces(ls, await defaultRouteDevices())).filter((i) => present.has(i)));
+    const byName = new Map(ls.map((l) => [l.ifname, l]));
+    const want = new Set((this.o.interfaces ?? defaultInterfaces(ls, await defaultRouteDevices())).filter((i) => byName.has(i)));
+    const pref = this.o.tcPref;
     if (this.attached === null) {
-      // First apply of this process: replace the filter everywhere (a new program), and find
+      // First apply of this process: (re)attach everywhere (a freshly loaded program), and drop
       // interfaces a previous run attached to that are no longer wanted.
-      this.attached = new Set();
-      for (const l of ls) if (!want.has(l.ifname) && (await hasOurFilter(l.ifname, this.o.tcPref))) await detach(l.ifname, this.o.tcPref);
-      for (const i of want) await attach(i, p.prog, this.o.tcPref);
+      for (const l of ls) if (!want.has(l.ifname) && hasOurFilter(n, l.ifindex, pref)) await detach(n, l, pref);
+      for (const i of want) attach(n, byName.get(i)!, p.prog, pref);
       this.attached = want;
       return;
     }
-    for (const i of want) if (!this.attached.has(i) || !(await hasOurFilter(i, this.o.tcPref))) await attach(i, p.prog, this.o.tcPref);
-    for (const i of this.attached) if (!want.has(i) && present.has(i)) await detach(i, this.o.tcPref);
+    for (const i of want) if (!this.attached.has(i) || !hasOurFilter(n, byName.get(i)!.ifindex, pref)) attach(n, byName.get(i)!, p.prog, pref);
+    for (const i of this.attached) if (!want.has(i) && byName.has(i)) await detach(n, byName.get(i)!, pref);
     this.attached = want;
   }
 }
@@ -207,12 +246,16 @@ export class TcAttachment {
 /** Every berth filter on every interface, and the pins. */
 export async function removeTc(pinDir?: string, tcPref: number = TC_PREF): Promise<string[]> {
   const removed: string[] = [];
+  let n: NativeAddon | null = null;
+  try {
+    n = loadNative();
+  } catch { /* no addon: berth cannot have attached anything with it either */ }
   let ls: Link[] = [];
   try {
     ls = await links();
-  } catch { /* no iproute2: nothing can be attached either */ }
+  } catch { /* no iproute2 */ }
   for (const l of ls) {
-    if ((await hasOurFilter(l.ifname, tcPref)) && (await detach(l.ifname, tcPref))) removed.push(`tc filter ${l.ifname} ingress pref ${tcPref} (${PROG_NAME})`);
+    if (n && hasOurFilter(n, l.ifindex, tcPref) && (await detach(n, l, tcPref))) removed.push(`tc filter ${l.ifname} ingress pref ${tcPref} (${PROG_NAME})`);
   }
   if (pinDir) {
     const dir = pins(pinDir).dir;
@@ -229,18 +272,25 @@ export async function removeTc(pinDir?: string, tcPref: number = TC_PREF): Promi
  * checks bpf_sk_assign and the socket lookups on this kernel) and removes it again.
  */
 export async function ebpfSupport(): Promise<{ ok: boolean; reason: string }> {
-  const obj = objectPath();
-  if (!fs.existsSync(obj)) return { ok: false, reason: `${obj} is missing (build berth with npm run build)` };
-  if (!fs.existsSync('/sys/fs/bpf')) return { ok: false, reason: 'bpffs is not mounted at /sys/fs/bpf' };
-  const pin = `/sys/fs/bpf/berth-redirect-probe-${process.pid}`;
+  const file = objectPath();
+  if (!fs.existsSync(file)) return { ok: false, reason: `${file} is missing (build berth with npm run build)` };
+  let n: NativeAddon;
   try {
-    const r = await run('bpftool', ['prog', 'load', obj, pin, 'type', 'classifier']);
-    if (r.code === 127) return { ok: false, reason: 'bpftool not found' };
-    if (r.code !== 0) return { ok: false, reason: `the kernel refuses the tc program: ${(r.stderr.trim().split('\n').pop() ?? '').slice(0, 200)}` };
-    const tc = await run('tc', ['-V']);
-    if (tc.code !== 0) return { ok: false, reason: 'tc (iproute2) not found' };
+    n = loadNative();
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+  if (!fs.existsSync('/sys/fs/bpf')) return { ok: false, reason: 'bpffs is not mounted at /sys/fs/bpf' };
+  // A pin root of its own: the map is pinned by name, and must not land anywhere that matters.
+  const dir = `/sys/fs/bpf/berth-redirect-probe-${process.pid}`;
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    const obj = n.loadObject(file, dir);
+    n.closeObject(obj.handle);
     return { ok: true, reason: 'tc program with bpf_sk_assign loads on this kernel' };
+  } catch (e) {
+    return { ok: false, reason: `the kernel refuses the tc program: ${((e as Error).message.split('\n')[0] ?? '').slice(0, 200)}` };
   } finally {
-    fs.rmSync(pin, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -42,14 +42,14 @@ test('tc map content: one VIP key per ingress and one publish key per host addre
 
 test('default tc attach points: bridges and default-route devices, nothing else', (t) => {
   t.deepEqual(defaultInterfaces([
-    { ifname: 'lo', link_type: 'loopback' },
-    { ifname: 'eth0', link_type: 'ether' },
-    { ifname: 'eth1', link_type: 'ether' },
-    { ifname: 'ifb0', link_type: 'ether', linkinfo: { info_kind: 'ifb' } },
-    { ifname: 'docker0', link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
-    { ifname: 'veth1234', link_type: 'ether', master: 'docker0', linkinfo: { info_kind: 'veth' } },
-    { ifname: 'vethfree', link_type: 'ether', linkinfo: { info_kind: 'veth' } },
-    { ifname: 'wg0', link_type: 'none', linkinfo: { info_kind: 'wireguard' } },
-    { ifname: 'br-abc', link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
+    { ifname: 'lo', ifindex: 1, link_type: 'loopback' },
+    { ifname: 'eth0', ifindex: 2, link_type: 'ether' },
+    { ifname: 'eth1', ifindex: 3, link_type: 'ether' },
+    { ifname: 'ifb0', ifindex: 4, link_type: 'ether', linkinfo: { info_kind: 'ifb' } },
+    { ifname: 'docker0', ifindex: 5, link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
+    { ifname: 'veth1234', ifindex: 6, link_type: 'ether', master: 'docker0', linkinfo: { info_kind: 'veth' } },
+    { ifname: 'vethfree', ifindex: 7, link_type: 'ether', linkinfo: { info_kind: 'veth' } },
+    { ifname: 'wg0', ifindex: 8, link_type: 'none', linkinfo: { info_kind: 'wireguard' } },
+    { ifname: 'br-abc', ifindex: 9, link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
   ], ['eth0', 'wg0']), ['br-abc', 'docker0', 'eth0']);
 });
