@@ -75,13 +75,12 @@ Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
   auto key = Buf(info[1]);
   auto val = Buf(info[2]);
   uint64_t flags = info.Length() > 3 && info[3].IsNumber() ? static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value()) : uint64_t(BPF_ANY);
-  if (bpf_map_update_elem(fd, key.Data(), val.Data(), flags)) {
-    int err = errno;
-    MapShape s = Shape(env, fd);
-    CheckSize(env, s, "key", key.Length(), s.key_size);
-    CheckSize(env, s, "value", val.Length(), ValueBytes(s));
-    ThrowErrno(env, MapOp("bpf_map_update_elem", s), err);
-  }
+  // Sizes are checked BEFORE the syscall: the kernel reads key_size/value_size bytes from
+  // these pointers whatever the Buffer's length, so a short Buffer would be overread.
+  MapShape s = Shape(env, fd);
+  CheckSize(env, s, "key", key.Length(), s.key_size);
+  CheckSize(env, s, "value", val.Length(), ValueBytes(s));
+  if (bpf_map_update_elem(fd, key.Data(), val.Data(), flags)) ThrowErrno(env, MapOp("bpf_map_update_elem", s), errno);
   return env.Undefined();
 }
 
@@ -90,10 +89,11 @@ Napi::Value MapDelete(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
   auto key = Buf(info[1]);
+  MapShape s = Shape(env, fd);
+  CheckSize(env, s, "key", key.Length(), s.key_size);
   if (bpf_map_delete_elem(fd, key.Data())) {
     int err = errno;
     if (err == ENOENT) return Napi::Boolean::New(env, false);
-    MapShape s = Shape(env, fd);
     ThrowErrno(env, MapOp("bpf_map_delete_elem", s), err);
   }
   return Napi::Boolean::New(env, true);

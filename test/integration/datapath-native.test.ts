@@ -1,0 +1,116 @@
+/**
+ * The addon's edges that the datapath suite does not drive: sd_notify datagrams (path and
+ * abstract sockets), generic tc attach/query/detach (what the proxy's redirect needs), and the
+ * shape of its errors (errno, code, operation). Root, but no traffic.
+ */
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { loadNative, bpfObjectPath, isNativeError, type NativeError } from '../../src/native';
+import { run } from '../../src/util/exec';
+import { until } from './datapath-util';
+
+const RECEIVER = `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+name = sys.argv[1]
+s.bind('\\0' + name[1:] if name.startswith('@') else name)
+print('bound', flush=True)
+s.settimeout(10)
+print('got', s.recv(4096).decode(), flush=True)
+`;
+
+for (const kind of ['path', 'abstract'] as const) {
+  test(`sdNotify delivers one datagram to a ${kind} NOTIFY_SOCKET`, async (t) => {
+    const name = kind === 'path'
+      ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'berth-dp-notify-')), 'notify.sock')
+      : `@berth-test-dp-notify-${process.pid}`;
+    const proc = spawn('python3', ['-c', RECEIVER, name]);
+    t.teardown(() => { proc.kill('SIGKILL'); if (kind === 'path') fs.rmSync(path.dirname(name), { recursive: true, force: true }); });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    await until('receiver bound', async () => out.includes('bound'), 5000);
+    loadNative().sdNotify(name, 'READY=1\nSTATUS=datapath test');
+    await until('datagram received', async () => out.includes('got'), 5000);
+    t.regex(out, /got READY=1\nSTATUS=datapath test/);
+  });
+}
+
+test('sdNotify to a socket nobody listens on fails with ENOENT/ECONNREFUSED, naming the socket', (t) => {
+  const e = t.throws(() => loadNative().sdNotify('/nonexistent/berth-test.sock', 'READY=1')) as NativeError;
+  t.true(isNativeError(e));
+  t.is(e.code, 'ENOENT');
+  t.regex(e.message, /nonexistent\/berth-test\.sock/);
+  const bad = t.throws(() => loadNative().sdNotify('relative.sock', 'READY=1')) as NativeError;
+  t.is(bad.code, 'EINVAL');
+});
+
+test('errors carry errno, code and the operation', async (t) => {
+  const n = loadNative();
+  const e1 = t.throws(() => n.objGet('/sys/fs/bpf/berth-test-dp-missing/pin')) as NativeError;
+  t.deepEqual([e1.errno, e1.code], [2, 'ENOENT']);
+  t.regex(e1.syscall, /^bpf_obj_get \/sys\/fs\/bpf\/berth-test-dp-missing\/pin$/);
+  const e2 = t.throws(() => n.loadObject('/nonexistent.bpf.o')) as NativeError;
+  t.is(e2.code, 'ENOENT');
+  t.regex(e2.message, /bpf_object__open_file \/nonexistent\.bpf\.o/);
+  const e3 = await t.throwsAsync(n.hostCgroup2({ hostProc: '/nonexistent-proc', target: '/run/berth-test-dp-never' })) as NativeError;
+  t.is(e3.code, 'ENOENT');
+  t.regex(e3.message, /\/nonexistent-proc\/1\/ns\/cgroup/);
+  t.false(fs.existsSync('/run/berth-test-dp-never'));
+  const e4 = t.throws(() => n.openDir('/nonexistent-dir')) as NativeError;
+  t.is(e4.code, 'ENOENT');
+});
+
+test('a map write with a wrongly sized key says which map and what size it wants', (t) => {
+  const n = loadNative();
+  const pinDir = `/sys/fs/bpf/berth-test-dpmap-${process.pid}`;
+  fs.mkdirSync(pinDir, { recursive: true });
+  const obj = n.loadObject(bpfObjectPath('sock_lb'), pinDir);
+  t.teardown(() => { n.closeObject(obj.handle); fs.rmSync(pinDir, { recursive: true, force: true }); });
+  const svc = obj.maps.find((m) => m.name === 'berth_services')!;
+  t.true(svc.pinned);
+  const e = t.throws(() => n.mapUpdate(svc.fd, Buffer.alloc(3), Buffer.alloc(8))) as NativeError;
+  t.is(e.code, 'EINVAL');
+  t.regex(e.message, /berth_services.*key is 3 bytes, the map wants 24/);
+  const info = n.mapInfo(svc.fd);
+  t.deepEqual([info.keySize, info.valueSize, info.maxEntries], [n.sizes.svcKey, n.sizes.svcVal, n.constants.MAX_SERVICE_ENTRIES]);
+  t.is(n.mapLookup(svc.fd, Buffer.alloc(24)), null);
+  t.false(n.mapDelete(svc.fd, Buffer.alloc(24)));
+});
+
+test('tc: attach a sched_cls program on a test veth, query it, detach it, remove the qdisc', async (t) => {
+  const n = loadNative();
+  const link = `bt-dp-tc${process.pid % 10000}`;
+  const pinDir = `/sys/fs/bpf/berth-test-dptc-${process.pid}`;
+  await run('ip', ['link', 'del', link]);
+  // A veth pair (its peer goes with it); no address, never up: no traffic at all.
+  const add = await run('ip', ['link', 'add', link, 'type', 'veth', 'peer', 'name', `${link}p`]);
+  t.is(add.code, 0, add.stderr);
+  fs.mkdirSync(pinDir, { recursive: true });
+  let handle = -1;
+  t.teardown(async () => {
+    if (handle >= 0) n.closeObject(handle);
+    await run('ip', ['link', 'del', link]);
+    fs.rmSync(pinDir, { recursive: true, force: true });
+  });
+  // Any sched_cls program will do; the proxy's redirect program is the one berth ships.
+  const obj = n.loadObject(bpfObjectPath('redirect'), pinDir);
+  handle = obj.handle;
+  const prog = obj.programs.find((p) => p.type === 'sched_cls');
+  t.truthy(prog, obj.programs.map((p) => `${p.name}:${p.type}`).join(','));
+  const ifindex = Number(fs.readFileSync(`/sys/class/net/${link}/ifindex`, 'utf8'));
+  const a = n.tcAttach({ ifindex, direction: 'ingress', progFd: prog!.fd, priority: 47111, handle: 1 });
+  t.is(a.priority, 47111);
+  t.is(a.handle, 1);
+  t.is(n.tcQuery({ ifindex, direction: 'ingress', priority: 47111, handle: 1 }), a.progId);
+  t.is(n.progInfo(prog!.fd).id, a.progId);
+  const shown = (await run('tc', ['filter', 'show', 'dev', link, 'ingress'])).stdout;
+  t.regex(shown, /pref 47111 bpf/);
+  t.true(n.tcDetach({ ifindex, direction: 'ingress', priority: 47111, handle: 1 }));
+  t.false(n.tcDetach({ ifindex, direction: 'ingress', priority: 47111, handle: 1 }), 'second detach: nothing there');
+  t.is(n.tcQuery({ ifindex, direction: 'ingress', priority: 47111, handle: 1 }), null);
+  t.true(n.tcHookDestroy({ ifindex }));
+  t.notRegex((await run('tc', ['qdisc', 'show', 'dev', link])).stdout, /clsact/);
+});
