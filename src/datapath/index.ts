@@ -82,6 +82,10 @@ export class Datapath implements DatapathApi {
       obj = native.loadObject(bpfObjectPath(OBJECT_NAME), opts.pinDir);
     } catch (e) {
       native.closeFd(cg.fd);
+      if (e instanceof Error && /reuse pinned map|mismatch/i.test(e.message)) {
+        throw new DatapathError(DatapathErrorCode.OBJECT, `the maps pinned in ${opts.pinDir} do not fit this berth's programs (left by another version?): ` +
+          `run \`berth cleanup\` (VIPs stop until berthd restarts) and start again. ${e.message}`);
+      }
       throw e;
     }
     const attached: string[] = [];
