@@ -21,6 +21,14 @@ export { ProxyError, ProxyErrorCode } from './errors';
  * Envoy's LDS NACK lists the listeners it could not add, e.g.
  * "Error adding/updating listener(s) berth_ingress_basic: cannot bind '0.0.0.0:15000': Address already in use".
  */
+function hostHasIpv6(): boolean {
+  try {
+    return fs.readFileSync('/proc/net/if_inet6', 'utf8').trim().length > 0;
+  } catch {
+    return false;
+  }
+}
+
 export function listenerFailures(error: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const m of error.matchAll(/berth_ingress_([a-z0-9-]+): ([^\n]*)/g)) out.set(m[1], m[2]);
@@ -40,6 +48,8 @@ export class Proxy implements ProxyApi {
   private lastNack: string | null = null;
   /** Listeners Envoy could not add, by ingress, from its last LDS NACK (cleared by an LDS ACK). */
   private listenerFailures = new Map<string, string>();
+  /** The host has an IPv6 stack: listeners also take [::]:port. */
+  private readonly ipv6 = hostHasIpv6();
 
   constructor(private readonly o: ProxyOptions) {
     this.log = o.logger;
@@ -110,7 +120,7 @@ export class Proxy implements ProxyApi {
       }
     }
 
-    const built = buildSnapshot(state);
+    const built = buildSnapshot(state, { ipv6: this.ipv6 });
     errors.push(...built.errors);
     if (this.ads) {
       if (built.snapshot.version !== this.ads.snapshot.version) {

@@ -82,7 +82,12 @@ function virtualHosts(ingress: string, routes: Resolved[]): object[] {
   return vhosts;
 }
 
-function listener(ingress: string, port: number): object {
+export interface BuildOptions {
+  /** Also listen on [::]:port (IPv6-only socket) for IPv6 ingress VIPs and publish ports. */
+  ipv6: boolean;
+}
+
+function listener(ingress: string, port: number, o: BuildOptions): object {
   const hcm = {
     stat_prefix: `ingress_${ingress}`,
     rds: { config_source: ADS_SOURCE, route_config_name: routeConfigName(ingress) },
@@ -93,6 +98,9 @@ function listener(ingress: string, port: number): object {
   return {
     name: listenerName(ingress),
     address: { socket_address: { address: '0.0.0.0', port_value: port } },
+    // A second, IPv6-only socket rather than one dual-stack socket: TPROXY and sk_assign hand
+    // each family to the socket of that family.
+    ...(o.ipv6 ? { additional_addresses: [{ address: { socket_address: { address: '::', port_value: port, ipv4_compat: false } } }] } : {}),
     // IP_TRANSPARENT: accepts connections TPROXY / bpf_sk_assign hand over although their
     // destination is the ingress VIP or a host address, not this socket's own address.
     transparent: { value: true },
@@ -133,7 +141,7 @@ function versionOf(resources: Map<string, NamedResource>): string {
  * Build the snapshot. Ingresses without a listener port yet are left out (nothing can reach them);
  * a route whose target service/port does not exist is skipped and reported for its ingress.
  */
-export function buildSnapshot(state: DesiredState): BuildResult {
+export function buildSnapshot(state: DesiredState, opts: BuildOptions = { ipv6: false }): BuildResult {
   const errors: BuildResult['errors'] = [];
   const services = new Map(state.services.filter((s) => s.kind === 'service').map((s) => [s.name, s]));
   const listeners = new Map<string, NamedResource>();
@@ -163,7 +171,7 @@ export function buildSnapshot(state: DesiredState): BuildResult {
       }
     }
     const ln = listenerName(ing.name);
-    listeners.set(ln, { name: ln, resource: toAny('envoy.config.listener.v3.Listener', listener(ing.name, ing.ingress.proxyPort)) });
+    listeners.set(ln, { name: ln, resource: toAny('envoy.config.listener.v3.Listener', listener(ing.name, ing.ingress.proxyPort, opts)) });
     const rn = routeConfigName(ing.name);
     routeConfigs.set(rn, {
       name: rn,

@@ -24,6 +24,9 @@ import { silentLogger, createLogger } from '../../src/util/log';
 
 const VIP_RANGE = '10.96.213.0/24';
 const VIP = '10.96.213.10';
+const VIP6_RANGE = 'fd00:96::d5:0/120';
+const VIP6 = 'fd00:96::d5:10';
+const HOST_C6 = 'fd00:213:1::1';
 const CLIENT_NS = 'bt-px-c';
 const BACKEND_NS = 'bt-px-b';
 const HOST_C = '10.213.1.1';
@@ -82,6 +85,7 @@ serve(9082, (q) => JSON.stringify({ reviews: [], replica: q.socket.localAddress 
 
 let backend: ChildProcess | null = null;
 let addedRoute = false;
+let addedRoute6 = false;
 let tmp = '';
 
 async function setUp(): Promise<void> {
@@ -89,6 +93,8 @@ async function setUp(): Promise<void> {
   // The unreachable route first: no VIP packet that nothing redirects can leave the machine.
   await sh('ip', ['route', 'add', 'unreachable', VIP_RANGE]);
   addedRoute = true;
+  await sh('ip', ['-6', 'route', 'add', 'unreachable', VIP6_RANGE]);
+  addedRoute6 = true;
   for (const [ns, hostIf, nsIf, hostAddr, nsAddrs] of [
     [CLIENT_NS, 'bt-px-c0', 'bt-px-c1', `${HOST_C}/30`, ['10.213.1.2/30']],
     [BACKEND_NS, 'bt-px-b0', 'bt-px-b1', '10.213.2.1/24', [`${B1}/24`, `${B2}/24`]],
@@ -102,6 +108,10 @@ async function setUp(): Promise<void> {
     await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     await sh('ip', ['-n', ns, 'route', 'add', 'default', 'via', hostAddr.split('/')[0]]);
   }
+  // IPv6 between the client and the host too (nodad: usable at once).
+  await sh('ip', ['-6', 'addr', 'add', `${HOST_C6}/64`, 'dev', 'bt-px-c0', 'nodad']);
+  await sh('ip', ['-n', CLIENT_NS, '-6', 'addr', 'add', 'fd00:213:1::2/64', 'dev', 'bt-px-c1', 'nodad']);
+  await sh('ip', ['-n', CLIENT_NS, '-6', 'route', 'add', 'default', 'via', HOST_C6]);
   backend = spawn('ip', ['netns', 'exec', BACKEND_NS, process.execPath, '-e', BACKEND_JS], { stdio: 'ignore' });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-px-'));
   await waitFor('backends up', async () => (await getIn(CLIENT_NS, B1, 9080, '/x')).status === 200 || (await run('ip', ['netns', 'exec', BACKEND_NS, process.execPath, '-e', `require('net').connect(9080,'${B2}').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))`])).code === 0);
@@ -115,7 +125,8 @@ async function tearDown(): Promise<void> {
   for (const ns of [CLIENT_NS, BACKEND_NS]) await run('ip', ['netns', 'del', ns]);
   for (const l of ['bt-px-c0', 'bt-px-b0']) await run('ip', ['link', 'del', l]);
   if (addedRoute) await run('ip', ['route', 'del', 'unreachable', VIP_RANGE]);
-  addedRoute = false;
+  if (addedRoute6) await run('ip', ['-6', 'route', 'del', 'unreachable', VIP6_RANGE]);
+  addedRoute = addedRoute6 = false;
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   tmp = '';
 }
@@ -131,7 +142,7 @@ function svc(name: string, ports: [number, number][], backends: string[]): Servi
 
 function desired(extraRoutes: Service['routes'] = [], more: Service[] = []): DesiredState {
   const basic: Service = {
-    name: 'basic', kind: 'ingress', vip: VIP, vip6: null, ports: [{ port: 80, protocol: 'tcp', targetPort: 80 }], backends: [],
+    name: 'basic', kind: 'ingress', vip: VIP, vip6: VIP6, ports: [{ port: 80, protocol: 'tcp', targetPort: 80 }], backends: [],
     routes: [
       ...extraRoutes,
       { host: null, path: '/details', service: 'details', port: 9080 },
@@ -214,6 +225,11 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     // The other ingress still serves on its VIP although its publish port was refused.
     await waitFor('ingress taken on its VIP', async () => /Product page/.test((await getIn(CLIENT_NS, '10.96.213.11', 80, '/')).body));
     await waitFor('config ACKed', async () => proxy.status().envoy.ackedVersion);
+    if (mode === 'iptables') {
+      // IPv6 clients: the ingress's IPv6 VIP and the host's IPv6 address on the publish port.
+      t.deepEqual(await replicas(() => getIn(CLIENT_NS, VIP6, 80, '/details/1')), [B1, B2], 'IPv6 VIP');
+      t.is((await getIn(CLIENT_NS, HOST_C6, PUBLISH, '/details/1')).status, 200, 'IPv6 publish');
+    }
 
     // A new route shows up (polled; the time is logged, not asserted).
     const t0 = Date.now();

@@ -38,6 +38,12 @@ test('the listener: 0.0.0.0:proxyPort, transparent, HCM with RDS over ADS and th
   t.true(hcm.strip_any_host_port);
 });
 
+test('with IPv6, the listener also binds [::]:proxyPort, IPv6-only', (t) => {
+  const l = decoded(buildSnapshot(bookinfo(), { ipv6: true }).snapshot, TypeUrl.listener, listenerName('basic'));
+  t.deepEqual(l.additional_addresses.map((a: any) => a.address.socket_address), [{ address: '::', port_value: 15000, ipv4_compat: false }]);
+  t.is(decoded(buildSnapshot(bookinfo()).snapshot, TypeUrl.listener, listenerName('basic')).additional_addresses, undefined);
+});
+
 test('routes: longest prefix first, in the default virtual host', (t) => {
   const st = bookinfo();
   st.services[0].routes = [route('/', 'productpage'), route('/details', 'details'), route('/details/v2', 'details')];
