@@ -19,6 +19,7 @@
 
 #define TC_ACT_OK 0
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define ENOENT 2
 
@@ -38,37 +39,58 @@ struct berth_redir4_key {
 };
 _Static_assert(sizeof(struct berth_redir4_key) == 8, "berth_redir4_key must be 8 bytes");
 
-struct berth_redir4_val {
+struct berth_redir_val {
 	__u16 listener_port;	/* Envoy listener port, host byte order */
 	__u16 pad;		/* zero */
 };
-_Static_assert(sizeof(struct berth_redir4_val) == 4, "berth_redir4_val must be 4 bytes");
+_Static_assert(sizeof(struct berth_redir_val) == 4, "berth_redir_val must be 4 bytes");
 
 /* (VIP, listen) and (host address, publish) -> Envoy listener port. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct berth_redir4_key);
-	__type(value, struct berth_redir4_val);
+	__type(value, struct berth_redir_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);	/* <pinDir>/redirect/berth_redir4, reused on reload */
 } berth_redir4 SEC(".maps");
 
-/* Find the socket for this packet: its established connection first, then the listener. */
-static __always_inline struct bpf_sock *__lookup_socket(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u16 listener_port)
+/* Same for IPv6 (mirrored by encodeKey6 in src/proxy/tc.ts). */
+struct berth_redir6_key {
+	__u8 addr[16];	/* destination IPv6 address, network byte order */
+	__u16 port;	/* destination port, network byte order */
+	__u16 pad;	/* zero */
+};
+_Static_assert(sizeof(struct berth_redir6_key) == 20, "berth_redir6_key must be 20 bytes");
+
+/* (VIP6, listen) and (host IPv6 address, publish) -> Envoy listener port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct berth_redir6_key);
+	__type(value, struct berth_redir_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);	/* <pinDir>/redirect/berth_redir6 */
+} berth_redir6 SEC(".maps");
+
+/*
+ * Find the socket for this packet: its established connection first, then the listener.
+ * tuple_size selects the family (sizeof ipv4 or ipv6 part); dport points into the tuple.
+ */
+static __always_inline struct bpf_sock *__lookup_socket(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tuple_size,
+							__be16 *dport, __u16 listener_port)
 {
 	struct bpf_sock *sk;
 
 	/* Packets after the SYN belong to a connection Envoy accepted: its local address is the
 	 * VIP (transparent socket), so the packet's own tuple finds it. */
-	sk = bpf_skc_lookup_tcp(skb, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
+	sk = bpf_skc_lookup_tcp(skb, t, tuple_size, BPF_F_CURRENT_NETNS, 0);
 	if (sk) {
 		if (sk->state != BPF_TCP_LISTEN)
 			return sk;
 		bpf_sk_release(sk);
 	}
-	/* A new connection: Envoy's listener, bound to 0.0.0.0:<listener port>. */
-	t->ipv4.dport = bpf_htons(listener_port);
-	sk = bpf_skc_lookup_tcp(skb, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
+	/* A new connection: Envoy's listener, bound to 0.0.0.0 / [::] :<listener port>. */
+	*dport = bpf_htons(listener_port);
+	sk = bpf_skc_lookup_tcp(skb, t, tuple_size, BPF_F_CURRENT_NETNS, 0);
 	if (sk && sk->state != BPF_TCP_LISTEN) {
 		bpf_sk_release(sk);
 		return NULL;
@@ -76,23 +98,28 @@ static __always_inline struct bpf_sock *__lookup_socket(struct __sk_buff *skb, s
 	return sk;
 }
 
-static __always_inline int __redirect4(struct __sk_buff *skb)
+/* Hand the packet to sk and mark it for berth's local route. */
+static __always_inline int __assign(struct __sk_buff *skb, struct bpf_sock *sk, __u16 listener_port)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip;
+	long ret = bpf_sk_assign(skb, sk, 0);
+
+	bpf_sk_release(sk);
+	if (ret)
+		return ret;
+	/* Cilium's layout: the port as __be16 in the upper half (seed 002: 0x43470200 for 18243). */
+	skb->mark = ((__u32)bpf_htons(listener_port) << 16) | BERTH_PROXY_MARK;
+	return 0;
+}
+
+static __always_inline int __redirect4(struct __sk_buff *skb, struct iphdr *ip, void *data_end)
+{
 	struct tcphdr *tcp;
 	struct berth_redir4_key key = {};
-	struct berth_redir4_val *val;
+	struct berth_redir_val *val;
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
 	__u16 listener_port;
-	long ret;
 
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return -ENOENT;
-	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_TCP || ip->ihl < 5)
 		return -ENOENT;
 	tcp = (void *)ip + ip->ihl * 4;
@@ -110,21 +137,57 @@ static __always_inline int __redirect4(struct __sk_buff *skb)
 	t.ipv4.daddr = ip->daddr;
 	t.ipv4.sport = tcp->source;
 	t.ipv4.dport = tcp->dest;
-	sk = __lookup_socket(skb, &t, listener_port);
+	sk = __lookup_socket(skb, &t, sizeof(t.ipv4), &t.ipv4.dport, listener_port);
 	if (!sk)
 		return -ENOENT;	/* Envoy not listening (yet): leave it to routing */
-	ret = bpf_sk_assign(skb, sk, 0);
-	bpf_sk_release(sk);
-	if (ret)
-		return ret;
-	/* Cilium's layout: the port as __be16 in the upper half (seed 002: 0x43470200 for 18243). */
-	skb->mark = ((__u32)bpf_htons(listener_port) << 16) | BERTH_PROXY_MARK;
-	return 0;
+	return __assign(skb, sk, listener_port);
+}
+
+/* IPv6: TCP directly after the fixed header only (no extension headers on this path). */
+static __always_inline int __redirect6(struct __sk_buff *skb, struct ipv6hdr *ip6, void *data_end)
+{
+	struct tcphdr *tcp;
+	struct berth_redir6_key key = {};
+	struct berth_redir_val *val;
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u16 listener_port;
+
+	if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_TCP)
+		return -ENOENT;
+	tcp = (void *)(ip6 + 1);
+	if ((void *)(tcp + 1) > data_end)
+		return -ENOENT;
+
+	__builtin_memcpy(key.addr, &ip6->daddr, sizeof(key.addr));
+	key.port = tcp->dest;
+	val = bpf_map_lookup_elem(&berth_redir6, &key);
+	if (!val)
+		return -ENOENT;
+	listener_port = val->listener_port;
+
+	__builtin_memcpy(t.ipv6.saddr, &ip6->saddr, sizeof(t.ipv6.saddr));
+	__builtin_memcpy(t.ipv6.daddr, &ip6->daddr, sizeof(t.ipv6.daddr));
+	t.ipv6.sport = tcp->source;
+	t.ipv6.dport = tcp->dest;
+	sk = __lookup_socket(skb, &t, sizeof(t.ipv6), &t.ipv6.dport, listener_port);
+	if (!sk)
+		return -ENOENT;
+	return __assign(skb, sk, listener_port);
 }
 
 SEC("tc")
 int berth_redirect(struct __sk_buff *skb)
 {
-	__redirect4(skb);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		__redirect4(skb, (void *)(eth + 1), data_end);
+	else if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		__redirect6(skb, (void *)(eth + 1), data_end);
 	return TC_ACT_OK;
 }

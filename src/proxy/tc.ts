@@ -37,15 +37,16 @@ export interface TcOptions {
 export const TC_PREF = DEFAULT_REDIRECT_NAMES.tcPref;
 export const TC_HANDLE = 1;
 export const PROG_NAME = 'berth_redirect';
-const MAP_NAME = 'berth_redir4';
+const MAP4 = 'berth_redir4';
+const MAP6 = 'berth_redir6';
 
 export function objectPath(): string {
   return bpfObjectPath('redirect');
 }
 
-function pins(pinDir: string): { dir: string; prog: string; map: string } {
+function pins(pinDir: string): { dir: string; prog: string; map4: string; map6: string } {
   const dir = path.join(pinDir, 'redirect');
-  return { dir, prog: path.join(dir, 'prog'), map: path.join(dir, MAP_NAME) };
+  return { dir, prog: path.join(dir, 'prog'), map4: path.join(dir, MAP4), map6: path.join(dir, MAP6) };
 }
 
 async function must(cmd: string, args: string[]): Promise<string> {
@@ -54,13 +55,39 @@ async function must(cmd: string, args: string[]): Promise<string> {
   return r.stdout;
 }
 
-// ---- map codec: mirrors struct berth_redir4_key / berth_redir4_val in bpf/redirect.bpf.c ----
+// ---- map codec: mirrors struct berth_redir4_key / berth_redir6_key / berth_redir_val in bpf/redirect.bpf.c ----
 
 /** Key: IPv4 address and port in network byte order, 2 bytes of zero padding. */
 export function encodeKey(addr: string, port: number): Buffer {
   const b = Buffer.alloc(8);
   addr.split('.').forEach((o, i) => b.writeUInt8(Number(o), i));
   b.writeUInt16BE(port, 4);
+  return b;
+}
+
+/** The 16 bytes of an IPv6 address in text form (with '::' and an embedded IPv4 tail). */
+export function ipv6Bytes(addr: string): Buffer {
+  let text = addr.replace(/%.*$/, '');
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const o = v4[1].split('.').map(Number);
+    text = text.slice(0, -v4[1].length) + `${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
+  }
+  const [head, tail] = text.includes('::') ? text.split('::') : [text, null];
+  const h = head ? head.split(':') : [];
+  const tl = tail ? tail.split(':') : [];
+  const groups = tail === null ? h : [...h, ...Array<string>(8 - h.length - tl.length).fill('0'), ...tl];
+  if (groups.length !== 8) throw new Error(`not an IPv6 address: ${addr}`);
+  const b = Buffer.alloc(16);
+  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g || '0', 16), i * 2));
+  return b;
+}
+
+/** IPv6 key: 16 address bytes, port in network byte order, 2 bytes of zero padding. */
+export function encodeKey6(addr: string, port: number): Buffer {
+  const b = Buffer.alloc(20);
+  ipv6Bytes(addr).copy(b, 0);
+  b.writeUInt16BE(port, 16);
   return b;
 }
 
@@ -74,15 +101,21 @@ export function encodeValue(listenerPort: number): Buffer {
 
 const hex = (b: Buffer): string[] => [...b].map((x) => x.toString(16).padStart(2, '0'));
 
-/** The map's wanted content, hex key -> hex value. Pure. */
-export function mapEntries(entries: RedirectEntry[], hostAddrs: string[]): Map<string, string> {
-  const out = new Map<string, string>();
+/** The maps' wanted content, hex key -> hex value, per family. Pure. */
+export function mapEntries(entries: RedirectEntry[], hostAddrs: string[]): { v4: Map<string, string>; v6: Map<string, string> } {
+  const v4 = new Map<string, string>();
+  const v6 = new Map<string, string>();
+  const put = (addr: string, port: number, v: string) => {
+    if (addr.includes(':')) v6.set(hex(encodeKey6(addr, port)).join(' '), v);
+    else v4.set(hex(encodeKey(addr, port)).join(' '), v);
+  };
   for (const e of entries) {
     const v = hex(encodeValue(e.listenerPort)).join(' ');
-    out.set(hex(encodeKey(e.vip, e.listen)).join(' '), v);
-    if (e.publish !== null) for (const a of hostAddrs) out.set(hex(encodeKey(a, e.publish)).join(' '), v);
+    put(e.vip, e.listen, v);
+    if (e.vip6) put(e.vip6, e.listen, v);
+    if (e.publish !== null) for (const a of hostAddrs) put(a, e.publish, v);
   }
-  return out;
+  return { v4, v6 };
 }
 
 // ---- host facts ----
@@ -118,7 +151,7 @@ export function defaultInterfaces(ls: Link[], defaultDevs: string[]): string[] {
 }
 
 async function hostAddresses(): Promise<string[]> {
-  const ifs = JSON.parse(await must('ip', ['-j', '-4', 'addr', 'show'])) as { addr_info?: { local?: string }[] }[];
+  const ifs = JSON.parse(await must('ip', ['-j', 'addr', 'show'])) as { addr_info?: { local?: string }[] }[];
   return [...new Set(ifs.flatMap((i) => (i.addr_info ?? []).map((a) => a.local).filter((a): a is string => !!a)))].sort();
 }
 
@@ -192,12 +225,12 @@ async function detach(n: NativeAddon, l: Link, pref: number): Promise<boolean> {
   return removed;
 }
 
-const KEY_SIZE = 8;
 const VALUE_SIZE = 4;
 const toHex = (b: Buffer): string => hex(b).join(' ');
 const fromHex = (h: string): Buffer => Buffer.from(h.replace(/ /g, ''), 'hex');
 
-function syncMap(n: NativeAddon, mapPin: string, want: Map<string, string>): void {
+function syncMap(n: NativeAddon, mapPin: string, keySize: number, want: Map<string, string>): void {
+  const KEY_SIZE = keySize;
   withPinned(n, mapPin, (fd) => {
     const d = n.mapDump(fd);
     const have = new Map<string, string>();
@@ -224,22 +257,24 @@ export class TcAttachment {
       this.loaded = true;
     }
     // Entries first: a newly attached program must find the map ready.
-    syncMap(n, p.map, mapEntries(entries, await hostAddresses()));
+    const want = mapEntries(entries, await hostAddresses());
+    syncMap(n, p.map4, 8, want.v4);
+    syncMap(n, p.map6, 20, want.v6);
     const ls = await links();
     const byName = new Map(ls.map((l) => [l.ifname, l]));
-    const want = new Set((this.o.interfaces ?? defaultInterfaces(ls, await defaultRouteDevices())).filter((i) => byName.has(i)));
+    const ifs = new Set((this.o.interfaces ?? defaultInterfaces(ls, await defaultRouteDevices())).filter((i) => byName.has(i)));
     const pref = this.o.tcPref;
     if (this.attached === null) {
       // First apply of this process: (re)attach everywhere (a freshly loaded program), and drop
       // interfaces a previous run attached to that are no longer wanted.
-      for (const l of ls) if (!want.has(l.ifname) && hasOurFilter(n, l.ifindex, pref)) await detach(n, l, pref);
-      for (const i of want) attach(n, byName.get(i)!, p.prog, pref);
-      this.attached = want;
+      for (const l of ls) if (!ifs.has(l.ifname) && hasOurFilter(n, l.ifindex, pref)) await detach(n, l, pref);
+      for (const i of ifs) attach(n, byName.get(i)!, p.prog, pref);
+      this.attached = ifs;
       return;
     }
-    for (const i of want) if (!this.attached.has(i) || !hasOurFilter(n, byName.get(i)!.ifindex, pref)) attach(n, byName.get(i)!, p.prog, pref);
-    for (const i of this.attached) if (!want.has(i) && byName.has(i)) await detach(n, byName.get(i)!, pref);
-    this.attached = want;
+    for (const i of ifs) if (!this.attached.has(i) || !hasOurFilter(n, byName.get(i)!.ifindex, pref)) attach(n, byName.get(i)!, p.prog, pref);
+    for (const i of this.attached) if (!ifs.has(i) && byName.has(i)) await detach(n, byName.get(i)!, pref);
+    this.attached = ifs;
   }
 }
 

@@ -225,11 +225,9 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     // The other ingress still serves on its VIP although its publish port was refused.
     await waitFor('ingress taken on its VIP', async () => /Product page/.test((await getIn(CLIENT_NS, '10.96.213.11', 80, '/')).body));
     await waitFor('config ACKed', async () => proxy.status().envoy.ackedVersion);
-    if (mode === 'iptables') {
-      // IPv6 clients: the ingress's IPv6 VIP and the host's IPv6 address on the publish port.
-      t.deepEqual(await replicas(() => getIn(CLIENT_NS, VIP6, 80, '/details/1')), [B1, B2], 'IPv6 VIP');
-      t.is((await getIn(CLIENT_NS, HOST_C6, PUBLISH, '/details/1')).status, 200, 'IPv6 publish');
-    }
+    // IPv6 clients: the ingress's IPv6 VIP and the host's IPv6 address on the publish port.
+    t.deepEqual(await replicas(() => getIn(CLIENT_NS, VIP6, 80, '/details/1')), [B1, B2], 'IPv6 VIP');
+    t.is((await getIn(CLIENT_NS, HOST_C6, PUBLISH, '/details/1')).status, 200, 'IPv6 publish');
 
     // A new route shows up (polled; the time is logged, not asserted).
     const t0 = Date.now();
