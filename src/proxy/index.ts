@@ -58,6 +58,11 @@ export class Proxy implements ProxyApi {
   }
 
   async start(): Promise<void> {
+    if (this.ads) {
+      // Started before: only Envoy may need another try (it was missing).
+      if (this.envoy.st.state === 'missing' || this.envoy.st.state === 'stopped') await this.envoy.start();
+      return;
+    }
     const { mode, reason } = await resolveMode(this.o.redirect);
     this.mode = mode;
     const names = { ...DEFAULT_REDIRECT_NAMES, ...this.o.redirectNames };

@@ -47,3 +47,34 @@ test('a missing binary gives state missing, and start() can be retried', async (
   await s.stop();
   t.is(s.st.state, 'missing');
 });
+
+test('an Envoy that keeps dying is restarted with capped exponential backoff, not in a busy loop', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-px-env-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const starts = path.join(dir, 'starts');
+  // A stand-in that answers --version like Envoy, and otherwise records its start and dies.
+  fs.writeFileSync(path.join(dir, 'envoy'), `#!/bin/sh
+if [ "$1" = "--version" ]; then echo "envoy  version: abc/1.40.0/Clean/RELEASE/BoringSSL"; exit 0; fi
+date +%s%N >> ${starts}
+echo "[error][main] pretend failure" >&2
+exit 1
+`, { mode: 0o755 });
+  const s = new EnvoySupervisor({ envoyPath: path.join(dir, 'envoy'), runDir: dir, logger: silentLogger(), backoff: { initialMs: 40, maxMs: 160 } });
+  t.teardown(() => s.stop());
+  await s.start();
+  t.is(s.st.version, '1.40.0');
+  // Poll (bounded) until six starts were recorded.
+  const read = () => (fs.existsSync(starts) ? fs.readFileSync(starts, 'utf8').trim().split('\n').map((x) => Number(BigInt(x) / 1000000n)) : []);
+  for (let i = 0; i < 200 && read().length < 6; i++) await new Promise((r) => setTimeout(r, 50));
+  const at = read();
+  t.true(at.length >= 6, `${at.length} starts`);
+  // Gaps are at least the backoff: 40, 80, 160, 160, ... (timers never fire early).
+  const want = [40, 80, 160, 160, 160];
+  for (let i = 0; i < 5; i++) t.true(at[i + 1] - at[i] >= want[i] - 5, `gap ${i}: ${at[i + 1] - at[i]} ms >= ${want[i]} ms`);
+  t.true(s.st.restarts >= 5);
+  await s.stop();
+  const n = read().length;
+  await new Promise((r) => setTimeout(r, 400));
+  t.is(read().length, n, 'no restart after stop()');
+  t.is(s.st.state, 'stopped');
+});
