@@ -17,10 +17,7 @@ import { TypeUrl } from './protos';
 
 export { ProxyError, ProxyErrorCode } from './errors';
 
-/**
- * Envoy's LDS NACK lists the listeners it could not add, e.g.
- * "Error adding/updating listener(s) berth_ingress_basic: cannot bind '0.0.0.0:15000': Address already in use".
- */
+/** An IPv6 stack with at least one address (listeners then also bind [::]). */
 function hostHasIpv6(): boolean {
   try {
     return fs.readFileSync('/proc/net/if_inet6', 'utf8').trim().length > 0;
@@ -29,6 +26,10 @@ function hostHasIpv6(): boolean {
   }
 }
 
+/**
+ * Envoy's LDS NACK lists the listeners it could not add, e.g.
+ * "Error adding/updating listener(s) berth_ingress_basic: cannot bind '0.0.0.0:15000': Address already in use".
+ */
 export function listenerFailures(error: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const m of error.matchAll(/berth_ingress_([a-z0-9-]+): ([^\n]*)/g)) out.set(m[1], m[2]);
@@ -50,6 +51,7 @@ export class Proxy implements ProxyApi {
   private listenerFailures = new Map<string, string>();
   /** The host has an IPv6 stack: listeners also take [::]:port. */
   private readonly ipv6 = hostHasIpv6();
+  private loggedErrors = '[]';
 
   constructor(private readonly o: ProxyOptions) {
     this.log = o.logger;
@@ -151,7 +153,12 @@ export class Proxy implements ProxyApi {
         for (const en of entries) errors.push({ ingress: en.ingress, error: msg, code: ProxyErrorCode.REDIRECT });
       }
     }
-    for (const e of errors) this.log.warn({ ingress: e.ingress, code: e.code }, e.error);
+    // Logged when they change, not on every periodic reconcile.
+    const key = JSON.stringify(errors);
+    if (key !== this.loggedErrors) {
+      this.loggedErrors = key;
+      for (const e of errors) this.log.warn({ ingress: e.ingress, code: e.code }, e.error);
+    }
     return errors.map(({ ingress, error }) => ({ ingress, error }));
   }
 
@@ -164,7 +171,7 @@ export class Proxy implements ProxyApi {
     return { ...(this.ads?.stats ?? { pushes: 0, acks: 0, nacks: 0 }), streams: this.ads?.streamCount ?? 0 };
   }
 
-  /** The xDS version Envoy runs per type (tests and `berth status` detail). */
+  /** The current snapshot's version per resource type (tests and `berth status` detail). */
   xdsVersions(): Record<string, string | null> {
     const out: Record<string, string | null> = {};
     for (const [k, t] of Object.entries(TypeUrl)) out[k] = this.ads?.snapshot.types.get(t)?.version ?? null;
