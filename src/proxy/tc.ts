@@ -3,14 +3,15 @@
  * filter on the interfaces where ingress traffic arrives, steered by one pinned hash map
  * (VIP, listen) / (host address, publish) -> listener port. No TPROXY rule.
  *
- * Which interfaces, by default: every bridge (Docker's docker0 and br-* networks: a container's
- * packet to the host is seen on its bridge, so its veth, a bridge port, needs nothing) and the
- * interfaces of the host's default routes (outside clients on a publish port). Not ifb, tunnels,
- * stray veths or loopback: the program only ever touches packets whose (address, port) is in its
- * map, but berth stays off devices it has no reason to be on. Outside clients arriving on another
- * NIC are served by redirect mode iptables (or `redirectInterfaces`). Host processes never need
- * it: the socket LB sends them straight to 127.0.0.1:listener. The list is re-read on every
- * apply, so a new Docker network is picked up by the next reconcile.
+ * Which interfaces, by default: every Ethernet interface that is not a bridge port, not loopback
+ * and not an ifb - i.e. the Docker bridges (docker0, br-*: a container's packet to the host is
+ * seen on its bridge, so its veth, a bridge port, needs nothing), the NICs (outside clients on a
+ * publish port, whichever NIC they come in on) and the host ends of veths to other namespaces
+ * (a VM or netns "LAN"). The program only ever touches packets whose (address, port) is in its
+ * map, so being on an interface costs one hash lookup per IP packet. Not L3 devices (tun,
+ * WireGuard): the program parses an Ethernet header. Host processes never need it: the socket LB
+ * sends them straight to 127.0.0.1:listener. The list is re-read on every apply, so a new Docker
+ * network or NIC is picked up by the next reconcile.
  *
  * Loading, pinning, attaching and map writes go through berth's addon (src/native.ts, libbpf's
  * bpf_tc_* underneath); only listing an interface's other filters uses tc(8). Pins:
@@ -132,20 +133,10 @@ async function links(): Promise<Link[]> {
   return JSON.parse(await must('ip', ['-d', '-j', 'link', 'show'])) as Link[];
 }
 
-async function defaultRouteDevices(): Promise<string[]> {
-  const out: string[] = [];
-  for (const f of ['-4', '-6']) {
-    const r = await run('ip', [f, '-j', 'route', 'show', 'default']);
-    if (r.code === 0 && r.stdout.trim()) for (const x of JSON.parse(r.stdout) as { dev?: string }[]) if (x.dev) out.push(x.dev);
-  }
-  return out;
-}
-
-/** Default attach points (see above): bridges and default-route devices, Ethernet only (the program parses L2). Pure. */
-export function defaultInterfaces(ls: Link[], defaultDevs: string[]): string[] {
+/** Default attach points (see above). Pure. */
+export function defaultInterfaces(ls: Link[]): string[] {
   return ls
-    .filter((l) => l.ifname !== 'lo' && (l.link_type ?? 'ether') === 'ether' && !l.master)
-    .filter((l) => l.linkinfo?.info_kind === 'bridge' || defaultDevs.includes(l.ifname))
+    .filter((l) => l.ifname !== 'lo' && (l.link_type ?? 'ether') === 'ether' && !l.master && l.linkinfo?.info_kind !== 'ifb')
     .map((l) => l.ifname)
     .sort();
 }
@@ -262,7 +253,7 @@ export class TcAttachment {
     syncMap(n, p.map6, 20, want.v6);
     const ls = await links();
     const byName = new Map(ls.map((l) => [l.ifname, l]));
-    const ifs = new Set((this.o.interfaces ?? defaultInterfaces(ls, await defaultRouteDevices())).filter((i) => byName.has(i)));
+    const ifs = new Set((this.o.interfaces ?? defaultInterfaces(ls)).filter((i) => byName.has(i)));
     const pref = this.o.tcPref;
     if (this.attached === null) {
       // First apply of this process: (re)attach everywhere (a freshly loaded program), and drop

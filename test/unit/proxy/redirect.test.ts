@@ -53,7 +53,7 @@ test('tc map content: one VIP key per ingress and one publish key per host addre
   t.is(m.get('0a 60 00 33 1f 90 00 00'), [...encodeValue(15001)].map((x) => x.toString(16).padStart(2, '0')).join(' '));
 });
 
-test('default tc attach points: bridges and default-route devices, nothing else', (t) => {
+test('default tc attach points: Ethernet, not loopback, not bridge ports, not ifb', (t) => {
   t.deepEqual(defaultInterfaces([
     { ifname: 'lo', ifindex: 1, link_type: 'loopback' },
     { ifname: 'eth0', ifindex: 2, link_type: 'ether' },
@@ -64,5 +64,5 @@ test('default tc attach points: bridges and default-route devices, nothing else'
     { ifname: 'vethfree', ifindex: 7, link_type: 'ether', linkinfo: { info_kind: 'veth' } },
     { ifname: 'wg0', ifindex: 8, link_type: 'none', linkinfo: { info_kind: 'wireguard' } },
     { ifname: 'br-abc', ifindex: 9, link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
-  ], ['eth0', 'wg0']), ['br-abc', 'docker0', 'eth0']);
+  ]), ['br-abc', 'docker0', 'eth0', 'eth1', 'vethfree']);
 });
