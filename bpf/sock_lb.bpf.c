@@ -15,6 +15,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "lb.h"
 
 #define AF_INET 2
@@ -276,11 +277,13 @@ static __always_inline int __sock6_rev(struct bpf_sock_addr *ctx)
 }
 
 /* connect/sendmsg verdict: 1 lets the call proceed; 0 fails it with the errno set here
- * (bpf_set_retval, kernel >= 5.18; without it the caller would see EPERM). */
+ * (bpf_set_retval, kernel >= 5.18). On older kernels libbpf resolves the CO-RE check below to
+ * false, the verifier drops the call as dead code, and the caller sees EPERM instead. */
 static __always_inline int __verdict(int ret)
 {
 	if (ret < 0) {
-		bpf_set_retval(ret);
+		if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_set_retval))
+			bpf_set_retval(ret);
 		return 0;
 	}
 	return 1;

@@ -61,6 +61,10 @@ export interface LoadedObject {
   programs: LoadedProgram[];
   /** pinned: the map lives in pinRoot (reused or newly pinned). */
   maps: { name: string; fd: number; pinned: boolean }[];
+  /** Optional programs left out because the object did not load with them (their fd is -1). */
+  skipped: string[];
+  /** libbpf's explanation of the failed first load, when something was skipped. */
+  skipReason: string | null;
 }
 
 export interface MapInfo {
@@ -89,9 +93,10 @@ export interface NativeAddon {
   /**
    * Open and load a BPF object file. Maps declared LIBBPF_PIN_BY_NAME are reused from pinRoot when
    * pinned there (and compatible; else the load fails saying so) and pinned there otherwise.
-   * Program and map fds stay valid until closeObject(handle).
+   * Program and map fds stay valid until closeObject(handle). If the load fails and `optional`
+   * names programs, it is retried once without them (see LoadedObject.skipped).
    */
-  loadObject(file: string, pinRoot?: string): LoadedObject;
+  loadObject(file: string, pinRoot?: string, optional?: string[]): LoadedObject;
   /** Close an object's fds; what is pinned stays in the kernel. */
   closeObject(handle: number): void;
   /** fd of a pinned map/program/link. */

@@ -13,6 +13,8 @@
 #include <string>
 #include <unistd.h>
 
+#include <vector>
+
 #include "errors.h"
 #include "exports.h"
 
@@ -56,22 +58,51 @@ const char *AttachTypeName(enum bpf_attach_type t) {
   return n ? n : "unknown";
 }
 
-// loadObject(path, pinRoot) -> { handle, programs: [{name, section, fd, type, attachType,
-// attachTypeId}], maps: [{name, fd}] }. Maps declared LIBBPF_PIN_BY_NAME are reused from
-// pinRoot when pinned there (and compatible) and pinned there otherwise.
+bpf_object *Open(Napi::Env env, const std::string &path, const std::string &pin_root) {
+  LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root.empty() ? nullptr : pin_root.c_str());
+  bpf_object *obj = bpf_object__open_file(path.c_str(), &opts);
+  if (!obj) ThrowErrno(env, "bpf_object__open_file " + path, errno, TakeLog());
+  return obj;
+}
+
+// loadObject(path, pinRoot?, optional?: string[]) -> { handle, programs: [{name, section, fd,
+// type, attachType, attachTypeId}], maps: [{name, fd, pinned}], skipped: string[], skipReason }.
+// Maps declared LIBBPF_PIN_BY_NAME are reused from pinRoot when pinned there (and compatible)
+// and pinned there otherwise. When the load fails and `optional` names programs, it is retried
+// once without them (a kernel lacking what only they need, e.g. the bpf_sock_destroy kfunc).
 Napi::Value LoadObject(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>();
   std::string pin_root = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  std::vector<std::string> optional;
+  if (info.Length() > 2 && info[2].IsArray()) {
+    Napi::Array a = info[2].As<Napi::Array>();
+    for (uint32_t k = 0; k < a.Length(); k++) optional.push_back(a.Get(k).As<Napi::String>());
+  }
   TakeLog();
-  LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_root.empty() ? nullptr : pin_root.c_str());
-  bpf_object *obj = bpf_object__open_file(path.c_str(), &opts);
-  if (!obj) ThrowErrno(env, "bpf_object__open_file " + path, errno, TakeLog());
+  bpf_object *obj = Open(env, path, pin_root);
   int err = bpf_object__load(obj);
+  std::vector<std::string> skipped;
+  std::string skip_reason;
+  if (err && !optional.empty()) {
+    skip_reason = TakeLog();
+    bpf_object__close(obj);
+    obj = Open(env, path, pin_root);
+    bpf_program *p;
+    bpf_object__for_each_program(p, obj) {
+      for (const std::string &o : optional) {
+        if (o == bpf_program__name(p)) {
+          bpf_program__set_autoload(p, false);
+          skipped.push_back(o);
+        }
+      }
+    }
+    err = bpf_object__load(obj);
+  }
   if (err) {
     std::string log = TakeLog();
     bpf_object__close(obj);
-    ThrowErrno(env, "bpf_object__load " + path, -err, log);
+    ThrowErrno(env, "bpf_object__load " + path, -err, log.empty() ? skip_reason : log);
   }
   int handle = g_next_handle++;
   g_objects[handle] = obj;
@@ -85,7 +116,7 @@ Napi::Value LoadObject(const Napi::CallbackInfo &info) {
     Napi::Object p = Napi::Object::New(env);
     p.Set("name", bpf_program__name(prog));
     p.Set("section", bpf_program__section_name(prog));
-    p.Set("fd", bpf_program__fd(prog));
+    p.Set("fd", bpf_program__fd(prog));  // -1 for a skipped optional program
     p.Set("type", ProgTypeName(bpf_program__type(prog)));
     p.Set("attachType", AttachTypeName(bpf_program__expected_attach_type(prog)));
     p.Set("attachTypeId", static_cast<uint32_t>(bpf_program__expected_attach_type(prog)));
@@ -103,6 +134,10 @@ Napi::Value LoadObject(const Napi::CallbackInfo &info) {
     maps.Set(i++, m);
   }
   out.Set("maps", maps);
+  Napi::Array sk = Napi::Array::New(env);
+  for (size_t k = 0; k < skipped.size(); k++) sk.Set(static_cast<uint32_t>(k), skipped[k]);
+  out.Set("skipped", sk);
+  out.Set("skipReason", skipped.empty() ? env.Null() : Napi::String::New(env, skip_reason));
   return out;
 }
 

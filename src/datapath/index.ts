@@ -79,7 +79,9 @@ export class Datapath implements DatapathApi {
     log.info({ cgroupRoot: cg.path, how: cg.how, isHostRoot: cg.isHostRoot, mounted: cg.mounted }, 'cgroup v2 attach point');
     let obj;
     try {
-      obj = native.loadObject(bpfObjectPath(OBJECT_NAME), opts.pinDir);
+      // The UDP destroy iterator needs the bpf_sock_destroy kfunc (kernel >= 6.5); without it
+      // the load balancer still works, and connected UDP sockets simply keep a removed backend.
+      obj = native.loadObject(bpfObjectPath(OBJECT_NAME), opts.pinDir, [ITER_PROGRAM]);
     } catch (e) {
       native.closeFd(cg.fd);
       if (e instanceof Error && /reuse pinned map|mismatch/i.test(e.message)) {
@@ -99,7 +101,11 @@ export class Datapath implements DatapathApi {
       if (!iter) throw new DatapathError(DatapathErrorCode.OBJECT, `${OBJECT_NAME}.bpf.o has no ${ITER_PROGRAM} program`);
       const iterPin = path.join(opts.pinDir, progPinName(ITER_PROGRAM));
       fs.rmSync(iterPin, { force: true });
-      native.objPin(iter.fd, iterPin);
+      if (obj.skipped.includes(ITER_PROGRAM)) {
+        log.warn({ reason: obj.skipReason?.split('\n').slice(-6).join(' | ') }, 'UDP socket destroy unavailable on this kernel (needs bpf_sock_destroy, >= 6.5); connected UDP clients keep a removed backend');
+      } else {
+        native.objPin(iter.fd, iterPin);
+      }
     } finally {
       native.closeFd(cg.fd);
     }
@@ -109,7 +115,7 @@ export class Datapath implements DatapathApi {
     } finally {
       native.closeObject(obj.handle);
     }
-    const iterFd = native.objGet(path.join(opts.pinDir, progPinName(ITER_PROGRAM)));
+    const iterFd = obj.skipped.includes(ITER_PROGRAM) ? -1 : native.objGet(path.join(opts.pinDir, progPinName(ITER_PROGRAM)));
     // The netns whose sockets host-netns-only services (ingress -> 127.0.0.1:proxyPort) serve:
     // berthd's own, which is where it runs Envoy.
     native.mapUpdate(fds.berth_config, codec.encodeU32(0), codec.encodeConfig({ hostNetnsCookie: native.netnsCookie() }));
@@ -277,6 +283,7 @@ export class Datapath implements DatapathApi {
    */
   async destroyUdpSockets(backends: codec.BackendAddr[]): Promise<{ runs: number; errors: string[] }> {
     const n = this.native, fd = this.fds.berth_doomed;
+    if (this.iterFd < 0) return { runs: 0, errors: ['UDP socket destroy unavailable on this kernel'] };
     const batch = backends.slice(0, n.constants.MAX_DESTROY);
     for (const a of batch) n.mapUpdate(fd, codec.encodeDestroyKey(a), Buffer.from([1]));
     try {
@@ -323,7 +330,7 @@ export class Datapath implements DatapathApi {
     if (this.closed) return;
     this.closed = true;
     for (const fd of Object.values(this.fds)) this.native.closeFd(fd);
-    this.native.closeFd(this.iterFd);
+    if (this.iterFd >= 0) this.native.closeFd(this.iterFd);
   }
 }
 
