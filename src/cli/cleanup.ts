@@ -15,7 +15,7 @@ import { mountsBelow } from '../util/mounts';
 export async function cleanup(c: Config): Promise<string[]> {
   const removed: string[] = [];
   const logger = silentLogger();
-  const r1 = await Proxy.cleanupRedirect({ logger });
+  const r1 = await Proxy.cleanupRedirect({ logger, bpfPinDir: c.bpfPinDir });
   removed.push(...r1);
   const r2 = await Datapath.cleanup({
     pinDir: c.bpfPinDir, cgroupRoot: c.cgroupRoot, hostProc: c.hostProc, runDir: c.runDir,

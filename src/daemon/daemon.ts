@@ -132,6 +132,7 @@ export class Daemon {
       redirect: c.redirect,
       serviceCidr: c.serviceCidr,
       serviceCidr6: c.serviceCidr6,
+      bpfPinDir: c.bpfPinDir,
       logger: this.log.child({ part: 'proxy' }),
     });
     this.proxy = proxy;

@@ -1,7 +1,7 @@
 /**
  * Containers and networks for integration tests, on the machine's real Docker engine.
  *
- * Every container gets the label `berth.test=<suite>` and every network `berth.test=<suite>` plus
+ * Every container gets the label `berth-test=<suite>` and every network `berth-test=<suite>` plus
  * a `bt-` name, so a suite removes exactly what it created (others test on the same machine at
  * the same time) and a crashed run's leftovers are recognisable:
  *
@@ -32,7 +32,7 @@ export type TestDocker = Omit<Dockerode, 'getNetwork'> & {
 export const docker: TestDocker = new Dockerode(parseDockerHost(process.env.DOCKER_HOST || DEFAULT_DOCKER_HOST));
 
 /** The label that marks everything a test created; its value is the suite name. */
-export const TEST_LABEL = 'berth.test';
+export const TEST_LABEL = 'berth-test';
 
 export interface HealthcheckOptions {
   /** Docker's form: ['CMD', 'test', '-f', '/tmp/ok'] or ['CMD-SHELL', '…']. */
@@ -44,7 +44,7 @@ export interface HealthcheckOptions {
 }
 
 export interface RunContainerOptions {
-  /** Value of the berth.test label; removeTestContainers(suite) removes it. */
+  /** Value of the berth-test label; removeTestContainers(suite) removes it. */
   suite: string;
   /** Container name (use a `bt-<suite>-…` prefix); a leftover of the same suite is replaced. */
   name?: string;
@@ -144,7 +144,7 @@ export async function waitForPort(id: string, proto: 'tcp' | 'udp', port: number
   throw new Error(`${proto} port ${port} in ${id.slice(0, 12)} did not answer within ${timeoutMs} ms: ${last}`);
 }
 
-/** Remove (force) every container labelled berth.test=<suite>, running or not. Returns how many. */
+/** Remove (force) every container labelled berth-test=<suite>, running or not. Returns how many. */
 export async function removeTestContainers(suite: string): Promise<number> {
   const list = await docker.listContainers({ all: true, filters: { label: [`${TEST_LABEL}=${suite}`] } });
   await Promise.all(list.map(async (c) => {
@@ -190,7 +190,7 @@ export interface TestNetworkOptions {
   subnet?: string;
   /** IPv6 subnet (default: fd00:b7e5:0:<n>::/64, with the same n). */
   subnet6?: string;
-  /** berth.test label value (default: the network name). */
+  /** berth-test label value (default: the network name). */
   suite?: string;
 }
 
@@ -202,7 +202,7 @@ async function usedV4(): Promise<string[]> {
 }
 
 /**
- * Create a bridge network `bt-…` of the test's own, labelled berth.test, optionally IPv6-enabled.
+ * Create a bridge network `bt-…` of the test's own, labelled berth-test, optionally IPv6-enabled.
  * Subnets are picked from 172.30.0.0/16 (and fd00:b7e5::/48) by the name's hash, skipping any that
  * overlap Docker's networks or the host's routes; a leftover network of the same name is replaced.
  */
@@ -239,7 +239,7 @@ export async function createTestNetwork(name: string, o: TestNetworkOptions = {}
 
 /**
  * Remove a test network (disconnecting any containers still on it first). Does nothing when it
- * does not exist; refuses a network without the berth.test label: it is not a test's to delete.
+ * does not exist; refuses a network without the berth-test label: it is not a test's to delete.
  */
 export async function removeTestNetwork(name: string): Promise<void> {
   let info: Dockerode.NetworkInspectInfo;

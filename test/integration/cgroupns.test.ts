@@ -32,7 +32,7 @@ test('berthd in a private cgroup namespace attaches at the host root and serves 
   const ctr = await docker.createContainer({
     Image: image ?? TEST_IMAGE,
     name: 'bt-cgns-berthd',
-    Labels: { 'berth.test': SUITE },
+    Labels: { 'berth-test': SUITE },
     Cmd: ['/usr/bin/node', '/berth/dist/src/daemon/main.js', ...args],
     Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
     HostConfig: {

@@ -110,7 +110,7 @@ test.serial('healthcheck option and labels reach Docker', async (t) => {
     healthcheck: { test: ['CMD', 'true'], intervalMs: 200, retries: 2 }, exposedPorts: ['80', '53/udp'],
   });
   const info = await docker.getContainer(c.id).inspect();
-  t.deepEqual(info.Config.Labels, { 'berth.service': 'x', 'berth.test': SUITE });
+  t.deepEqual(info.Config.Labels, { 'berth.service': 'x', 'berth-test': SUITE });
   t.deepEqual(info.Config.Healthcheck?.Test, ['CMD', 'true']);
   t.is(info.Config.Healthcheck?.Interval, 200e6);
   t.deepEqual(Object.keys(info.Config.ExposedPorts ?? {}).sort(), ['53/udp', '80/tcp']);
@@ -197,6 +197,6 @@ test.serial('removeTestContainers removes exactly this suite\'s containers', asy
   const other = await runContainer({ suite: `${SUITE}-other`, name: 'bt-dh-other', labels: {}, cmd: ['sleep', '600'] });
   t.teardown(() => removeTestContainers(`${SUITE}-other`));
   t.true((await removeTestContainers(SUITE)) >= 1);
-  t.deepEqual(await docker.listContainers({ all: true, filters: { label: [`berth.test=${SUITE}`] } }), []);
+  t.deepEqual(await docker.listContainers({ all: true, filters: { label: [`berth-test=${SUITE}`] } }), []);
   t.true((await docker.getContainer(other.id).inspect()).State.Running, 'another suite is untouched');
 });

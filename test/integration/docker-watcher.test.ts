@@ -53,7 +53,7 @@ function until<T>(w: DockerWatcher, what: string, pred: (s: DockerSnapshot) => T
     };
     const timer = setTimeout(() => {
       w.off('snapshot', check);
-      reject(new Error(`timed out waiting for: ${what}; last snapshot: ${JSON.stringify(w.snapshot?.containers.filter((c) => c.labels['berth.test'] === SUITE))}`));
+      reject(new Error(`timed out waiting for: ${what}; last snapshot: ${JSON.stringify(w.snapshot?.containers.filter((c) => c.labels['berth-test'] === SUITE))}`));
     }, timeoutMs);
     w.on('snapshot', check);
     check(w.snapshot);
@@ -104,7 +104,7 @@ test.serial('labelled containers appear with labels, IPs (v4 and v6), exposed po
   const info = await until(w, 'bt-dw-a running', (s) => { const x = byName('bt-dw-a')(s); return x?.state === 'running' ? x : undefined; });
   t.is(info.id, c.id);
   t.is(info.labels['berth.service'], 'web');
-  t.is(info.labels['berth.test'], SUITE);
+  t.is(info.labels['berth-test'], SUITE);
   t.is(info.health, 'none');
   t.false(info.stopping);
   t.deepEqual(info.exposedPorts, [{ port: 53, protocol: 'udp' }, { port: 8080, protocol: 'tcp' }]);

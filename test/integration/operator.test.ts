@@ -115,7 +115,7 @@ test('container restart with a new IP, rename, network connect/disconnect conver
     await d.cleanup();
   });
   await d.start();
-  await docker.createNetwork({ Name: net, Labels: { 'berth.test': SUITE } });
+  await docker.createNetwork({ Name: net, Labels: { 'berth-test': SUITE } });
   const a = await runContainer({ suite: SUITE, name: 'bt-op-a', labels: { 'berth.service': 'moving', 'berth.ports': '80:8080' }, cmd: ['berth-tcp-echo', '8080', '--tag', 'a'] });
   // A second container takes a's IP while a is stopped, so a comes back with a new one.
   const first = await waitFor('moving', async () => (await d.services()).find((s) => s.name === 'moving' && s.backends.length === 1));
