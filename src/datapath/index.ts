@@ -23,6 +23,7 @@ export const OBJECT_NAME = 'sock_lb';
 export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_revnat', 'berth_counters', 'berth_config', 'berth_doomed'] as const;
 type MapName = (typeof MAP_NAMES)[number];
 export const ITER_PROGRAM = 'berth_udp_destroy';
+const COUNTS_MAX_AGE_MS = 5000;
 /** Pin name of a cgroup program's link. */
 export const linkPinName = (prog: string): string => `link_${prog}`;
 /** Pin name of a program kept for later runs (the UDP destroy iterator). */
@@ -52,7 +53,8 @@ export class Datapath implements DatapathApi {
   private fds: Record<MapName, number>;
   private iterFd: number;
   private serviceIds = new Map<string, number>();
-  private lastCounts = { services: 0, backends: 0 };
+  private counts = { services: 0, backends: 0, revnat: 0 };
+  private countsAt = 0;
   private closed = false;
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -189,7 +191,7 @@ export class Datapath implements DatapathApi {
         this.opts.logger.warn({ err: errText(e) }, 'undecodable backend entry ignored');
       }
     }
-    this.lastCounts = { services: svc.count, backends: be.count };
+    this.counts = { ...this.counts, services: svc.count, backends: be.count };
     return currentFrom(svcEntries, beEntries);
   }
 
@@ -274,6 +276,7 @@ export class Datapath implements DatapathApi {
     for (const name of [...this.serviceIds.keys()]) if (!p.serviceIds.has(name) && opts.prune) this.serviceIds.delete(name);
     const gone = p.removedBackends.filter((b) => removedIds.has(b.id)).map((b) => b.addr);
     if (gone.length) await this.destroyUdpSockets(gone);
+    this.countsAt = 0;
     return { updates, deletes, errors, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
   }
 
@@ -295,15 +298,21 @@ export class Datapath implements DatapathApi {
     }
   }
 
+  /**
+   * Entry counts need full map walks (the kernel keeps no element count for hash maps): at 100k
+   * services that is most of a second, so status() refreshes them at most every few seconds.
+   */
   status(): DatapathStatus {
-    let revnat = 0;
-    let services = this.lastCounts.services, backends = this.lastCounts.backends;
-    if (!this.closed) {
+    const now = Date.now();
+    if (!this.closed && now - this.countsAt > COUNTS_MAX_AGE_MS) {
       try {
-        revnat = this.native.mapDump(this.fds.berth_revnat).count;
-        this.readCurrent();
-        services = this.lastCounts.services;
-        backends = this.lastCounts.backends;
+        const n = this.native;
+        this.counts = {
+          services: n.mapDump(this.fds.berth_services).count,
+          backends: n.mapDump(this.fds.berth_backends).count,
+          revnat: n.mapDump(this.fds.berth_revnat).count,
+        };
+        this.countsAt = now;
       } catch (e) {
         this.opts.logger.warn({ err: errText(e) }, 'reading map sizes failed');
       }
@@ -312,7 +321,7 @@ export class Datapath implements DatapathApi {
       cgroupRoot: this.cgroup.path,
       cgroupIsHostRoot: this.cgroup.isHostRoot,
       attached: [...this.attached],
-      counts: { services, backends, revnat },
+      counts: { ...this.counts },
     };
   }
 
