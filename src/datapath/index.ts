@@ -76,6 +76,8 @@ export class Datapath implements DatapathApi {
     const drift = codec.checkLayout(native.sizes, native.offsets);
     if (drift.length) throw new DatapathError(DatapathErrorCode.LAYOUT, `codec.ts does not match bpf/lb.h: ${drift.join('; ')}`);
     ensureBpffs(native, opts.pinDir);
+    // Routes first: from here on a VIP packet that no hook rewrites can never leave the host.
+    await ensureRoutes([opts.serviceCidr, opts.serviceCidr6], routeMetric(opts.pinDir));
 
     const cg: CgroupRoot = await resolveCgroupRoot(native, opts);
     log.info({ cgroupRoot: cg.path, how: cg.how, isHostRoot: cg.isHostRoot, mounted: cg.mounted }, 'cgroup v2 attach point');
@@ -93,6 +95,7 @@ export class Datapath implements DatapathApi {
       throw e;
     }
     const attached: string[] = [];
+    let ok = false;
     try {
       for (const p of obj.programs) {
         if (!p.section.startsWith('cgroup/')) continue;
@@ -108,8 +111,11 @@ export class Datapath implements DatapathApi {
       } else {
         native.objPin(iter.fd, iterPin);
       }
+      ok = true;
     } finally {
       native.closeFd(cg.fd);
+      // What was attached stays (pinned); the object's own fds must not leak on failure.
+      if (!ok) native.closeObject(obj.handle);
     }
     const fds = {} as Record<MapName, number>;
     try {
@@ -121,9 +127,8 @@ export class Datapath implements DatapathApi {
     // The netns whose sockets host-netns-only services (ingress -> 127.0.0.1:proxyPort) serve:
     // berthd's own, which is where it runs Envoy.
     native.mapUpdate(fds.berth_config, codec.encodeU32(0), codec.encodeConfig({ hostNetnsCookie: native.netnsCookie() }));
-    await ensureRoutes([opts.serviceCidr, opts.serviceCidr6], routeMetric(opts.pinDir));
     const dp = new Datapath(native, opts, { path: cg.path, isHostRoot: cg.isHostRoot }, attached, fds, iterFd);
-    // Learn the service ids already in the maps (counters work before the first sync).
+    // Count what an earlier berthd left in the maps (adopted as is until the first sync).
     dp.readCurrent();
     return dp;
   }
