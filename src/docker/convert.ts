@@ -9,6 +9,8 @@ import type { ContainerInfo, ContainerNetwork, NetworkInfo, Protocol } from '../
 export interface InspectLike {
   Id: string;
   Name?: string;
+  /** RFC 3339 with nanoseconds; the list's Created is only whole seconds. */
+  Created?: string;
   State?: { Status?: string; StartedAt?: string; Health?: { Status?: string } | null } | null;
   Config?: { Labels?: Record<string, string> | null; ExposedPorts?: Record<string, unknown> | null; StopSignal?: string } | null;
   NetworkSettings?: {
@@ -64,6 +66,9 @@ export function toContainerInfo(c: InspectLike, stopping: boolean): ContainerInf
     stopping,
     exposedPorts: exposedPorts(c.Config?.ExposedPorts),
     networks: networks(c.NetworkSettings?.Networks),
+    // The model decides which container of a service came first (and so wins a disagreement)
+    // by creation time; the watcher's list order is by id, which says nothing about age.
+    ...(c.Created && Number.isFinite(Date.parse(c.Created)) ? { created: Date.parse(c.Created) } : {}),
   };
 }
 

@@ -65,6 +65,9 @@ export async function removeProxyRouting(names: RedirectNames = DEFAULT_REDIRECT
       if (r.code !== 0) break;
       removed.push(`ip ${f.flag} rule pref ${PROXY_RULE_PREF} lookup ${PROXY_TABLE}`);
     }
+    // `ip route flush` succeeds on an empty table too: report only what was really there.
+    const routes = await ip([f.flag, 'route', 'show', 'table', String(PROXY_TABLE)]);
+    if (routes.code !== 0 || routes.out.trim() === '') continue;
     const r = await ip([f.flag, 'route', 'flush', 'table', String(PROXY_TABLE)]);
     if (r.code === 0) removed.push(`ip ${f.flag} route table ${PROXY_TABLE}`);
   }

@@ -54,3 +54,10 @@ test('networks: subnets and gateways of both families, empty IPAM config tolerat
   });
   t.deepEqual(toNetworkInfo({ Id: 'h', Name: 'host', IPAM: { Config: null } }), { id: 'h', name: 'host', subnets: [], gateways: [] });
 });
+
+test('creation time from inspect (nanosecond RFC 3339) orders containers; absent or bad: no field', (t) => {
+  const base = { Id: 'c', Name: '/c', State: { Status: 'running' }, Config: {}, NetworkSettings: { Networks: {} } };
+  t.is(toContainerInfo({ ...base, Created: '2026-11-24T21:31:05.123456789Z' }, false).created, Date.parse('2026-11-24T21:31:05.123Z'));
+  t.false('created' in toContainerInfo(base, false));
+  t.false('created' in toContainerInfo({ ...base, Created: 'yesterday' }, false));
+});
