@@ -54,10 +54,10 @@ function parseArgs(argv: string[]): Config {
   if (levels.some((n) => !(n >= 1 && n <= 100000))) throw new Error('--levels must be in 1..100000');
   return {
     only,
-    datapath: { cpu: cpuArg === 'none' ? null : Number(cpuArg), rounds, seconds, warmupSeconds: 0.1, levels, modes: ['crr', 'rr', 'udp'] as Mode[] },
+    datapath: { cpu: cpuArg === 'none' ? null : Number(cpuArg), rounds, seconds, warmupSeconds: 0.1, levels, modes: ['crr', 'rr', 'udp', 'udpu'] as Mode[] },
     control: { containers: Math.min(200, Number(get('containers') ?? (quick ? 20 : 50))) },
     cold: { rounds: quick ? 2 : 3, services: quick ? 2000 : 10000, backends: 4 },
-    l7: { rounds: quick ? 2 : 3, seconds: quick ? 1 : 2, connections: 16 },
+    l7: { rounds: quick ? 2 : 3, seconds: quick ? 1 : 2, connections: 8 },
   };
 }
 

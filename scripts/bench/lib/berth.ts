@@ -100,3 +100,48 @@ export function syntheticSnapshot(services: number, replicas: number): DockerSna
     takenAt: Date.now(),
   };
 }
+
+interface NativeLike {
+  objGet(pinPath: string): number;
+  closeFd(fd: number): void;
+  mapInfo(fd: number): { keySize: number; maxEntries: number };
+  mapDelete(fd: number, key: Buffer): boolean;
+  mapDump(fd: number): { count: number; keys: Buffer; values: Buffer };
+}
+
+/**
+ * The datapath's reverse-NAT LRU map (berth_revnat under pinDir), through berth's own addon:
+ * how full it is, and emptying it (to measure connects with and without LRU evictions).
+ */
+export class RevnatMap {
+  private readonly native: NativeLike;
+  readonly max: number;
+
+  constructor(private readonly pin: string) {
+    const m = optionalRequire<{ loadNative: () => NativeLike }>('src/native.js', 'the native addon');
+    this.native = m.loadNative();
+    this.max = this.with((fd) => this.native.mapInfo(fd).maxEntries);
+  }
+
+  private with<T>(fn: (fd: number) => T): T {
+    const fd = this.native.objGet(this.pin);
+    try {
+      return fn(fd);
+    } finally {
+      this.native.closeFd(fd);
+    }
+  }
+
+  count(): number {
+    return this.with((fd) => this.native.mapDump(fd).count);
+  }
+
+  empty(): number {
+    return this.with((fd) => {
+      const ks = this.native.mapInfo(fd).keySize;
+      const { count, keys } = this.native.mapDump(fd);
+      for (let i = 0; i < count; i++) this.native.mapDelete(fd, keys.subarray(i * ks, (i + 1) * ks));
+      return count;
+    });
+  }
+}

@@ -58,7 +58,7 @@ const MODE_TITLE: Record<Mode, string> = {
   crr: 'TCP, one connection per request/response (TCP_CRR-like)',
   rr: 'TCP request/response on a kept connection (TCP_RR-like)',
   udp: 'UDP request/response (connected socket)',
-  udpu: 'UDP request/response (unconnected socket, sendto/recvfrom)',
+  udpu: 'UDP request/response (unconnected socket: sendto/recvfrom, berth\'s hooks run per packet)',
 };
 
 export function datapathMarkdown(r: DatapathReport, modes: Mode[]): string {
@@ -85,8 +85,11 @@ export function datapathMarkdown(r: DatapathReport, modes: Mode[]): string {
   }
   const prep = r.variants.filter((v) => (v.kind === 'S' || v.kind === 'T') && v.prepareMs.length);
   if (prep.length) {
-    out.push('Time to put each variant in place before its measurement (ms per round; S = `Datapath.sync` from the previous size, T = flush + `iptables-restore`):\n');
+    out.push('Time to put each variant in place before its measurement (ms per round; S = `Datapath.sync` from the previous size, plus refilling the reverse-NAT LRU after S(1)e emptied it; T = flush + `iptables-restore`):\n');
     out.push(prep.map((v) => `${v.id}: ${v.prepareMs.join(', ')}`).join(' · ') + '\n');
+  }
+  if (r.hookCost.length) {
+    out.push(`Average run time of berth's hooks (kernel BPF statistics, separate 1 s runs through S at the end; all runs counted, this client's and any other process's): ${r.hookCost.map((h) => `${h.hook} ${fmt(h.avgNs)} ns over ${fmt(h.runs)} runs (${h.mode})`).join(', ')}.\n`);
   }
   const failed = r.variants.filter((v) => v.errors.length);
   for (const v of failed) out.push(`- ${v.id}: ${v.errors.join('; ')}`);
@@ -120,6 +123,12 @@ export function evaluateTargets(res: Results): Target[] {
       measured: p99.map(({ v, r }) => `${v.id}: ${fmt(r.median, 2)}×`).join(', '),
       met: p99.every(({ r }) => r.median <= 1.05) && S.every(ran),
     });
+    const se = dp!.variants.find((v) => v.kind === 'SE');
+    if (se && ran(se)) {
+      const r = ratioSummary(se, 'crr', 'p99_us');
+      const q = ratioSummary(se, 'crr', 'rate');
+      t.push({ target: '(diagnostic) the same for S(1) with the reverse-NAT LRU emptied first (no evictions)', measured: `p99 ${fmt(r.median, 2)}×, rate ${fmt(q.median, 3)}×`, met: r.median <= 1.05 && q.median >= 0.95 });
+    }
     const first = S.find(ran)!;
     const last = [...S].reverse().find(ran)!;
     if (first !== last) {

@@ -13,8 +13,8 @@ export const BIN_DIR = path.join(OUT_DIR, 'bin');
 export const LOADGEN = path.join(BIN_DIR, 'berth-bench');
 
 export const NAMES = {
-  /** Docker label on every bench container. */
-  label: 'berth.test=bench',
+  /** Docker label on every bench container (outside berth.*: the model rejects unknown berth.* keys). */
+  label: 'berth-test=bench',
   image: 'berth-bench/busybox',
   containerPrefix: 'bt-bench-',
   netnsPrefix: 'bt-bench-',

@@ -15,7 +15,7 @@ import { cleanup } from '../lib/cleanup';
 import { containerIp, runContainer } from '../lib/docker';
 import { IptablesBaseline } from '../lib/iptables';
 import { loadgen, type LoadResult, type Mode } from '../lib/loadgen';
-import { loadDatapath, silentLogger, syntheticServices } from '../lib/berth';
+import { RevnatMap, loadDatapath, silentLogger, syntheticServices } from '../lib/berth';
 import { NAMES, NotRun, RANGES, cidrBase, ipv4Add, log, nowMs, run, sleep } from '../lib/util';
 
 export interface DatapathConfig {
@@ -30,7 +30,8 @@ export interface DatapathConfig {
 
 export interface VariantResult {
   id: string;
-  kind: 'D' | 'S' | 'T' | 'P';
+  /** SE: S(1) with berth's reverse-NAT LRU emptied just before (no evictions while measured). */
+  kind: 'D' | 'S' | 'SE' | 'T' | 'P';
   n: number | null;
   label: string;
   status: 'ok' | 'not run' | 'failed';
@@ -49,6 +50,10 @@ export interface DatapathReport {
   reason: string | null;
   backend: string | null;
   otherSocketHooks: string[];
+  /** Capacity of berth's reverse-NAT LRU map. */
+  revnatMax: number | null;
+  /** Average run time of berth's hooks (kernel.bpf_stats_enabled, a separate short run after the rounds). */
+  hookCost: { hook: string; mode: Mode; runs: number; avgNs: number }[];
   variants: VariantResult[];
 }
 
@@ -113,8 +118,48 @@ async function ensureUnreachable(range: string, vip: string): Promise<void> {
   if (r.code === 0) throw new Error(`refusing to send traffic: ${vip} is routable (${r.stdout.trim()})`);
 }
 
+async function progStats(pin: string): Promise<{ runs: number; ns: number }> {
+  const link = JSON.parse((await run('bpftool', ['-j', 'link', 'show', 'pinned', pin])).stdout) as { prog_id: number };
+  const prog = JSON.parse((await run('bpftool', ['-j', 'prog', 'show', 'id', String(link.prog_id)])).stdout) as { run_cnt?: number; run_time_ns?: number };
+  return { runs: prog.run_cnt ?? 0, ns: prog.run_time_ns ?? 0 };
+}
+
+/**
+ * What one run of berth's hooks costs on average, from the kernel's own BPF run-time statistics:
+ * enabled only for this short separate run (they add two clock reads to every BPF program on the
+ * host), then restored.
+ */
+async function hookCost(pinDir: string, cpu: number | null, revnat: RevnatMap): Promise<DatapathReport['hookCost']> {
+  const before = (await run('sysctl', ['-n', 'kernel.bpf_stats_enabled'])).stdout.trim() || '0';
+  await run('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
+  const out: DatapathReport['hookCost'] = [];
+  try {
+    const steps: [string, Mode, string[], () => Promise<unknown> | unknown][] = [
+      ['reverse-NAT LRU emptied first', 'crr', ['connect'], () => revnat.empty()],
+      ['reverse-NAT LRU full', 'crr', ['connect'], async () => {
+        for (let i = 0; i < 4 && revnat.count() < revnat.max * 0.97; i++) await loadgen('crr', S_VIP, VIP_TCP, { seconds: 3, maxCount: revnat.max, cpu: cpu ?? undefined });
+      }],
+      ['', 'udpu', ['sendmsg', 'recvmsg'], () => undefined],
+    ];
+    for (const [state, mode, hooks, before] of steps) {
+      await before();
+      const pins = hooks.map((h) => `${pinDir}/link_berth_sock4_${h}`);
+      const a = await Promise.all(pins.map(progStats));
+      await loadgen(mode, S_VIP, mode === 'crr' ? VIP_TCP : VIP_UDP, { seconds: 1, cpu: cpu ?? undefined });
+      const b = await Promise.all(pins.map(progStats));
+      hooks.forEach((h, i) => {
+        const runs = b[i].runs - a[i].runs;
+        out.push({ hook: `sock4_${h}${state ? `, ${state}` : ''}`, mode, runs, avgNs: runs ? (b[i].ns - a[i].ns) / runs : NaN });
+      });
+    }
+  } finally {
+    await run('sysctl', ['-qw', `kernel.bpf_stats_enabled=${before}`]);
+  }
+  return out;
+}
+
 export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathReport> {
-  const report: DatapathReport = { status: 'ok', reason: null, backend: null, otherSocketHooks: [], variants: [] };
+  const report: DatapathReport = { status: 'ok', reason: null, backend: null, otherSocketHooks: [], revnatMax: null, hookCost: [], variants: [] };
   const mark = cleanup.mark;
   let dp: DatapathApi | null = null;
   try {
@@ -144,12 +189,15 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
     const P = mk('P', 'P', null, 'docker-proxy (127.0.0.1 publish)');
     const S = cfg.levels.map((n) => mk(`S(${n})`, 'S', n, `berth socket LB, ${n} services`));
     const T = cfg.levels.map((n) => mk(`T(${n})`, 'T', n, `iptables DNAT, ${n} services`));
+    const SE = mk('S(1)e', 'SE', 1, 'berth socket LB, 1 service, reverse-NAT LRU emptied first');
     const order: VariantResult[] = [D];
     cfg.levels.forEach((_, i) => {
       order.push(S[i], T[i]);
       if (i === 0) order.push(P);
     });
-    report.variants = [D, ...S, ...T, P];
+    order.push(SE);
+    report.variants = [D, ...S, SE, ...T, P];
+    let revnat: RevnatMap | null = null;
 
     // Hooks someone else attached at the root cgroup (another berthd under test) run for every
     // variant alike; recorded so that the numbers can be read with that in mind.
@@ -167,8 +215,10 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
         await Datapath.cleanup(DP_OPTS());
       });
       await ensureUnreachable(RANGES.sock, S_VIP);
+      revnat = new RevnatMap(`${opts.pinDir}/berth_revnat`);
+      report.revnatMax = revnat.max;
     } catch (e) {
-      for (const v of S) Object.assign(v, { status: 'not run', reason: e instanceof NotRun ? e.message : `datapath: ${(e as Error).message}` });
+      for (const v of [...S, SE]) Object.assign(v, { status: 'not run', reason: e instanceof NotRun ? e.message : `datapath: ${(e as Error).message}` });
     }
 
     // T: iptables baseline.
@@ -196,17 +246,31 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
       const udp = mode === 'udp' || mode === 'udpu';
       switch (v.kind) {
         case 'D': return [ip, udp ? UDP : TCP];
-        case 'S': return [S_VIP, udp ? VIP_UDP : VIP_TCP];
+        case 'S': case 'SE': return [S_VIP, udp ? VIP_UDP : VIP_TCP];
         case 'T': return [ipt.vip, udp ? VIP_UDP : VIP_TCP];
         case 'P': return ['127.0.0.1', udp ? PUB_UDP : PUB_TCP];
       }
     };
     const prepare = async (v: VariantResult): Promise<void> => {
-      if (v.kind === 'S' && v.n !== sN) {
+      if ((v.kind === 'S' || v.kind === 'SE') && v.n !== sN) {
         const res = await dp!.sync([target, ...synthetic.slice(0, v.n! - 1)], { prune: true });
         if (res.errors.length) throw new Error(`sync of ${v.n} services: ${res.errors.length} errors, first: ${res.errors[0].service}: ${res.errors[0].error}`);
         sN = v.n!;
         await ensureUnreachable(RANGES.sock, S_VIP);
+      }
+      if (v.kind === 'S') {
+        // The reverse-NAT LRU only ever loses entries by eviction, so on any long-running host it
+        // is full: measure S in that steady state (fill it with connects first when it is not).
+        const fill = async () => {
+          for (let i = 0; i < 4 && revnat!.count() < revnat!.max * 0.97; i++) {
+            await loadgen('crr', S_VIP, VIP_TCP, { seconds: 3, maxCount: revnat!.max, cpu: cfg.cpu ?? undefined });
+          }
+        };
+        const t0 = nowMs();
+        await fill();
+        if (nowMs() - t0 > 100) log(`filled the reverse-NAT LRU to ${revnat!.count()}/${revnat!.max} in ${Math.round(nowMs() - t0)} ms`);
+      } else if (v.kind === 'SE') {
+        revnat!.empty();
       } else if (v.kind === 'T') {
         await ipt.setServices(v.n!);
         await ipt.assertContained();
@@ -241,6 +305,13 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
       }
     }
     if (report.variants.every((v) => v.status !== 'ok')) Object.assign(report, { status: 'failed', reason: 'no variant ran' });
+    if (dp && S[0].status === 'ok') {
+      try {
+        report.hookCost = await hookCost(DP_OPTS().pinDir, cfg.cpu, revnat!);
+      } catch (e) {
+        log(`hook cost: ${(e as Error).message}`);
+      }
+    }
   } catch (e) {
     Object.assign(report, { status: e instanceof NotRun ? 'not run' : 'failed', reason: (e as Error).message });
   } finally {

@@ -139,12 +139,22 @@ export async function l7Scenario(cfg: L7Config): Promise<L7Report> {
           if ((await run('ip', ['-o', 'route', 'get', ing.vip])).code === 0) throw new Error(`refusing to send traffic: ${ing.vip} is routable`);
           const url = `http://${ing.vip}/`;
           const direct = `http://${gateway}:${ing.listenerPort}/`;
-          // Envoy takes a moment to get its first config: wait until both paths answer.
-          await waitFor('ingress answers from the client container', async () => {
-            const r = parseWrk((await run(nsenter[0], [...nsenter.slice(1), 'wrk', '-t1', '-c1', '-d1s', '--timeout', '1s', url], { timeoutMs: 10000 })).stdout);
-            return r.requests > 0 && r.errors === 0;
-          }, 20000, 500);
-          await attempt(v[mode], () => wrk(nsenter, url, cfg));
+          const answers = async (u: string) => {
+            const r = await run(nsenter[0], [...nsenter.slice(1), 'wrk', '-t1', '-c1', '-d1s', '--timeout', '1s', u], { timeoutMs: 10000 });
+            const w = r.stdout.includes('Requests/sec') ? parseWrk(r.stdout) : null;
+            return w !== null && w.requests > 0 && w.errors === 0;
+          };
+          // Envoy takes a moment to get its first config: wait until its listener answers.
+          await waitFor("Envoy's listener answers from the client container", () => answers(direct), 20000, 300);
+          if (v[mode].status === 'ok') {
+            const through = await waitFor(`ingress VIP answers through redirect ${mode}`, () => answers(url), 8000, 300).catch((e: Error) => e);
+            if (through instanceof Error) {
+              v[mode].errors.push(through.message);
+              if (v[mode].errors.length >= 2) Object.assign(v[mode], { status: 'failed', reason: through.message });
+            } else {
+              await attempt(v[mode], () => wrk(nsenter, url, cfg));
+            }
+          }
           await attempt(v.envoy, () => wrk(nsenter, direct, cfg));
           await attempt(v.host, () => wrk([], url, cfg));
         } catch (e) {
