@@ -1,7 +1,7 @@
 /**
  * Containers of the bench: a tiny busybox image built locally (no registry here) and the static
  * berth-bench binary bind-mounted at /bench, so one image serves every scenario. Every container
- * is labelled berth.test=bench and named bt-bench-*.
+ * is labelled berth-test=bench and named bt-bench-*.
  */
 import fs from 'node:fs';
 import path from 'node:path';
