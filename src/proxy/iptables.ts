@@ -3,6 +3,17 @@
  * from PREROUTING. Every rule carries `-m comment --comment berth`. The chain's content is
  * replaced atomically (iptables-restore --noflush flushes only the chains it declares), and only
  * when it differs from what is wanted, so the periodic reconcile is a cheap read.
+ *
+ * WORKAROUND (Docker bridges + br_netfilter): Docker loads br_netfilter and sets
+ * net.bridge.bridge-nf-call-iptables=1, so a container's packet to the ingress VIP runs the IPv4
+ * PREROUTING hooks in the *bridge* pass. TPROXY assigns Envoy's socket there, but ip_rcv_core()
+ * then orphans the skb (only bpf_sk_assign'ed sockets survive it) and br_netfilter's
+ * ip_sabotage_in skips the IP-level PREROUTING hooks for such frames, so TPROXY never gets a second
+ * chance: the SYN is lost (measured: ETIMEDOUT from every container). For frames that entered
+ * through a bridge port (`-m physdev --physdev-is-in`, true only in that bridge pass) berth adds a
+ * REDIRECT to the same listener in a nat chain of the same name; the DNAT makes br_netfilter
+ * route the frame locally. Routed traffic (outside clients on the publish port, veth peers) keeps
+ * TPROXY. Docker's sysctls are left as Docker sets them.
  */
 import { run } from '../util/exec';
 import { ProxyError, ProxyErrorCode } from './errors';
@@ -32,12 +43,30 @@ export function chainRules(entries: RedirectEntry[], family: 4 | 6, chain = CHAI
   return out;
 }
 
+/** nat rules for frames arriving through a bridge port (see the workaround above). Pure. */
+export function bridgeRules(entries: RedirectEntry[], family: 4 | 6, chain = CHAIN): string[] {
+  const out: string[] = [];
+  for (const e of [...entries].sort((a, b) => a.ingress.localeCompare(b.ingress))) {
+    const vip = family === 4 ? e.vip : e.vip6;
+    const redirect = `-m comment --comment berth -j REDIRECT --to-ports ${e.listenerPort}`;
+    if (vip) out.push(`-A ${chain} -d ${vip}/${family === 4 ? 32 : 128} -p tcp -m tcp --dport ${e.listen} -m physdev --physdev-is-in ${redirect}`);
+    if (e.publish !== null) out.push(`-A ${chain} -p tcp -m addrtype --dst-type LOCAL -m tcp --dport ${e.publish} -m physdev --physdev-is-in ${redirect}`);
+  }
+  return out;
+}
+
+/** berth's chains: TPROXY in mangle, the bridge REDIRECT in nat. */
+const TABLES = [
+  { table: 'mangle', rules: chainRules },
+  { table: 'nat', rules: bridgeRules },
+] as const;
+
 function tool(family: 4 | 6): { cmd: string; restore: string } {
   return family === 4 ? { cmd: 'iptables', restore: 'iptables-restore' } : { cmd: 'ip6tables', restore: 'ip6tables-restore' };
 }
 
-async function installed(family: 4 | 6, chain: string): Promise<string[] | null> {
-  const r = await run(tool(family).cmd, ['-w', '5', '-t', 'mangle', '-S', chain]);
+async function installed(family: 4 | 6, chain: string, table = 'mangle'): Promise<string[] | null> {
+  const r = await run(tool(family).cmd, ['-w', '5', '-t', table, '-S', chain]);
   if (r.code !== 0) return null;
   return r.stdout.split('\n').filter((l) => l.startsWith('-A '));
 }
@@ -45,12 +74,12 @@ async function installed(family: 4 | 6, chain: string): Promise<string[] | null>
 /** Make the chain hold exactly these entries' rules and PREROUTING jump to it. */
 export async function applyIptables(entries: RedirectEntry[], names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<void> {
   const JUMP = jump(names.chain);
-  for (const family of [4, 6] as const) {
-    const want = chainRules(entries, family, names.chain);
-    const have = await installed(family, names.chain);
+  for (const family of [4, 6] as const) for (const { table, rules } of TABLES) {
+    const want = rules(entries, family, names.chain);
+    const have = await installed(family, names.chain, table);
     const t = tool(family);
     if (have === null || have.join('\n') !== want.join('\n')) {
-      const input = ['*mangle', `:${names.chain} - [0:0]`, ...want, 'COMMIT', ''].join('\n');
+      const input = [`*${table}`, `:${names.chain} - [0:0]`, ...want, 'COMMIT', ''].join('\n');
       const r = await run(t.restore, ['-w', '5', '--noflush'], { input });
       if (r.code !== 0) {
         // IPv6 is best effort (a host without ip6tables' TPROXY still serves IPv4).
@@ -58,11 +87,12 @@ export async function applyIptables(entries: RedirectEntry[], names: RedirectNam
         throw new ProxyError(ProxyErrorCode.REDIRECT, `${t.restore}: ${r.stderr.trim()}`);
       }
     }
-    const c = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-C', ...JUMP]);
+    const c = await run(t.cmd, ['-w', '5', '-t', table, '-C', ...JUMP]);
     if (c.code !== 0) {
-      // First in PREROUTING: before anything that could accept or mark the packet otherwise.
-      const r = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-I', ...JUMP.slice(0, 1), '1', ...JUMP.slice(1)]);
-      if (r.code !== 0 && family === 4) throw new ProxyError(ProxyErrorCode.REDIRECT, `${t.cmd} -I PREROUTING: ${r.stderr.trim()}`);
+      // First in PREROUTING: before anything that could accept or mark the packet otherwise
+      // (in nat: before Docker's DOCKER jump).
+      const r = await run(t.cmd, ['-w', '5', '-t', table, '-I', ...JUMP.slice(0, 1), '1', ...JUMP.slice(1)]);
+      if (r.code !== 0 && family === 4) throw new ProxyError(ProxyErrorCode.REDIRECT, `${t.cmd} -t ${table} -I PREROUTING: ${r.stderr.trim()}`);
     }
   }
 }
@@ -72,17 +102,17 @@ export async function removeIptables(names: RedirectNames = DEFAULT_REDIRECT_NAM
   const removed: string[] = [];
   const CHAIN = names.chain;
   const JUMP = jump(CHAIN);
-  for (const family of [4, 6] as const) {
+  for (const family of [4, 6] as const) for (const { table } of TABLES) {
     const t = tool(family);
     for (let i = 0; i < 8; i++) {
-      const r = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-D', ...JUMP]);
+      const r = await run(t.cmd, ['-w', '5', '-t', table, '-D', ...JUMP]);
       if (r.code !== 0) break;
-      removed.push(`${t.cmd} -t mangle PREROUTING -j ${CHAIN}`);
+      removed.push(`${t.cmd} -t ${table} PREROUTING -j ${CHAIN}`);
     }
-    if ((await installed(family, CHAIN)) !== null) {
-      await run(t.cmd, ['-w', '5', '-t', 'mangle', '-F', CHAIN]);
-      const r = await run(t.cmd, ['-w', '5', '-t', 'mangle', '-X', CHAIN]);
-      if (r.code === 0) removed.push(`${t.cmd} -t mangle chain ${CHAIN}`);
+    if ((await installed(family, CHAIN, table)) !== null) {
+      await run(t.cmd, ['-w', '5', '-t', table, '-F', CHAIN]);
+      const r = await run(t.cmd, ['-w', '5', '-t', table, '-X', CHAIN]);
+      if (r.code === 0) removed.push(`${t.cmd} -t ${table} chain ${CHAIN}`);
     }
   }
   return removed;

@@ -1,11 +1,14 @@
 /**
- * Plain HTTP/1.1 GETs from three places: the host (node's http), a container (busybox nc) and a
- * network namespace of the test's own (busybox nc from the host's busybox-static), each returning
- * status and body. `Connection: close` lets nc end when Envoy closes.
+ * Plain HTTP/1.1 GETs from three places: the host (node's http), a container and a network
+ * namespace of the test's own (both with berth-probe, which sends the request and reads until the
+ * server closes), each returning status and body. Not busybox nc: it half-closes the connection
+ * after stdin's EOF, and Envoy's HTTP connection manager treats a downstream half-close as the
+ * client going away and drops the response.
  */
 import http from 'node:http';
+import path from 'node:path';
 import { run } from '../../src/util/exec';
-import { execIn } from './docker';
+import { execIn, TEST_BIN_DIR } from './docker';
 
 export interface HttpResult {
   status: number;
@@ -36,13 +39,23 @@ export function parseRaw(raw: string): HttpResult {
   return { status: Number(m[1]), body: i >= 0 ? raw.slice(i + 4) : '' };
 }
 
-export async function httpGetInContainer(container: string, addr: string, port: number, path: string, host = 'berth.test'): Promise<HttpResult> {
-  const req = rawRequest(path, host).replace(/\r/g, '\\r').replace(/\n/g, '\\n');
-  const out = await execIn(container, ['sh', '-c', `printf '${req}' | timeout 5 nc ${addr} ${port}`]);
-  return parseRaw(out);
+function probeArgs(addr: string, port: number, urlPath: string, host: string): string[] {
+  return ['tcp', addr, String(port), '--send', rawRequest(urlPath, host), '--count', '1', '--timeout-ms', '3000'];
 }
 
-export async function httpGetInNetns(ns: string, addr: string, port: number, path: string, host = 'berth.test'): Promise<HttpResult> {
-  const r = await run('ip', ['netns', 'exec', ns, 'timeout', '5', 'busybox', 'nc', addr, String(port)], { input: rawRequest(path, host), timeoutMs: 8000 });
-  return parseRaw(r.stdout);
+function fromProbe(stdout: string): HttpResult {
+  const line = stdout.split('\n').find((l) => l.startsWith('{'));
+  if (!line) throw new Error(`berth-probe printed nothing: ${stdout}`);
+  const r = JSON.parse(line) as { ok: boolean; reply: string | null; errno: string | null };
+  if (!r.ok) throw new Error(`request failed: ${r.errno}`);
+  return parseRaw(r.reply ?? '');
+}
+
+export async function httpGetInContainer(container: string, addr: string, port: number, urlPath: string, host = 'berth.test'): Promise<HttpResult> {
+  return fromProbe(await execIn(container, ['berth-probe', ...probeArgs(addr, port, urlPath, host)]));
+}
+
+export async function httpGetInNetns(ns: string, addr: string, port: number, urlPath: string, host = 'berth.test'): Promise<HttpResult> {
+  const r = await run('ip', ['netns', 'exec', ns, path.join(TEST_BIN_DIR, 'berth-probe'), ...probeArgs(addr, port, urlPath, host)], { timeoutMs: 8000 });
+  return fromProbe(r.stdout);
 }

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { chainRules, CHAIN } from '../../../src/proxy/iptables';
+import { chainRules, bridgeRules, CHAIN } from '../../../src/proxy/iptables';
 import { defaultInterfaces, encodeKey, encodeKey6, encodeValue, ipv6Bytes, mapEntries } from '../../../src/proxy/tc';
 import { proxyMark } from '../../../src/proxy/routing';
 import type { RedirectEntry } from '../../../src/proxy/redirect-types';
@@ -65,4 +65,14 @@ test('default tc attach points: Ethernet, not loopback, not bridge ports, not if
     { ifname: 'wg0', ifindex: 8, link_type: 'none', linkinfo: { info_kind: 'wireguard' } },
     { ifname: 'br-abc', ifindex: 9, link_type: 'ether', linkinfo: { info_kind: 'bridge' } },
   ]), ['br-abc', 'docker0', 'eth0', 'eth1', 'vethfree']);
+});
+
+test('bridge rules: REDIRECT to the same listener, only for frames from a bridge port (br_netfilter pass)', (t) => {
+  t.deepEqual(bridgeRules([basic, admin], 4), [
+    `-A ${CHAIN} -d 10.96.0.51/32 -p tcp -m tcp --dport 8080 -m physdev --physdev-is-in -m comment --comment berth -j REDIRECT --to-ports 15001`,
+    `-A ${CHAIN} -d 10.96.0.50/32 -p tcp -m tcp --dport 80 -m physdev --physdev-is-in -m comment --comment berth -j REDIRECT --to-ports 18243`,
+    `-A ${CHAIN} -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 31907 -m physdev --physdev-is-in -m comment --comment berth -j REDIRECT --to-ports 18243`,
+  ]);
+  t.deepEqual(bridgeRules([basic], 6)[0], `-A ${CHAIN} -d fd00:96::32/128 -p tcp -m tcp --dport 80 -m physdev --physdev-is-in -m comment --comment berth -j REDIRECT --to-ports 18243`);
+  t.deepEqual(bridgeRules([admin], 6), []);
 });
