@@ -10,6 +10,7 @@ import Docker from 'dockerode';
 import type { Config } from '../daemon/config';
 import { run } from '../util/exec';
 import { findCgroup2Mounts, readMountInfo } from '../util/mounts';
+import { hostNsPid, privateCgroupNamespace } from '../datapath/cgroup';
 
 export type Level = 'OK' | 'WARN' | 'FAIL';
 
@@ -76,14 +77,16 @@ function cgroupChecks(c: Config): Check[] {
   } else {
     out.push(ok('cgroup v2', `mounted at ${mounts.join(', ')}${mounts.includes('/sys/fs/cgroup/unified') ? ' (hybrid layout)' : ''}`));
   }
-  try {
+  // The same notion of "the host" as the datapath: PID 1, or kthreadd where PID 1 hides its ns links.
+  const pid = hostNsPid(c.hostProc);
+  const priv = privateCgroupNamespace(c.hostProc, pid);
+  if (priv === null) {
+    out.push(fail('cgroup namespace', `cannot read PID 1's (or kthreadd's) namespaces under ${c.hostProc}`, `run as root with the host's /proc at ${c.hostProc} (hostProc)`));
+  } else {
     const mine = fs.readlinkSync('/proc/self/ns/cgroup');
-    const host = fs.readlinkSync(`${c.hostProc}/1/ns/cgroup`);
-    out.push(mine === host
-      ? ok('cgroup namespace', `same as PID 1 (${mine}): berthd attaches at the host root directly`)
-      : warn('cgroup namespace', `private (${mine}, PID 1 has ${host})`, `berthd (cgroupRoot: auto) enters PID 1's cgroup and mount namespaces through ${c.hostProc} and mounts cgroup2 at ${c.runDir}/cgroupv2; keep ${c.hostProc} the host's /proc`));
-  } catch (e) {
-    out.push(fail('cgroup namespace', `cannot compare with PID 1: ${(e as Error).message}`, `run as root with the host's /proc at ${c.hostProc} (hostProc)`));
+    out.push(!priv
+      ? ok('cgroup namespace', `same as the host's (PID ${pid}, ${mine}): berthd attaches at the host root directly`)
+      : warn('cgroup namespace', `private (${mine}, the host has ${fs.readlinkSync(`${c.hostProc}/${pid}/ns/cgroup`)})`, `berthd (cgroupRoot: auto) enters the host's cgroup and mount namespaces through ${c.hostProc} and mounts cgroup2 at ${c.runDir}/cgroupv2; keep ${c.hostProc} the host's /proc`));
   }
   const bpffs = readMountInfo().some((m) => m.fsType === 'bpf' && m.mountPoint === '/sys/fs/bpf');
   out.push(bpffs ? ok('bpffs', 'mounted at /sys/fs/bpf') : warn('bpffs', '/sys/fs/bpf is not a bpf filesystem', 'mount -t bpf bpf /sys/fs/bpf (berthd does this itself if it can)'));
