@@ -46,6 +46,7 @@ test('metrics on the admin socket and metricsAddress, with per-service BPF count
   await runContainer({ suite: SUITE, name: 'bt-op-m', labels: { 'berth.service': 'counted', 'berth.ports': '80:8080' }, cmd: ['berth-tcp-echo', '8080', '--tag', 'm'] });
   await runContainer({ suite: SUITE, name: 'bt-op-bad', labels: { 'berth.service': 'counted2', 'berth.ports': 'x' }, cmd: ['sleep', '600'] });
   const svc = await waitFor('counted', async () => (await d.services()).find((s) => s.name === 'counted' && s.backends.length === 1));
+  await waitFor('the bad label reported', async () => (await d.status()).labelErrors.some((e) => e.container === 'bt-op-bad'));
   await probeFromHost('tcp', svc.vip, 80, 5);
   const m = parseProm(await d.metrics());
   t.is(m.get('berth_up'), 1);
