@@ -32,6 +32,8 @@ export interface HostState {
   bpffsBerth: string[];
   /** IPv4 and IPv6 routes of all tables, normalised as above. */
   routes: string[];
+  /** Entries named *berth* directly in /run and /var/lib, and what is directly inside them. */
+  berthDirs: string[];
 }
 
 async function out(file: string, args: string[]): Promise<string> {
@@ -66,6 +68,29 @@ export function normaliseRoutes(text: string): string[] {
       .filter((l) => !/\bdev veth/.test(l) && !/fe80::|ff00::\/8/.test(l))
       .map((l) => l.replace(/\blinkdown\b/g, '').replace(/\bexpires \d+sec\b/g, '').replace(/\s+/g, ' ').trim()),
   );
+}
+
+/** Top-level *berth* entries of dir and their direct children (no deeper: /var/lib holds Docker's trees). */
+function berthEntries(dir: string): string[] {
+  const res: string[] = [];
+  let top: fs.Dirent[];
+  try {
+    top = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return res;
+  }
+  for (const e of top.filter((x) => /berth/i.test(x.name))) {
+    const p = path.join(dir, e.name);
+    res.push(p);
+    if (e.isDirectory()) {
+      try {
+        for (const c of fs.readdirSync(p)) res.push(path.join(p, c));
+      } catch {
+        // vanished meanwhile
+      }
+    }
+  }
+  return res.sort();
 }
 
 function walkBerth(root: string): string[] {
@@ -115,6 +140,7 @@ export async function snapshotHostState(): Promise<HostState> {
     berthContainers: containers,
     bpffsBerth: walkBerth('/sys/fs/bpf'),
     routes: normaliseRoutes(`${r4}\n${r6}`),
+    berthDirs: [...berthEntries('/run'), ...berthEntries('/var/lib')],
   };
 }
 
