@@ -30,8 +30,7 @@ export interface DatapathConfig {
 
 export interface VariantResult {
   id: string;
-  /** SE: S(1) with berth's reverse-NAT LRU emptied just before (no evictions while measured). */
-  kind: 'D' | 'S' | 'SE' | 'T' | 'P';
+  kind: 'D' | 'S' | 'T' | 'P';
   n: number | null;
   label: string;
   status: 'ok' | 'not run' | 'failed';
@@ -189,14 +188,12 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
     const P = mk('P', 'P', null, 'docker-proxy (127.0.0.1 publish)');
     const S = cfg.levels.map((n) => mk(`S(${n})`, 'S', n, `berth socket LB, ${n} services`));
     const T = cfg.levels.map((n) => mk(`T(${n})`, 'T', n, `iptables DNAT, ${n} services`));
-    const SE = mk('S(1)e', 'SE', 1, 'berth socket LB, 1 service, reverse-NAT LRU emptied first');
     const order: VariantResult[] = [D];
     cfg.levels.forEach((_, i) => {
       order.push(S[i], T[i]);
       if (i === 0) order.push(P);
     });
-    order.push(SE);
-    report.variants = [D, ...S, SE, ...T, P];
+    report.variants = [D, ...S, ...T, P];
     let revnat: RevnatMap | null = null;
 
     // Hooks someone else attached at the root cgroup (another berthd under test) run for every
@@ -218,7 +215,7 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
       revnat = new RevnatMap(`${opts.pinDir}/berth_revnat`);
       report.revnatMax = revnat.max;
     } catch (e) {
-      for (const v of [...S, SE]) Object.assign(v, { status: 'not run', reason: e instanceof NotRun ? e.message : `datapath: ${(e as Error).message}` });
+      for (const v of S) Object.assign(v, { status: 'not run', reason: e instanceof NotRun ? e.message : `datapath: ${(e as Error).message}` });
     }
 
     // T: iptables baseline.
@@ -246,13 +243,13 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
       const udp = mode === 'udp' || mode === 'udpu';
       switch (v.kind) {
         case 'D': return [ip, udp ? UDP : TCP];
-        case 'S': case 'SE': return [S_VIP, udp ? VIP_UDP : VIP_TCP];
+        case 'S': return [S_VIP, udp ? VIP_UDP : VIP_TCP];
         case 'T': return [ipt.vip, udp ? VIP_UDP : VIP_TCP];
         case 'P': return ['127.0.0.1', udp ? PUB_UDP : PUB_TCP];
       }
     };
     const prepare = async (v: VariantResult): Promise<void> => {
-      if ((v.kind === 'S' || v.kind === 'SE') && v.n !== sN) {
+      if (v.kind === 'S' && v.n !== sN) {
         const res = await dp!.sync([target, ...synthetic.slice(0, v.n! - 1)], { prune: true });
         if (res.errors.length) throw new Error(`sync of ${v.n} services: ${res.errors.length} errors, first: ${res.errors[0].service}: ${res.errors[0].error}`);
         sN = v.n!;
@@ -269,8 +266,6 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
         const t0 = nowMs();
         await fill();
         if (nowMs() - t0 > 100) log(`filled the reverse-NAT LRU to ${revnat!.count()}/${revnat!.max} in ${Math.round(nowMs() - t0)} ms`);
-      } else if (v.kind === 'SE') {
-        revnat!.empty();
       } else if (v.kind === 'T') {
         await ipt.setServices(v.n!);
         await ipt.assertContained();
