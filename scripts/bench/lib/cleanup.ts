@@ -11,9 +11,12 @@ type Undo = { what: string; fn: () => Promise<unknown> | unknown };
 
 export class Cleanup {
   private stack: Undo[] = [];
+  /** Set once the run is being torn down (signal, time bound): later setups are undone at once. */
+  aborting = false;
 
   add(what: string, fn: () => Promise<unknown> | unknown): void {
     this.stack.push({ what, fn });
+    if (this.aborting) void this.unwindTo(0);
   }
 
   /** Run (and forget) the undos registered since `mark`, newest first. */
@@ -99,6 +102,7 @@ export function installExitHandlers(boundMs: number): void {
   const bail = async (why: string, code: number) => {
     if (exiting) return;
     exiting = true;
+    cleanup.aborting = true;
     log(`${why}: cleaning up`);
     const t = setTimeout(() => process.exit(code), 60000);
     await cleanup.runAll();
