@@ -31,7 +31,8 @@ async function berthRules(): Promise<{ iptables: string[]; tc: string[] }> {
     const f = (await run('tc', ['filter', 'show', 'dev', l.ifname, 'ingress'])).stdout;
     if (/berth/.test(f)) tc.push(`${l.ifname}: ${f.trim()}`);
   }
-  return { iptables: ipt.split('\n').filter((x) => /berth/i.test(x)), tc };
+  // berth's own rules only (its chain and the exact comment), not e.g. a benchmark's BERTH-BENCH-* chains.
+  return { iptables: ipt.split('\n').filter((x) => /BERTH_PREROUTING|--comment berth( |$)/.test(x)), tc };
 }
 
 for (const mode of ['iptables', 'ebpf'] as const) {
