@@ -51,6 +51,8 @@ export class Proxy implements ProxyApi {
   private listenerFailures = new Map<string, string>();
   /** The host has an IPv6 stack: listeners also take [::]:port. */
   private readonly ipv6 = hostHasIpv6();
+  /** The redirect entries last applied, to tell a repair from a change of ours. */
+  private appliedEntries = '';
   private loggedErrors = '[]';
 
   constructor(private readonly o: ProxyOptions) {
@@ -146,7 +148,14 @@ export class Proxy implements ProxyApi {
     }));
     if (this.redirector) {
       try {
-        await this.redirector.apply(entries);
+        const written = await this.redirector.apply(entries);
+        // The same entries as last time, yet rules had to be rewritten: someone else removed or
+        // changed them (a firewall reload flushing iptables, an admin's `iptables -F`).
+        const entriesKey = JSON.stringify(entries);
+        if (written.length && entriesKey === this.appliedEntries) {
+          this.log.warn({ rewritten: written }, 'berth redirect rules were changed outside berth; repaired');
+        }
+        this.appliedEntries = entriesKey;
       } catch (e) {
         const msg = `redirect (${this.mode}): ${(e as Error).message}`;
         this.log.error({ err: e }, 'installing the ingress redirect failed');

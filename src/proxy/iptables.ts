@@ -72,8 +72,9 @@ async function installed(family: 4 | 6, chain: string, table = 'mangle'): Promis
 }
 
 /** Make the chain hold exactly these entries' rules and PREROUTING jump to it. */
-export async function applyIptables(entries: RedirectEntry[], names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<void> {
+export async function applyIptables(entries: RedirectEntry[], names: RedirectNames = DEFAULT_REDIRECT_NAMES): Promise<string[]> {
   const JUMP = jump(names.chain);
+  const written: string[] = [];
   for (const family of [4, 6] as const) for (const { table, rules } of TABLES) {
     const want = rules(entries, family, names.chain);
     const have = await installed(family, names.chain, table);
@@ -86,6 +87,7 @@ export async function applyIptables(entries: RedirectEntry[], names: RedirectNam
         if (family === 6) continue;
         throw new ProxyError(ProxyErrorCode.REDIRECT, `${t.restore}: ${r.stderr.trim()}`);
       }
+      written.push(`${t.cmd} -t ${table} chain ${names.chain}`);
     }
     const c = await run(t.cmd, ['-w', '5', '-t', table, '-C', ...JUMP]);
     if (c.code !== 0) {
@@ -93,8 +95,10 @@ export async function applyIptables(entries: RedirectEntry[], names: RedirectNam
       // (in nat: before Docker's DOCKER jump).
       const r = await run(t.cmd, ['-w', '5', '-t', table, '-I', ...JUMP.slice(0, 1), '1', ...JUMP.slice(1)]);
       if (r.code !== 0 && family === 4) throw new ProxyError(ProxyErrorCode.REDIRECT, `${t.cmd} -t ${table} -I PREROUTING: ${r.stderr.trim()}`);
+      if (r.code === 0) written.push(`${t.cmd} -t ${table} PREROUTING -j ${names.chain}`);
     }
   }
+  return written;
 }
 
 /** Remove the jump(s) and the chain, v4 and v6; returns what was removed. */

@@ -30,6 +30,10 @@ export const DEFAULT_REDIRECT_NAMES: RedirectNames = { chain: 'BERTH_PREROUTING'
 
 export interface Redirector {
   readonly mode: 'ebpf' | 'iptables';
-  /** Make the installed rules/programs steer exactly these entries (idempotent, cheap when unchanged). */
-  apply(entries: RedirectEntry[]): Promise<void>;
+  /**
+   * Make the installed rules/programs steer exactly these entries (idempotent, cheap when
+   * unchanged). Returns what had to be (re)written: after the first apply, anything here for
+   * unchanged entries means someone else changed berth's rules (e.g. a firewall reload).
+   */
+  apply(entries: RedirectEntry[]): Promise<string[]>;
 }

@@ -39,10 +39,10 @@ export async function resolveMode(want: RedirectMode | 'auto'): Promise<{ mode: 
 class IptablesRedirector implements Redirector {
   readonly mode = 'iptables' as const;
   constructor(private readonly names: RedirectNames) {}
-  async apply(entries: RedirectEntry[]): Promise<void> {
+  async apply(entries: RedirectEntry[]): Promise<string[]> {
     const errs = await ensureProxyRouting(this.names);
     if (errs.length) throw new ProxyError(ProxyErrorCode.REDIRECT, errs.join('; '));
-    await applyIptables(entries, this.names);
+    return applyIptables(entries, this.names);
   }
 }
 
@@ -52,10 +52,11 @@ class TcRedirector implements Redirector {
   constructor(o: TcOptions, private readonly names: RedirectNames) {
     this.tc = new TcAttachment(o);
   }
-  async apply(entries: RedirectEntry[]): Promise<void> {
+  async apply(entries: RedirectEntry[]): Promise<string[]> {
     const errs = await ensureProxyRouting(this.names);
     if (errs.length) throw new ProxyError(ProxyErrorCode.REDIRECT, errs.join('; '));
     await this.tc.apply(entries);
+    return [];
   }
 }
 

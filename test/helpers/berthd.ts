@@ -45,6 +45,9 @@ export class Berthd {
   constructor(readonly opts: BerthdOptions) {
     this.socket = `/run/berth-${opts.name}/berth.sock`;
     this.logFile = `/tmp/berthd-${opts.name}.log`;
+    // A fresh log per instance: tests read it, and must not see an earlier run's lines. (Restarts
+    // of this instance append, so a test can follow one daemon across kill -9 and start.)
+    fs.rmSync(this.logFile, { force: true });
   }
 
   get args(): string[] {

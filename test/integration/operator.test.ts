@@ -10,6 +10,7 @@ import { stopDockerd, startDockerd, dockerAnswers } from '../helpers/dockerd';
 import { run } from '../../src/util/exec';
 import { getText } from '../../src/api/server';
 import http from 'node:http';
+import fs from 'node:fs';
 
 const SUITE = 'operator';
 
@@ -166,7 +167,9 @@ test('berth iptables rules flushed by someone else are repaired', async (t) => {
   const stripped = saved.split('\n').filter((l) => !/berth/i.test(l)).join('\n') + '\n';
   const r = await run('iptables-restore', ['-T', 'mangle'], { input: stripped });
   t.is(r.code, 0, r.stderr);
-  t.deepEqual((await berthLines()).filter((l) => /TPROXY/.test(l)), []);
+  // (Not asserting the rules are gone right now: berthd's periodic reconcile may already have
+  // put them back. The repair is proven by berthd saying so, and the rules being there again.)
+  await waitFor('berthd reports the repair', () => fs.readFileSync(d.logFile, 'utf8').includes('berth redirect rules were changed outside berth; repaired'), 15000, 200);
   await waitFor('rules repaired', async () => (await berthLines()).some((l) => /TPROXY/.test(l)), 15000, 200);
   t.pass();
 });
