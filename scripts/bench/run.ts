@@ -114,7 +114,7 @@ function controlMarkdown(c: ControlReport): string {
     `| service VIP answers through it | ${f(s.vip.p50)} | ${f(s.vip.p99)} | ${f(s.vip.max)} |`,
     `| difference, per container | ${f(s.extra.p50)} | ${f(s.extra.p99)} | |`,
     '',
-    `\`docker run -d\` itself took ${fmtSummary(s.dockerRun)} ms; berthd's RSS at the end: ${c.berthdRssMb?.toFixed(1) ?? '?'} MB.`,
+    `\`docker run -d\` itself took ${fmtSummary(s.dockerRun)} ms; berthd's RSS at the end: ${c.berthdRssMb?.toFixed(1) ?? '?'} MB.${c.skipped ? ` ${c.skipped} container(s) not measured (Docker failed under the bench) and replaced.` : ''}`,
   ].join('\n');
 }
 

@@ -327,7 +327,7 @@ static int client(int argc, char **argv) {
   int port = atoi(argv[2]);
   double seconds = 2.0;
   unsigned long max_count = 1000000;
-  int timeout_ms = 1000;
+  int timeout_ms = 500;
   int pin_cpu = -1;
   for (int i = 3; i < argc; i++) {
     if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
@@ -392,7 +392,7 @@ static int client(int argc, char **argv) {
   uint64_t t1 = start;
   /* Stop after too many consecutive errors: nothing to measure then, and no hammering. */
   unsigned long consecutive = 0;
-  while (count < max_count && consecutive < 50) {
+  while (count < max_count && consecutive < 5) {
     uint64_t t0 = now_ns();
     if (t0 >= deadline) break;
     int ok = 0;

@@ -25,7 +25,7 @@ export class IptablesBaseline {
   readonly vip: string;
   private n = 0;
 
-  constructor(private readonly backendIp: string, private readonly tcpPort: number, private readonly udpPort: number) {
+  constructor(private backendIp: string, private readonly tcpPort: number, private readonly udpPort: number) {
     this.vip = ipv4Add(cidrBase(RANGES.ipt), 1);
   }
 
@@ -40,10 +40,20 @@ export class IptablesBaseline {
     await this.restore([
       `:${SVC} - [0:0]`, `:${NOP} - [0:0]`, `:${SEP_TCP} - [0:0]`, `:${SEP_UDP} - [0:0]`,
       `-A OUTPUT -d ${RANGES.ipt} ${C} -j ${SVC}`,
-      `-A ${SEP_TCP} -p tcp ${C} -j DNAT --to-destination ${this.backendIp}:8080`,
-      `-A ${SEP_UDP} -p udp ${C} -j DNAT --to-destination ${this.backendIp}:8081`,
     ]);
+    await this.setBackend(this.backendIp);
     await this.assertContained();
+  }
+
+  /** (Re)point the target's DNAT rules at the backend (a recreated container has a new IP). */
+  async setBackend(ip: string): Promise<void> {
+    this.backendIp = ip;
+    await must('iptables', ['-t', 'nat', '-F', SEP_TCP]);
+    await must('iptables', ['-t', 'nat', '-F', SEP_UDP]);
+    await this.restore([
+      `-A ${SEP_TCP} -p tcp ${C} -j DNAT --to-destination ${ip}:8080`,
+      `-A ${SEP_UDP} -p udp ${C} -j DNAT --to-destination ${ip}:8081`,
+    ]);
   }
 
   /** Before any traffic: the baseline VIP routes into the sink veth, nowhere else. */

@@ -12,7 +12,7 @@
 import type { DatapathApi, DatapathOptions } from '../../../src/datapath/types';
 import type { Service } from '../../../src/model/types';
 import { cleanup } from '../lib/cleanup';
-import { containerIp, runContainer } from '../lib/docker';
+import { containerIp, removeContainer, runContainer } from '../lib/docker';
 import { IptablesBaseline } from '../lib/iptables';
 import { loadgen, type LoadResult, type Mode } from '../lib/loadgen';
 import { RevnatMap, loadDatapath, silentLogger, syntheticServices } from '../lib/berth';
@@ -162,24 +162,25 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
   const mark = cleanup.mark;
   let dp: DatapathApi | null = null;
   try {
-    await runContainer({
-      name: `${NAMES.containerPrefix}srv`,
-      publish: [`127.0.0.1:${PUB_TCP}:${TCP}`, `127.0.0.1:${PUB_UDP}:${UDP}/udp`],
-      cpus: cfg.cpu === null ? undefined : String(cfg.cpu),
-      cmd: ['/bench/berth-bench', 'serve', '--tcp', String(TCP), '--udp', String(UDP), '--tag', 'srv'],
-    });
-    const ip = await containerIp(`${NAMES.containerPrefix}srv`);
-    report.backend = ip;
-    // The server is up when a direct transaction succeeds.
-    for (let i = 0; ; i++) {
-      try {
-        await loadgen('crr', ip, TCP, { seconds: 0.05, maxCount: 1 });
-        break;
-      } catch (e) {
-        if (i > 50) throw e;
+    const srv = `${NAMES.containerPrefix}srv`;
+    const alive = async (addr: string) => loadgen('crr', addr, TCP, { seconds: 0.05, maxCount: 1 }).then(() => true, () => false);
+    /** Start the backend container; resolves its IP once it answers. */
+    const startBackend = async (): Promise<string> => {
+      await runContainer({
+        name: srv,
+        publish: [`127.0.0.1:${PUB_TCP}:${TCP}`, `127.0.0.1:${PUB_UDP}:${UDP}/udp`],
+        cpus: cfg.cpu === null ? undefined : String(cfg.cpu),
+        cmd: ['/bench/berth-bench', 'serve', '--tcp', String(TCP), '--udp', String(UDP), '--tag', 'srv'],
+      });
+      const addr = await containerIp(srv);
+      for (let i = 0; !(await alive(addr)); i++) {
+        if (i > 50) throw new Error(`backend ${srv} at ${addr} does not answer`);
         await sleep(100);
       }
-    }
+      return addr;
+    };
+    let ip = await startBackend();
+    report.backend = ip;
 
     const mk = (id: string, kind: VariantResult['kind'], n: number | null, label: string): VariantResult => ({
       id, kind, n, label, status: 'ok', reason: null, prepareMs: [], runs: {}, direct: {}, errors: [],
@@ -227,16 +228,18 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
     }
 
     // P: docker-proxy must be what listens on the published port.
-    const ps = (await run('ps', ['-eo', 'pid=,args='])).stdout.split('\n');
-    const proxies = ps.filter((l) => l.includes('docker-proxy') && (l.includes(`-host-port ${PUB_TCP} `) || l.includes(`-host-port ${PUB_UDP} `)));
-    if (proxies.length < 2) {
-      Object.assign(P, { status: 'not run', reason: 'no docker-proxy for the published ports (userland-proxy disabled?)' });
-    } else if (cfg.cpu !== null) {
+    const pinProxies = async (): Promise<boolean> => {
+      const ps = (await run('ps', ['-eo', 'pid=,args='])).stdout.split('\n');
+      const proxies = ps.filter((l) => l.includes('docker-proxy') && (l.includes(`-host-port ${PUB_TCP} `) || l.includes(`-host-port ${PUB_UDP} `)));
       // Same CPU as client and server, like every other variant (all its threads).
-      for (const l of proxies) await run('taskset', ['-a', '-cp', String(cfg.cpu), l.trim().split(/\s+/)[0]]);
+      if (cfg.cpu !== null) for (const l of proxies) await run('taskset', ['-a', '-cp', String(cfg.cpu), l.trim().split(/\s+/)[0]]);
+      return proxies.length >= 2;
+    };
+    if (!(await pinProxies())) {
+      Object.assign(P, { status: 'not run', reason: 'no docker-proxy for the published ports (userland-proxy disabled?)' });
     }
 
-    const target = targetService(ip);
+    let target = targetService(ip);
     const synthetic = syntheticServices(Math.max(...cfg.levels) - 1, RANGES.sock);
     let sN = -1;
     const where = (v: VariantResult, mode: Mode): [string, number] => {
@@ -272,11 +275,39 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
       }
     };
 
-    for (let round = 0; round < cfg.rounds; round++) {
+    // A round whose D fails (the backend died: someone restarted dockerd on this shared machine)
+    // is not counted: the backend is recreated and the round repeated, at most twice in a run.
+    let repeats = 0;
+    for (let round = 0; round < cfg.rounds; ) {
       log(`datapath round ${round + 1}/${cfg.rounds}`);
+      if (!(await alive(ip))) {
+        log('the backend container does not answer (dockerd restarted?): recreating it');
+        await removeContainer(srv);
+        ip = await startBackend();
+        target = targetService(ip);
+        sN = -1;
+        if (T[0].status === 'ok') await ipt.setBackend(ip);
+        await pinProxies();
+      }
       const direct: Partial<Record<Mode, LoadResult>> = {};
+      try {
+        for (const mode of cfg.modes) {
+          const [addr, port] = where(D, mode);
+          if (cfg.warmupSeconds > 0) await loadgen(mode, addr, port, { seconds: cfg.warmupSeconds, cpu: cfg.cpu ?? undefined }).catch(() => undefined);
+          direct[mode] = await loadgen(mode, addr, port, { seconds: cfg.seconds, cpu: cfg.cpu ?? undefined });
+        }
+      } catch (e) {
+        log(`D failed in round ${round + 1}: ${(e as Error).message}`);
+        if (++repeats > 2) throw new Error(`D failed in ${repeats} rounds; last: ${(e as Error).message}`);
+        continue;
+      }
+      for (const mode of cfg.modes) {
+        (D.runs[mode] ??= []).push(direct[mode]!);
+        (D.direct[mode] ??= []).push(direct[mode]!);
+      }
+      D.prepareMs.push(0);
       for (const v of order) {
-        if (v.status !== 'ok') continue;
+        if (v.status !== 'ok' || v.kind === 'D') continue;
         try {
           const t0 = nowMs();
           await prepare(v);
@@ -286,7 +317,6 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
             const cpu = cfg.cpu ?? undefined;
             if (cfg.warmupSeconds > 0) await loadgen(mode, addr, port, { seconds: cfg.warmupSeconds, cpu }).catch(() => undefined);
             const res = await loadgen(mode, addr, port, { seconds: cfg.seconds, cpu });
-            if (v.kind === 'D') direct[mode] = res;
             (v.runs[mode] ??= []).push(res);
             (v.direct[mode] ??= []).push(direct[mode] ?? null);
           }
@@ -294,10 +324,11 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
           const msg = (e as Error).message;
           v.errors.push(`round ${round + 1}: ${msg}`);
           log(`${v.id}: ${msg}`);
-          // A variant that failed twice is dropped from later rounds (the run goes on without it).
-          if (v.errors.length >= 2) Object.assign(v, { status: 'failed', reason: msg });
+          // A variant that failed three times is dropped from later rounds (the run goes on without it).
+          if (v.errors.length >= 3) Object.assign(v, { status: 'failed', reason: msg });
         }
       }
+      round++;
     }
     if (report.variants.every((v) => v.status !== 'ok')) Object.assign(report, { status: 'failed', reason: 'no variant ran' });
     if (dp && S[0].status === 'ok') {

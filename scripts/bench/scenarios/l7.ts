@@ -98,7 +98,7 @@ export async function l7Scenario(cfg: L7Config): Promise<L7Report> {
       x.runs.push(await fn());
     } catch (e) {
       x.errors.push((e as Error).message);
-      if (x.errors.length >= 2) Object.assign(x, { status: 'failed', reason: (e as Error).message });
+      if (x.errors.length >= 3) Object.assign(x, { status: 'failed', reason: (e as Error).message });
     }
   };
   try {
@@ -123,7 +123,8 @@ export async function l7Scenario(cfg: L7Config): Promise<L7Report> {
           const msg = `berthd --redirect ${mode} does not start: ${(e as Error).message.split('\n')[0]}`;
           if (round === 0 && mode === 'ebpf') return { ...report, status: 'not run', reason: msg };
           v[mode].errors.push(msg);
-          Object.assign(v[mode], { status: 'failed', reason: msg });
+          if (v[mode].errors.length >= 3) Object.assign(v[mode], { status: 'failed', reason: msg });
+          await dm.cleanup().catch(() => undefined);
           continue;
         }
         try {
@@ -150,7 +151,7 @@ export async function l7Scenario(cfg: L7Config): Promise<L7Report> {
             const through = await waitFor(`ingress VIP answers through redirect ${mode}`, () => answers(url), 8000, 300).catch((e: Error) => e);
             if (through instanceof Error) {
               v[mode].errors.push(through.message);
-              if (v[mode].errors.length >= 2) Object.assign(v[mode], { status: 'failed', reason: through.message });
+              if (v[mode].errors.length >= 3) Object.assign(v[mode], { status: 'failed', reason: through.message });
             } else {
               await attempt(v[mode], () => wrk(nsenter, url, cfg));
             }
@@ -159,7 +160,7 @@ export async function l7Scenario(cfg: L7Config): Promise<L7Report> {
           await attempt(v.host, () => wrk([], url, cfg));
         } catch (e) {
           v[mode].errors.push((e as Error).message);
-          if (v[mode].errors.length >= 2) Object.assign(v[mode], { status: 'failed', reason: (e as Error).message });
+          if (v[mode].errors.length >= 3) Object.assign(v[mode], { status: 'failed', reason: (e as Error).message });
           log(`L7 ${mode}: ${(e as Error).message}`);
         } finally {
           await dm.stop();
