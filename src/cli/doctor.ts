@@ -6,10 +6,11 @@
  * rules in a throwaway network namespace (the host's tables are never touched).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import Docker from 'dockerode';
 import type { Config } from '../daemon/config';
 import { run } from '../util/exec';
-import { findCgroup2Mounts, readMountInfo } from '../util/mounts';
+import { findCgroup2Mounts, inBpffs } from '../util/mounts';
 import { hostNsPid, privateCgroupNamespace } from '../datapath/cgroup';
 
 export type Level = 'OK' | 'WARN' | 'FAIL';
@@ -88,8 +89,8 @@ function cgroupChecks(c: Config): Check[] {
       ? ok('cgroup namespace', `same as the host's (PID ${pid}, ${mine}): berthd attaches at the host root directly`)
       : warn('cgroup namespace', `private (${mine}, the host has ${fs.readlinkSync(`${c.hostProc}/${pid}/ns/cgroup`)})`, `berthd (cgroupRoot: auto) enters the host's cgroup and mount namespaces through ${c.hostProc} and mounts cgroup2 at ${c.runDir}/cgroupv2; keep ${c.hostProc} the host's /proc`));
   }
-  const bpffs = readMountInfo().some((m) => m.fsType === 'bpf' && m.mountPoint === '/sys/fs/bpf');
-  out.push(bpffs ? ok('bpffs', 'mounted at /sys/fs/bpf') : warn('bpffs', '/sys/fs/bpf is not a bpf filesystem', 'mount -t bpf bpf /sys/fs/bpf (berthd does this itself if it can)'));
+  const pinParent = path.dirname(c.bpfPinDir);
+  out.push(inBpffs(pinParent) ? ok('bpffs', `${pinParent} is a bpf filesystem`) : warn('bpffs', `${pinParent} is not a bpf filesystem`, `mount -t bpf bpf ${pinParent} (berthd does this itself at start)`));
   return out;
 }
 

@@ -11,6 +11,8 @@ export const DatapathErrorCode = {
   OBJECT: 'BERTH_DP_OBJECT',
   /** The cgroup root is unusable (not cgroup2). */
   CGROUP: 'BERTH_DP_CGROUP',
+  /** bpfPinDir is not, and cannot be made, part of a bpf filesystem. */
+  BPFFS: 'BERTH_DP_BPFFS',
   /** An `ip route` command failed. */
   ROUTE: 'BERTH_DP_ROUTE',
   /** sync()/status() after close(). */

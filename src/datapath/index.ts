@@ -18,6 +18,7 @@ import { currentFrom, plan, type CurrentState, type Op } from './plan';
 import { hostNsPid, resolveCgroupRoot, type CgroupRoot } from './cgroup';
 import { ensureRoutes, removeRoutes, routeMetric } from './routes';
 import { DatapathError, DatapathErrorCode } from './errors';
+import { inBpffs, mkdirp } from '../util/mounts';
 
 export const OBJECT_NAME = 'sock_lb';
 export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_revnat', 'berth_counters', 'berth_config', 'berth_doomed'] as const;
@@ -41,12 +42,22 @@ function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** Make sure pinDir's parent is a bpf filesystem (some hosts boot without /sys/fs/bpf mounted). */
+/**
+ * Make sure pinDir lies in a bpf filesystem: hosts without systemd boot without /sys/fs/bpf
+ * mounted, and then berth mounts one on pinDir's parent itself (pins are what let the programs
+ * outlive berthd; the kernel drops an unpinned program with its last fd).
+ */
 function ensureBpffs(native: NativeAddon, pinDir: string): void {
   const parent = path.dirname(pinDir);
-  fs.mkdirSync(parent, { recursive: true });
-  native.mountBpffs(parent);
-  fs.mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+  try {
+    if (!inBpffs(parent)) {
+      mkdirp(parent);
+      native.mountBpffs(parent);
+    }
+    mkdirp(pinDir, 0o700);
+  } catch (e) {
+    throw new DatapathError(DatapathErrorCode.BPFFS, `bpfPinDir ${pinDir}: cannot make it a directory in a bpf filesystem (${errText(e)}); berth mounts bpffs on its parent, so the parent must be creatable and mountable`);
+  }
 }
 
 export class Datapath implements DatapathApi {

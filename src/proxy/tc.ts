@@ -22,6 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../util/exec';
+import { inBpffs, mkdirp } from '../util/mounts';
 import { bpfObjectPath, loadNative, type NativeAddon } from '../native';
 import { ProxyError, ProxyErrorCode } from './errors';
 import { DEFAULT_REDIRECT_NAMES, type RedirectEntry } from './redirect-types';
@@ -182,7 +183,7 @@ function loadProgram(n: NativeAddon, pinDir: string): void {
   const p = pins(pinDir);
   const file = objectPath();
   if (!fs.existsSync(file)) throw new ProxyError(ProxyErrorCode.REDIRECT_UNSUPPORTED, `${file} is missing (npm run build compiles bpf/redirect.bpf.c)`);
-  fs.mkdirSync(p.dir, { recursive: true });
+  mkdirp(p.dir);
   const obj = n.loadObject(file, p.dir);
   try {
     const prog = obj.programs.find((x) => x.name === PROG_NAME);
@@ -306,11 +307,11 @@ export async function ebpfSupport(): Promise<{ ok: boolean; reason: string }> {
   } catch (e) {
     return { ok: false, reason: (e as Error).message };
   }
-  if (!fs.existsSync('/sys/fs/bpf')) return { ok: false, reason: 'bpffs is not mounted at /sys/fs/bpf' };
+  if (!inBpffs('/sys/fs/bpf')) return { ok: false, reason: 'bpffs is not mounted at /sys/fs/bpf (berthd mounts it at start; cannot probe before that)' };
   // A pin root of its own: the map is pinned by name, and must not land anywhere that matters.
   const dir = `/sys/fs/bpf/berth-redirect-probe-${process.pid}`;
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir);
     const obj = n.loadObject(file, dir);
     n.closeObject(obj.handle);
     return { ok: true, reason: 'tc program with bpf_sk_assign loads on this kernel' };

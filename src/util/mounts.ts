@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 
 export interface MountEntry {
   mountPoint: string;
@@ -31,4 +32,36 @@ export function mountsBelow(dir: string, file?: string): string[] {
     .map((m) => m.mountPoint)
     .filter((m) => m === dir || m.startsWith(dir + '/'))
     .sort((a, b) => b.length - a.length);
+}
+
+/** The mount that holds path (the longest mount point that is path or one of its ancestors). */
+export function mountOf(p: string, file?: string): MountEntry | undefined {
+  const abs = path.resolve(p);
+  return readMountInfo(file)
+    .filter((m) => m.mountPoint === '/' || abs === m.mountPoint || abs.startsWith(m.mountPoint + '/'))
+    .reduce<MountEntry | undefined>((best, m) => (!best || m.mountPoint.length >= best.mountPoint.length ? m : best), undefined);
+}
+
+/** Whether path lies in a bpf filesystem (pins can be made there). */
+export function inBpffs(p: string, file?: string): boolean {
+  return mountOf(p, file)?.fsType === 'bpf';
+}
+
+/**
+ * mkdir -p that cannot hang. Workaround: Node 20's fs.mkdirSync({recursive: true}) spins forever
+ * when mkdir(2) answers ENOENT although the parent exists, which is what sysfs does for
+ * /sys/fs/bpf/<x> on a host where bpffs is not mounted (seen on a fresh VM without systemd:
+ * the test run hung at 100% CPU). Here that ENOENT is thrown, naming the directory.
+ */
+export function mkdirp(dir: string, mode?: number): void {
+  try {
+    fs.mkdirSync(dir, { mode });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EEXIST' && fs.statSync(dir).isDirectory()) return;
+    const parent = path.dirname(dir);
+    if (err.code !== 'ENOENT' || parent === dir || fs.existsSync(parent)) throw err;
+    mkdirp(parent, mode);
+    fs.mkdirSync(dir, { mode });
+  }
 }
