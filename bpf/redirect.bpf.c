@@ -81,10 +81,13 @@ static __always_inline struct bpf_sock *__lookup_socket(struct __sk_buff *skb, s
 	struct bpf_sock *sk;
 
 	/* Packets after the SYN belong to a connection Envoy accepted: its local address is the
-	 * VIP (transparent socket), so the packet's own tuple finds it. */
+	 * VIP (transparent socket), so the packet's own tuple finds it. A TIME_WAIT entry is no
+	 * connection to hand the packet to: a client reusing the tuple sends a SYN, which the
+	 * TIME_WAIT code would look up on the VIP port (no listener there) and drop; the listener
+	 * below takes it instead (Cilium's proxy assign skips TIME_WAIT the same way). */
 	sk = bpf_skc_lookup_tcp(skb, t, tuple_size, BPF_F_CURRENT_NETNS, 0);
 	if (sk) {
-		if (sk->state != BPF_TCP_LISTEN)
+		if (sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_TIME_WAIT)
 			return sk;
 		bpf_sk_release(sk);
 	}
@@ -121,6 +124,10 @@ static __always_inline int __redirect4(struct __sk_buff *skb, struct iphdr *ip, 
 	__u16 listener_port;
 
 	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_TCP || ip->ihl < 5)
+		return -ENOENT;
+	/* Fragments: only the first carries the TCP header, and the stack reassembles after tc.
+	 * Leave them all alone rather than assign part of a datagram (MF flag or an offset). */
+	if (ip->frag_off & bpf_htons(0x3fff))
 		return -ENOENT;
 	tcp = (void *)ip + ip->ihl * 4;
 	if ((void *)(tcp + 1) > data_end)

@@ -129,18 +129,27 @@ static __always_inline int __lb_pick(struct bpf_sock_addr *ctx, struct berth_svc
 		goto refuse;
 	key->slot = (bpf_get_prandom_u32() % count) + 1;
 	slot = bpf_map_lookup_elem(&berth_services, key);
-	if (!slot)
-		goto refuse; /* shrinking right now: master count is written before slots go */
+	if (!slot) {
+		/* The service shrank between our read of the master and this lookup (berth writes the
+		 * smaller count first, then deletes the tail slots). Slot 1 exists whenever any
+		 * backend is left, so take it rather than refuse a service that still has backends. */
+		key->slot = 1;
+		slot = bpf_map_lookup_elem(&berth_services, key);
+		if (!slot)
+			goto refuse;
+	}
 	be = bpf_map_lookup_elem(&berth_backends, &slot->id);
 	if (!be)
 		goto refuse;
 	*out = *be;
+	/* Atomic although per CPU: sock_addr programs run preemptible (only migration is off), so
+	 * two sockets on one CPU can interleave here. */
 	if (cnt)
-		cnt->connects++;
+		__sync_fetch_and_add(&cnt->connects, 1);
 	return 1;
 refuse:
 	if (cnt)
-		cnt->no_backend++;
+		__sync_fetch_and_add(&cnt->no_backend, 1);
 	return -ECONNREFUSED;
 }
 
@@ -346,16 +355,25 @@ int berth_sock6_getpeername(struct bpf_sock_addr *ctx)
  * UDP fail-over: a connected UDP socket keeps its backend forever (no handshake ever fails), so
  * when a backend goes away berth fills berth_doomed and runs this iterator, which destroys
  * the matching sockets (the application sees ECONNABORTED and reconnects through the VIP).
- * TCP is left alone: a TCP peer that vanished already resets or times out by itself.
+ * Only sockets that berth balanced to that backend are touched: the reverse-NAT entry of the
+ * socket (by cookie and peer) proves it went through a VIP; a client that connected to the
+ * container's own address is not ours to kill. TCP is left alone: a TCP peer that vanished
+ * resets or times out by itself, and an established connection to a backend that merely left
+ * the service (unhealthy, stopping) keeps working.
  * The iterator walks the UDP sockets of the network namespace it is run in.
+ *
+ * __weak: kernels before 6.5 lack the kfunc. A strong extern would make libbpf refuse the whole
+ * object; weak, it resolves to nothing, this program fails to load, and the loader retries
+ * without it (UDP fail-over is then unavailable, as berth status reports).
  */
-extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym __weak;
 
 SEC("iter/udp")
 int berth_udp_destroy(struct bpf_iter__udp *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->udp_sk;
 	struct berth_destroy_key key = {};
+	struct berth_revnat_key rk = {};
 	__u16 family;
 
 	if (!sk)
@@ -363,14 +381,18 @@ int berth_udp_destroy(struct bpf_iter__udp *ctx)
 	key.port = sk->__sk_common.skc_dport;
 	if (key.port == 0)
 		return 0; /* not connected */
+	rk.port = key.port;
 	family = sk->__sk_common.skc_family;
 	if (family == AF_INET) {
 		key.family = BERTH_FAMILY_V4;
 		key.addr[0] = sk->__sk_common.skc_daddr;
+		rk.addr[0] = key.addr[0];
 	} else if (family == AF_INET6) {
 		__u32 *a = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32;
 		__u32 d[4] = { a[0], a[1], a[2], a[3] };
 
+		/* revnat holds the peer as the socket sees it: v4-mapped for a dual-stack socket. */
+		__builtin_memcpy(rk.addr, d, 16);
 		if (__addr_is_v4_mapped(d)) {
 			key.family = BERTH_FAMILY_V4;
 			key.addr[0] = d[3];
@@ -381,7 +403,11 @@ int berth_udp_destroy(struct bpf_iter__udp *ctx)
 	} else {
 		return 0;
 	}
-	if (bpf_map_lookup_elem(&berth_doomed, &key))
-		bpf_sock_destroy((struct sock_common *)sk);
+	if (!bpf_map_lookup_elem(&berth_doomed, &key))
+		return 0;
+	rk.cookie = bpf_get_socket_cookie(sk);
+	if (!bpf_map_lookup_elem(&berth_revnat, &rk))
+		return 0;
+	bpf_sock_destroy((struct sock_common *)sk);
 	return 0;
 }
