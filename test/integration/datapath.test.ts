@@ -198,7 +198,7 @@ test('ingress VIP from the host goes to 127.0.0.1:proxyPort (v4, and v6 via a v4
   t.deepEqual([r6.ok, r6.tag, r6.peer], [true, 'envoy-stand-in', `${ING_VIP6}:80`], JSON.stringify(r6));
 });
 
-test('removing a backend: no new connects to it, and its connected UDP sockets are destroyed (others kept)', async (t) => {
+test('removing a backend: no new connects to it, and its connected UDP sockets are destroyed (others and direct ones kept)', async (t) => {
   const dgram = await import('node:dgram');
   // Open connected UDP sockets until both backends have one.
   const socks: { s: import('node:dgram').Socket; tag: string; errors: string[] }[] = [];
@@ -221,6 +221,11 @@ test('removing a backend: no new connects to it, and its connected UDP sockets a
   t.truthy(toGone && toKept, `tags: ${socks.map((x) => x.tag).join(',')}`);
   const tcpBefore = await repeat(1, () => tcpProbe(VIP, 80));
   t.true(tcpBefore[0].ok);
+  // A socket connected to the backend's own address, not through the VIP: not berth's to kill.
+  const direct = { s: dgram.createSocket('udp4'), tag: 'direct', errors: [] as string[] };
+  direct.s.on('error', (e: NodeJS.ErrnoException) => direct.errors.push(e.code ?? e.message));
+  await new Promise<void>((resolve) => direct.s.connect(P.udp, '127.0.0.3', () => resolve()));
+  socks.push(direct);
 
   udpBackends = [['127.0.0.2', '::1']];
   webBackends = [['127.0.0.2', '::1']];
@@ -231,6 +236,13 @@ test('removing a backend: no new connects to it, and its connected UDP sockets a
   await until('the socket to the removed backend is aborted', async () => toGone!.errors.length > 0, 5000);
   t.is(toGone!.errors[0], 'ECONNABORTED');
   t.deepEqual(toKept!.errors, []);
+  t.deepEqual(direct.errors, [], 'the direct socket to the removed backend is left alone');
+  const directReply = await new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve('timeout'), 2000);
+    direct.s.once('message', (m) => { clearTimeout(timer); resolve(m.toString().split('|')[0]); });
+    direct.s.send('direct');
+  });
+  t.is(directReply, 'udp-127.0.0.3');
   const still = await new Promise<string>((resolve) => {
     const timer = setTimeout(() => resolve('timeout'), 2000);
     toKept!.s.once('message', (m) => { clearTimeout(timer); resolve(m.toString().split('|')[0]); });

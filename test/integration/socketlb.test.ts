@@ -3,6 +3,7 @@
  * engine, real traffic from the host and from containers, IPv4 and IPv6, TCP and UDP.
  */
 import test from 'ava';
+import net from 'node:net';
 import { Berthd, runCli, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, createTestNetwork, removeTestNetwork, docker } from '../helpers/docker';
 import { probeFromHost, probeFromContainer, tags, hostPort } from '../helpers/probe';
@@ -12,6 +13,30 @@ const SUITE = 'socketlb';
 const NET = 'bt-slb';
 const d = new Berthd({ name: 'slb' });
 let client = '';
+
+/** A TCP connection through the VIP to a berth-tcp-echo backend: its greeting, and echo(). */
+async function openEcho(vip: string, port: number): Promise<{ sock: net.Socket; greeting: string; echo(m: string): Promise<string> }> {
+  const sock = net.connect(port, vip);
+  sock.setEncoding('utf8');
+  let buf = '';
+  const waiters: (() => void)[] = [];
+  sock.on('data', (d: string) => { buf += d; waiters.splice(0).forEach((w) => w()); });
+  sock.on('error', () => waiters.splice(0).forEach((w) => w()));
+  const line = (): Promise<string> => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no line within 3 s (have ${JSON.stringify(buf)})`)), 3000);
+    const check = (): void => {
+      const i = buf.indexOf('\n');
+      if (i < 0) { waiters.push(check); return; }
+      clearTimeout(timer);
+      const l = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      resolve(l);
+    };
+    check();
+  });
+  const greeting = await line();
+  return { sock, greeting, echo: async (m) => { sock.write(`${m}\n`); return line(); } };
+}
 
 async function svc(name: string): Promise<ServiceView> {
   return waitFor(`service ${name}`, async () => (await d.services()).find((s) => s.name === name));
@@ -139,10 +164,18 @@ test('healthcheck: a backend only while healthy', async (t) => {
   // Starting (not yet healthy): no backend.
   t.is((await svc('checked')).backends.length, 0);
   await docker.getContainer(c.id).exec({ Cmd: ['touch', '/tmp/healthy'] }).then((e) => e.start({}));
-  await withBackends('checked', 1);
+  const checked = await withBackends('checked', 1);
+  t.deepEqual([...tags(await probeFromHost('tcp', checked.vip, 80, 4))], ['checked'], 'healthy: served');
+  // An established TCP connection through the VIP, held across the backend's withdrawal.
+  const held = await openEcho(checked.vip, 80);
+  t.teardown(() => held.sock.destroy());
+  t.is(held.greeting, 'checked');
   await docker.getContainer(c.id).exec({ Cmd: ['rm', '/tmp/healthy'] }).then((e) => e.start({}));
   await withBackends('checked', 0);
-  t.pass();
+  const [refused] = await probeFromHost('tcp', checked.vip, 80, 1);
+  t.is(refused.errno, 'ECONNREFUSED', `unhealthy: new connects refused: ${JSON.stringify(refused)}`);
+  // TCP connections already established are left alone (issue 2, part 5).
+  t.is(await held.echo('still-there'), 'still-there');
 });
 
 test('a stopping container leaves the backend set at its stop event, before it dies', async (t) => {
@@ -157,6 +190,8 @@ test('a stopping container leaves the backend set at its stop event, before it d
   await withBackends('slow', 0);
   const info = await docker.getContainer(c.id).inspect();
   t.true(info.State.Running, 'the backend was withdrawn while the container still ran');
+  const [r] = await probeFromHost('tcp', (await svc('slow')).vip, 80, 1);
+  t.is(r.errno, 'ECONNREFUSED', `no new connects to the stopping container: ${JSON.stringify(r)}`);
   await stopping;
 });
 
