@@ -125,16 +125,20 @@ export async function resolveCgroupRoot(
   }
   const target = path.join(o.runDir, 'cgroupv2');
   o.logger.info({ target, privateCgroupNamespace: priv }, 'mounting cgroup2 from the host cgroup and mount namespaces');
+  let r: { path: string; fd: number; mounted: boolean };
   try {
-    const r = await native.hostCgroup2({ hostProc: o.hostProc, target, enterCgroupns: true, pid: pid ?? 1 });
-    return done(r.path, r.fd, 'host-namespace-mount', r.mounted);
+    r = await native.hostCgroup2({ hostProc: o.hostProc, target, enterCgroupns: true, pid: pid ?? 1 });
   } catch (e) {
-    // Without the host's namespaces (wrong hostProc, no CAP_SYS_ADMIN over them) the best left
-    // is the visible hierarchy: VIPs then work below it only, and status says so
-    // (cgroupIsHostRoot=false) instead of berthd refusing to start.
-    const visible = cgroup2RootMounts()[0];
-    if (!visible) throw e;
-    o.logger.error({ err: e instanceof Error ? e.message : String(e), fallback: visible }, 'cannot mount cgroup2 in the host namespaces; attaching to the visible cgroup2 root');
-    return done(visible, native.openDir(visible), 'mountinfo', false);
+    // Without the host's namespaces (wrong hostProc, no CAP_SYS_ADMIN/CAP_SYS_CHROOT over them)
+    // berth could only attach to the cgroup it sees as the top, which is seed 000's bug: VIPs
+    // would work for berthd's own cgroup and silently for nobody else. `auto` promises the host
+    // root, so it refuses; an explicit cgroupRoot is the way to accept a partial attach.
+    throw new DatapathError(DatapathErrorCode.CGROUP, `cgroupRoot auto: the host's root cgroup is not visible here (${priv === null ? 'cgroup namespace unknown' : 'private cgroup namespace'}) and cannot be reached through ${o.hostProc}/${pid ?? 1}/ns (${e instanceof Error ? e.message : String(e)}); give berthd the host's /proc as hostProc and CAP_SYS_ADMIN + CAP_SYS_CHROOT, or set cgroupRoot to a cgroup2 directory to attach there knowingly`);
   }
+  const root = done(r.path, r.fd, 'host-namespace-mount', r.mounted);
+  if (!root.isHostRoot) {
+    native.closeFd(r.fd);
+    throw new DatapathError(DatapathErrorCode.CGROUP, `cgroupRoot auto: the cgroup2 mounted from ${o.hostProc}/${pid ?? 1}'s namespaces at ${r.path} is not the root cgroup (is hostProc the host's /proc?)`);
+  }
+  return root;
 }

@@ -8,8 +8,8 @@ import { Datapath } from '../../src/datapath';
 import { silentLogger } from '../../src/util/log';
 
 async function main(): Promise<void> {
-  const [pinDir, runDir, cidr, cidr6, vip, backend, port] = process.argv.slice(2);
-  const dp = await Datapath.open({ pinDir, runDir, cgroupRoot: 'auto', hostProc: '/proc', serviceCidr: cidr, serviceCidr6: cidr6, logger: silentLogger() });
+  const [pinDir, runDir, cidr, cidr6, vip, backend, port, hostProc = '/proc'] = process.argv.slice(2);
+  const dp = await Datapath.open({ pinDir, runDir, cgroupRoot: 'auto', hostProc, serviceCidr: cidr, serviceCidr6: cidr6, logger: silentLogger() });
   const r = await dp.sync([{
     name: 'cgns', kind: 'service', vip, vip6: null, ports: [{ port: 80, protocol: 'tcp', targetPort: Number(port) }],
     backends: [{ container: 'c', id: 'c', ip: backend, ip6: null }], routes: [], ingress: null, errors: [],
@@ -19,6 +19,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  const code = (e as { code?: unknown }).code;
+  process.stderr.write(`${typeof code === 'string' ? `${code} ` : ''}${e instanceof Error ? e.stack : String(e)}\n`);
   process.exit(1);
 });

@@ -71,3 +71,27 @@ test('private cgroup namespace: auto mounts cgroup2 in the host namespaces and a
   t.false(readMountInfo().some((m) => m.mountPoint.startsWith(OPTS.runDir)));
   t.notRegex((await run('bpftool', ['cgroup', 'show', v2])).stdout, new RegExp(`^\\s*${progId}\\s`, 'm'));
 });
+
+test('private cgroup namespace without the host\'s /proc: auto refuses (BERTH_DP_CGROUP) instead of attaching to its own cgroup', async (t) => {
+  const v2 = cgroup2RootMounts()[0];
+  const cg = path.join(v2, `bt-dp-cgns-refuse-${process.pid}`);
+  t.teardown(async () => {
+    await Datapath.cleanup(OPTS);
+    fs.rmSync(OPTS.runDir, { recursive: true, force: true });
+    try { fs.rmdirSync(cg); } catch { /* already gone */ }
+  });
+  await Datapath.cleanup(OPTS);
+  fs.mkdirSync(cg, { recursive: true });
+  // Like a --cgroupns=private container: the host's view of cgroup2 is gone (unmounted in the
+  // child's private mount namespace only), cgroup2 mounted inside the namespace shows the
+  // child's own cgroup as its top (seed 000), and hostProc leads nowhere.
+  const child = path.join(__dirname, 'datapath-cgns-child.js');
+  const script = `echo $$ > ${cg}/cgroup.procs && exec unshare --cgroup --mount --propagation private sh -c 'umount ${v2} && mount -t cgroup2 cgroup2 ${v2} && exec "$0" "$@"' ${process.execPath} ${child} "$@"`;
+  const r = await run('sh', ['-c', script, 'sh', OPTS.pinDir, OPTS.runDir, OPTS.serviceCidr, OPTS.serviceCidr6, VIP, '127.0.0.4', String(PORT), '/nonexistent-proc'], { timeoutMs: 30000 });
+  t.not(r.code, 0, r.stdout);
+  t.regex(r.stderr, /^BERTH_DP_CGROUP (DatapathError: )?cgroupRoot auto: the host's root cgroup is not visible here .* cannot be reached through \/nonexistent-proc\/1\/ns/m, r.stderr);
+  t.regex(r.stderr, /set cgroupRoot to a cgroup2 directory/);
+  // Nothing was attached anywhere: no link pins, and no berth program below the test cgroup.
+  t.false(fs.existsSync(path.join(OPTS.pinDir, 'link_berth_sock4_connect')));
+  t.notRegex((await run('bpftool', ['cgroup', 'show', cg])).stdout, /berth_/);
+});
