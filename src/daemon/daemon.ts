@@ -60,7 +60,10 @@ export class Daemon {
   private snapshot: DockerSnapshot | null = null;
   private last: ReconcileRecord | null = null;
   private ready = false;
+  private becomingReady = false;
   private stopping = false;
+  /** When the reconcile now running began (0: none running); the watchdog checks it. */
+  private reconcileSince = 0;
   private running: Promise<void> | null = null;
   private dirty = false;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -171,10 +174,13 @@ export class Daemon {
     this.running = (async () => {
       while (this.dirty && !this.stopping) {
         this.dirty = false;
+        this.reconcileSince = Date.now();
         await this.reconcile();
+        this.reconcileSince = 0;
       }
     })().finally(() => {
       this.running = null;
+      this.reconcileSince = 0;
     });
   }
 
@@ -215,7 +221,11 @@ export class Daemon {
       }
       this.desired = state;
       this.metrics.reconciles.inc({ result: 'ok' });
-      if (!this.ready) await this.becomeReady();
+      // Not awaited: waiting for Envoy's ACK must not hold up the next reconcile.
+      if (!this.ready && !this.becomingReady) {
+        this.becomingReady = true;
+        void this.becomeReady();
+      }
     } catch (e) {
       rec.error = (e as Error).message;
       this.metrics.reconciles.inc({ result: 'error' });
@@ -231,12 +241,13 @@ export class Daemon {
   /** READY=1: Docker listed, programs attached, maps reconciled, Envoy configured (or reported missing). */
   private async becomeReady(): Promise<void> {
     const deadline = Date.now() + 15000;
-    while (this.proxy && Date.now() < deadline) {
+    while (this.proxy && !this.stopping && Date.now() < deadline) {
       const env = this.proxy.status().envoy;
       const wantsConfig = this.desired?.services.some((s) => s.kind === 'ingress') ?? false;
       if (env.state === 'missing' || env.state === 'stopped' || !wantsConfig || env.ackedVersion) break;
       await new Promise((r) => setTimeout(r, 100));
     }
+    if (this.stopping) return;
     this.ready = true;
     this.notifier.ready();
     this.log.info('ready');
@@ -257,13 +268,28 @@ export class Daemon {
     }
   }
 
-  /** Watchdog pings come from a timer on the event loop: a hung loop stops them and systemd restarts us. */
+  /**
+   * Watchdog pings come from a timer on the event loop, so a blocked loop stops them; and a ping
+   * is skipped while a reconcile has been running longer than the watchdog interval (a Docker,
+   * iptables or map call that never returns), so a wedged reconcile gets berthd restarted too.
+   */
   private startWatchdog(): void {
     const usec = Number(process.env.WATCHDOG_USEC ?? 0);
     const pid = process.env.WATCHDOG_PID ? Number(process.env.WATCHDOG_PID) : process.pid;
     if (!usec || pid !== process.pid) return;
-    const everyMs = Math.max(100, Math.floor(usec / 1000 / 2));
-    this.watchdogTimer = setInterval(() => this.notifier.watchdog(), everyMs);
+    const limitMs = usec / 1000;
+    const everyMs = Math.max(100, Math.floor(limitMs / 2));
+    let warned = false;
+    this.watchdogTimer = setInterval(() => {
+      const stuckMs = this.reconcileSince ? Date.now() - this.reconcileSince : 0;
+      if (stuckMs > limitMs) {
+        if (!warned) this.log.error({ stuckMs }, 'a reconcile has not finished within the watchdog interval; no more watchdog pings (systemd restarts berthd)');
+        warned = true;
+        return;
+      }
+      warned = false;
+      this.notifier.watchdog();
+    }, everyMs);
     this.log.info({ everyMs }, 'systemd watchdog enabled');
   }
 
