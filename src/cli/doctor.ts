@@ -12,6 +12,7 @@ import type { Config } from '../daemon/config';
 import { run } from '../util/exec';
 import { findCgroup2Mounts, inBpffs } from '../util/mounts';
 import { hostNsPid, privateCgroupNamespace } from '../datapath/cgroup';
+import { probeTproxy } from '../proxy/iptables';
 
 export type Level = 'OK' | 'WARN' | 'FAIL';
 
@@ -120,21 +121,10 @@ async function iptablesChecks(): Promise<Check[]> {
       out.push(warn('iptables flavour', 'rules exist in both iptables-legacy and iptables-nft', 'mixed backends make TPROXY order unpredictable; move everything to one backend'));
     }
   }
-  // Try TPROXY and the socket match in a namespace of our own: a real probe that cannot touch the host.
-  const ns = `berth-doctor-${process.pid}`;
-  const add = await run('ip', ['netns', 'add', ns]);
-  if (add.code !== 0) {
-    out.push(warn('TPROXY', `could not create a probe namespace: ${add.stderr.trim()}`, 'run berth doctor as root'));
-    return out;
-  }
-  try {
-    const t = await run('ip', ['netns', 'exec', ns, 'iptables', '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-j', 'TPROXY', '--on-port', '15000', '--tproxy-mark', '0x200/0xf00']);
-    out.push(t.code === 0 ? ok('TPROXY', 'TPROXY target works (redirect: iptables)') : fail('TPROXY', t.stderr.trim(), 'load xt_TPROXY / enable CONFIG_NETFILTER_XT_TARGET_TPROXY'));
-    const s = await run('ip', ['netns', 'exec', ns, 'iptables', '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'socket', '--transparent', '-j', 'MARK', '--set-mark', '0x200/0xf00']);
-    out.push(s.code === 0 ? ok('socket match', 'xt_socket works') : warn('socket match', s.stderr.trim(), 'load xt_socket (CONFIG_NETFILTER_XT_MATCH_SOCKET)'));
-  } finally {
-    await run('ip', ['netns', 'del', ns]);
-  }
+  // TPROXY and the socket match, tried in a network namespace of their own (never the host's tables).
+  const probe = await probeTproxy();
+  out.push(probe.tproxy.ok ? ok('TPROXY', 'TPROXY target works (redirect: iptables)') : fail('TPROXY', probe.tproxy.error, 'load xt_TPROXY / enable CONFIG_NETFILTER_XT_TARGET_TPROXY'));
+  out.push(probe.socketMatch.ok ? ok('socket match', 'xt_socket works') : warn('socket match', probe.socketMatch.error, 'load xt_socket (CONFIG_NETFILTER_XT_MATCH_SOCKET)'));
   return out;
 }
 

@@ -122,16 +122,27 @@ export async function removeIptables(names: RedirectNames = DEFAULT_REDIRECT_NAM
   return removed;
 }
 
-/** Can this host do TPROXY? Probed in a throwaway network namespace, never on the host's tables. */
+/**
+ * Run one iptables command in a throwaway network namespace of its own (`unshare --net`): a real
+ * probe that cannot touch the host's tables, needs no /run/netns (read-only under the unit's
+ * ProtectSystem=strict) and leaves nothing behind even if berth dies mid-probe.
+ */
+async function probeInNetns(args: string[]): Promise<{ ok: boolean; error: string }> {
+  const r = await run('unshare', ['--net', '--', 'iptables', '-w', '5', ...args]);
+  return { ok: r.code === 0, error: r.stderr.trim() };
+}
+
+/** Can this host do TPROXY, and the socket match? */
+export async function probeTproxy(): Promise<{ tproxy: { ok: boolean; error: string }; socketMatch: { ok: boolean; error: string } }> {
+  const [tproxy, socketMatch] = await Promise.all([
+    probeInNetns(['-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'TPROXY', '--on-port', '15000', '--tproxy-mark', '0x200/0xf00']),
+    probeInNetns(['-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'socket', '--transparent', '-j', 'MARK', '--set-mark', '0x200/0xf00']),
+  ]);
+  return { tproxy, socketMatch };
+}
+
+/** Can redirect: iptables work here? */
 export async function iptablesSupport(): Promise<{ ok: boolean; reason: string }> {
-  const ns = `bt-px-probe-${process.pid}`;
-  const add = await run('ip', ['netns', 'add', ns]);
-  if (add.code !== 0) return { ok: false, reason: `cannot create a probe namespace: ${add.stderr.trim()}` };
-  try {
-    const r = await run('ip', ['netns', 'exec', ns, 'iptables', '-w', '5', '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'addrtype', '--dst-type', 'LOCAL',
-      '-m', 'comment', '--comment', 'berth', '-j', 'TPROXY', '--on-port', '15000', '--tproxy-mark', '0x200/0xf00']);
-    return r.code === 0 ? { ok: true, reason: 'iptables TPROXY target available' } : { ok: false, reason: `TPROXY unavailable: ${r.stderr.trim()}` };
-  } finally {
-    await run('ip', ['netns', 'del', ns]);
-  }
+  const { tproxy } = await probeTproxy();
+  return tproxy.ok ? { ok: true, reason: 'iptables TPROXY target available' } : { ok: false, reason: `TPROXY unavailable: ${tproxy.error}` };
 }

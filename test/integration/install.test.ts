@@ -34,6 +34,12 @@ test('install into a scratch root, run, cleanup, uninstall: host as before', asy
   const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/berthd.service'), 'utf8');
   t.regex(unit, /^Type=notify$/m);
   t.regex(unit, /^WatchdogSec=/m);
+  // The node this was installed with, by absolute path (systemd does not search PATH like a shell).
+  t.true(unit.includes(`ExecStart=${fs.realpathSync(process.execPath)} /opt/berth/dist/src/daemon/main.js`), unit.match(/^ExecStart=.*$/m)?.[0]);
+  t.regex(unit, /^CapabilityBoundingSet=.*\bCAP_SYS_CHROOT\b/m, 'setns(CLONE_NEWNS) needs CAP_SYS_CHROOT');
+  // systemd's own parser: it exits 0 but names every unknown key, bad value or missing binary on stderr.
+  const verify = await run('systemd-analyze', ['verify', path.join(root, 'etc/systemd/system/berthd.service')]);
+  t.deepEqual([verify.code, verify.stderr.trim()], [0, ''], 'systemd-analyze verify finds nothing');
 
   // Run the installed daemon with the default paths and let it create its state.
   const daemon = spawn(process.execPath, [path.join(root, 'opt/berth/dist/src/daemon/main.js'), '--config', path.join(root, 'etc/berth/config.yaml')], { stdio: 'ignore' });
