@@ -18,6 +18,35 @@ export interface InspectLike {
   } | null;
 }
 
+/** The subset of a `GET /containers/json` entry (the list's summary) that berth reads. */
+export interface SummaryLike {
+  Id: string;
+  Names?: string[] | null;
+  Created?: number;
+  Labels?: Record<string, string> | null;
+  State?: string;
+  /** "Up 5 minutes (healthy)": the health is in parentheses, the uptime is noise. */
+  Status?: string;
+  NetworkSettings?: {
+    Networks?: Record<string, { NetworkID?: string; IPAddress?: string; GlobalIPv6Address?: string } | null> | null;
+  } | null;
+}
+
+/**
+ * What in a container's list summary berth depends on: names, creation, state, health, labels,
+ * networks and addresses. Equal signatures mean a previous inspect still describes the
+ * container, except for what only events reveal (a restart between two lists), which the watcher
+ * handles by dropping the cached inspect of every container an event names.
+ */
+export function summarySignature(s: SummaryLike): string {
+  const health = /\((healthy|unhealthy|health: starting)\)/.exec(s.Status ?? '')?.[1] ?? '';
+  const nets = Object.entries(s.NetworkSettings?.Networks ?? {})
+    .map(([name, v]) => [name, v?.NetworkID ?? '', v?.IPAddress ?? '', v?.GlobalIPv6Address ?? ''].join(' '))
+    .sort();
+  const labels = Object.entries(s.Labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([s.Names ?? [], s.Created ?? 0, s.State ?? '', health, labels, nets]);
+}
+
 /** The subset of a `GET /networks` entry that berth reads. */
 export interface NetworkLike {
   Id: string;

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { exposedPorts, toContainerInfo, toNetworkInfo } from '../../../src/docker/convert';
+import { exposedPorts, summarySignature, toContainerInfo, toNetworkInfo, type SummaryLike } from '../../../src/docker/convert';
 
 test('a running container with health, two networks, exposed ports', (t) => {
   const info = toContainerInfo({
@@ -60,4 +60,28 @@ test('creation time from inspect (nanosecond RFC 3339) orders containers; absent
   t.is(toContainerInfo({ ...base, Created: '2026-11-24T21:31:05.123456789Z' }, false).created, Date.parse('2026-11-24T21:31:05.123Z'));
   t.false('created' in toContainerInfo(base, false));
   t.false('created' in toContainerInfo({ ...base, Created: 'yesterday' }, false));
+});
+
+test('summarySignature: uptime text and label order do not matter; names, state, health, labels and addresses do', (t) => {
+  const base: SummaryLike = {
+    Id: 'x', Names: ['/web-1'], Created: 1700000000, State: 'running', Status: 'Up 5 minutes (healthy)',
+    Labels: { 'berth.service': 'web', 'berth.ports': '80:8080' },
+    NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: '172.17.0.2', GlobalIPv6Address: '' } } },
+  };
+  const sig = summarySignature(base);
+  t.is(summarySignature({ ...base, Status: 'Up 2 hours (healthy)' }), sig, 'uptime is noise');
+  t.is(summarySignature({ ...base, Labels: { 'berth.ports': '80:8080', 'berth.service': 'web' } }), sig, 'label order is noise');
+  const changes: [string, SummaryLike][] = [
+    ['name', { ...base, Names: ['/web-2'] }],
+    ['state', { ...base, State: 'exited', Status: 'Exited (0) 1 second ago' }],
+    ['health', { ...base, Status: 'Up 5 minutes (unhealthy)' }],
+    ['health starting', { ...base, Status: 'Up 1 second (health: starting)' }],
+    ['label', { ...base, Labels: { 'berth.service': 'api', 'berth.ports': '80:8080' } }],
+    ['IPv4 address', { ...base, NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: '172.17.0.3', GlobalIPv6Address: '' } } } }],
+    ['IPv6 address', { ...base, NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: '172.17.0.2', GlobalIPv6Address: 'fd00::2' } } } }],
+    ['network', { ...base, NetworkSettings: { Networks: { other: { NetworkID: 'n2', IPAddress: '172.17.0.2', GlobalIPv6Address: '' } } } }],
+    ['created', { ...base, Created: 1700000001 }],
+  ];
+  for (const [what, s] of changes) t.not(summarySignature(s), sig, what);
+  t.notThrows(() => summarySignature({ Id: 'bare' }), 'a summary with nothing but an id');
 });

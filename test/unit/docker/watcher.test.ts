@@ -1,116 +1,22 @@
 /**
- * The watcher's loop logic against a fake engine (an HTTP server on a unix socket of the test's
- * own) whose timing and answers the test controls: subscribe-before-list, coalescing and the
- * one-list-at-a-time rule, vanished containers, failed lists, stop-signal decoding, missed starts.
+ * The watcher's loop logic against a fake engine (test/helpers/fake-engine.ts) whose timing and
+ * answers the test controls: subscribe-before-list, coalescing and the one-list-at-a-time rule,
+ * vanished containers, failed lists, stop-signal decoding, missed starts.
  */
 import test from 'ava';
-import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
 import { DockerWatcher } from '../../../src/docker/watcher';
 import type { DockerSnapshot } from '../../../src/model/types';
 import { silentLogger } from '../../../src/util/log';
-
-interface FakeContainer {
-  Id: string;
-  Name: string;
-  State: { Status: string; StartedAt: string };
-  Config: { Labels: Record<string, string>; StopSignal?: string };
-  NetworkSettings: { Networks: Record<string, { NetworkID: string; IPAddress: string; GlobalIPv6Address: string }> };
-}
-
-class FakeEngine {
-  readonly socket: string;
-  containers = new Map<string, FakeContainer>();
-  /** ids whose inspect answers 404 (removed between list and inspect) or 500. */
-  inspect404 = new Set<string>();
-  failInspect = false;
-  listDelayMs = 0;
-  requests: string[] = [];
-  lists = 0;
-  listsInFlight = 0;
-  maxListsInFlight = 0;
-  private streams = new Set<http.ServerResponse>();
-  private server: http.Server;
-
-  constructor(dir: string) {
-    this.socket = path.join(dir, 'engine.sock');
-    this.server = http.createServer((req, res) => void this.handle(req, res));
-  }
-
-  listen(): Promise<void> {
-    return new Promise((resolve) => this.server.listen(this.socket, resolve));
-  }
-
-  close(): Promise<void> {
-    for (const s of this.streams) s.destroy();
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-
-  /** Push one event to every subscriber. */
-  event(ev: object): void {
-    for (const s of this.streams) s.write(`${JSON.stringify(ev)}\n`);
-  }
-
-  get subscribers(): number {
-    return this.streams.size;
-  }
-
-  add(id: string, name: string, extra: Partial<FakeContainer['Config']> = {}, startedAt = '2026-01-01T00:00:00.000000000Z'): void {
-    this.containers.set(id, {
-      Id: id, Name: `/${name}`, State: { Status: 'running', StartedAt: startedAt }, Config: { Labels: {}, ...extra },
-      NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: `172.17.0.${this.containers.size + 2}`, GlobalIPv6Address: '' } } },
-    });
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const p = url.pathname.replace(/^\/v[\d.]+/, '');
-    this.requests.push(p);
-    const json = (code: number, body: unknown): void => {
-      res.writeHead(code, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
-    if (p === '/events') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.flushHeaders();
-      this.streams.add(res);
-      res.on('close', () => this.streams.delete(res));
-      return;
-    }
-    if (p === '/containers/json') {
-      this.lists++;
-      this.listsInFlight++;
-      this.maxListsInFlight = Math.max(this.maxListsInFlight, this.listsInFlight);
-      if (this.listDelayMs) await new Promise((r) => setTimeout(r, this.listDelayMs));
-      this.listsInFlight--;
-      return json(200, [...this.containers.values()].map((c) => ({ Id: c.Id, Names: [c.Name] })));
-    }
-    const m = /^\/containers\/([^/]+)\/json$/.exec(p);
-    if (m) {
-      if (this.failInspect) return json(500, { message: 'engine trouble' });
-      const c = this.containers.get(m[1]);
-      if (!c || this.inspect404.has(m[1])) return json(404, { message: `No such container: ${m[1]}` });
-      return json(200, c);
-    }
-    if (p === '/networks') return json(200, [{ Id: 'n1', Name: 'bridge', IPAM: { Config: [{ Subnet: '172.17.0.0/16', Gateway: '172.17.0.1' }] } }]);
-    json(404, { message: 'not faked' });
-  }
-}
+import { FakeEngine } from '../../helpers/fake-engine';
 
 async function setup(t: import('ava').ExecutionContext, opts: { resyncMs?: number; debounceMs?: number } = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-fake-engine-'));
-  const engine = new FakeEngine(dir);
-  await engine.listen();
+  const engine = await FakeEngine.start();
   const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: opts.resyncMs ?? 600000, debounceMs: opts.debounceMs ?? 20, backoffMinMs: 20, backoffMaxMs: 100 });
   const snaps: DockerSnapshot[] = [];
   w.on('snapshot', (s) => snaps.push(s));
   t.teardown(async () => {
     await w.stop();
     await engine.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   });
   return { engine, w, snaps };
 }
@@ -249,4 +155,38 @@ test('stop() ends the stream and the loop; no snapshot afterwards', async (t) =>
   engine.event(ev('start', 'a'));
   await new Promise((r) => setTimeout(r, 150));
   t.is(snaps.length, n);
+});
+
+test('inspect cache: unchanged containers are not inspected again; an event, a changed summary or a reconnect re-inspects', async (t) => {
+  const { engine, w, snaps } = await setup(t, { resyncMs: 60 });
+  engine.add('a', 'alpha', { Labels: { 'berth.service': 'web' } });
+  engine.add('b', 'beta');
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  t.is(engine.inspects, 2, 'the first list inspects everything');
+  // Periodic resyncs: full lists, but nothing changed, so no inspects.
+  const lists = engine.lists;
+  await until('two more resyncs', () => engine.lists >= lists + 2);
+  t.is(engine.inspects, 2);
+  t.is(w.snapshot!.containers.length, 2);
+  // An event names a container: that one is inspected again (a restart changes only inspect fields).
+  engine.containers.get('b')!.State.StartedAt = '2026-02-02T00:00:00Z';
+  engine.event(ev('restart', 'b'));
+  await until('b re-inspected', () => engine.inspects === 3);
+  // A changed summary without an event (a label, an address, health): re-inspected.
+  engine.containers.get('a')!.NetworkSettings.Networks.bridge.IPAddress = '172.17.9.9';
+  await until('a re-inspected with its new address', () => get(w.snapshot, 'a')?.networks[0].ip === '172.17.9.9');
+  t.is(engine.inspects, 4);
+  engine.containers.get('a')!.State.Health = { Status: 'healthy' };
+  await until('a healthy', () => get(w.snapshot, 'a')?.health === 'healthy');
+  t.is(engine.inspects, 5);
+  // A reconnect starts over: everything is inspected again.
+  engine.failInspect = true;
+  engine.event(ev('start', 'a'));
+  await until('disconnected', () => w.connection === 'disconnected');
+  engine.failInspect = false;
+  const before = engine.inspects;
+  await until('reconnected', () => w.connection === 'connected');
+  t.true(engine.inspects - before >= 2, `${engine.inspects - before} inspects after the reconnect`);
+  t.is(w.inspectCalls, engine.inspects);
 });
