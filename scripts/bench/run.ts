@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cleanup, installExitHandlers, sweepLeftovers } from './lib/cleanup';
+import { cleanup, installExitHandlers, onBail, sweepLeftovers } from './lib/cleanup';
 import { buildLoadgen, ensureImage } from './lib/docker';
 import type { Mode } from './lib/loadgen';
 import { datapathMarkdown, whatIfMarkdown, evaluateTargets, fmtSummary, targetsMarkdown, type Results } from './lib/report';
@@ -121,8 +121,27 @@ function controlMarkdown(c: ControlReport): string {
 function coldMarkdown(k: ColdReport): string {
   if (k.status !== 'ok') return `Cold start: ${k.status}: ${k.reason}`;
   const s = (f: (r: ColdReport['runs'][number]) => number, d = 0) => fmtSummary(summarize(k.runs.map(f)), d);
-  const out = [
-    `Fresh process, fresh pins, ${k.services.toLocaleString('en-US')} services × ${k.backends} backends (synthetic snapshot), ${k.runs.length} rounds, median (min–max):`,
+  const b = (f: (r: ColdReport['berthd'][number]) => number, d = 0) => fmtSummary(summarize(k.berthd.map(f)), d);
+  const out: string[] = [];
+  if (k.berthd.length) {
+    out.push(
+      `The real berthd, fresh pins, against a fake Docker engine listing ${k.berthd[0].containers.toLocaleString('en-US')} labelled containers (${k.services.toLocaleString('en-US')} services × ${k.backends}), ${k.berthd.length} rounds, median (min–max):`,
+      '',
+      '| berthd | value |',
+      '|---|---|',
+      `| **spawn → ready, every backend in the maps** | **${b((r) => r.readyMs)} ms** |`,
+      `| of which its first reconcile (model + maps, from /status) | ${b((r) => r.reconcileMs)} ms |`,
+      `| Docker API inspects during the cold start | ${b((r) => r.inspects)} |`,
+      `| RSS when ready; peak (VmHWM) | ${b((r) => r.rssMb, 1)} MB; ${b((r) => r.hwmMb, 1)} MB |`,
+      `| CPU time, spawn → ready | ${b((r) => r.cpuMs)} ms |`,
+      `| one Docker event at this size (new address): event → reconciled | ${b((r) => r.eventMs)} ms, ${b((r) => r.eventInspects)} inspect(s) |`,
+      '',
+    );
+  } else if (k.berthdError) {
+    out.push(`The real berthd against a fake engine: failed: ${k.berthdError}`, '');
+  }
+  out.push(
+    'The reconcile alone, in a fresh process (cold-child.js: berthd\'s model and datapath modules on a snapshot already in memory), median (min–max):',
     '',
     '| phase | value |',
     '|---|---|',
@@ -136,8 +155,8 @@ function coldMarkdown(k: ColdReport): string {
     `| RSS after a full GC: all of it / modules loaded, no state / + the Docker snapshot | ${s((r) => r.rssAfterGcMb, 1)} / ${s((r) => r.rssLoadedMb, 1)} / ${s((r) => r.rssSnapshotMb, 1)} MB |`,
     `| map entries afterwards | ${k.runs[0].counts.services} service, ${k.runs[0].counts.backends} backend |`,
     `| map writes/s through the addon (sync) | ${s((r) => r.writesPerS)} |`,
-  ];
-  if (k.batch.length) out.push(`| map writes/s, \`bpftool batch file\` (same count) | ${fmtSummary(summarize(k.batch.map((b) => b.writesPerS)))} |`);
+  );
+  if (k.batch.length) out.push(`| map writes/s, \`bpftool batch file\` (same count) | ${fmtSummary(summarize(k.batch.map((x) => x.writesPerS)))} |`);
   else if (k.batchError) out.push(`| bpftool batch | failed: ${k.batchError} |`);
   const errs = k.runs.filter((r) => r.serviceErrors || r.labelErrors);
   if (errs.length) out.push('', `Errors: ${errs.map((r) => `${r.serviceErrors} service / ${r.labelErrors} label errors (${r.firstError})`).join('; ')}`);
@@ -221,6 +240,18 @@ async function main(): Promise<void> {
     l7: null,
     targets: [],
   };
+  const write = (partial: string | null): void => {
+    res.finishedAt = new Date().toISOString();
+    res.durationS = (Date.now() - started) / 1000;
+    res.targets = evaluateTargets(res);
+    if (partial) (res as Results & { partial?: string }).partial = partial;
+    const md = (partial ? `**Partial run (${partial}): the scenarios not reached are missing.**\n\n` : '') + markdown(res);
+    fs.writeFileSync(path.join(OUT_DIR, 'results.json'), JSON.stringify(res, null, 2) + '\n');
+    fs.writeFileSync(path.join(OUT_DIR, 'results.md'), md);
+    process.stdout.write(md);
+    log(`wrote ${path.relative(process.cwd(), path.join(OUT_DIR, 'results.json'))} and results.md in ${Math.round(res.durationS)} s`);
+  };
+  onBail(() => write('cut short by a signal or the time bound'));
   try {
     if (cfg.only.has('datapath')) res.datapath = await datapathScenario(cfg.datapath);
     if (cfg.only.has('whatif')) res.whatif = await whatIfScenario({ rounds: cfg.cold.rounds, seconds: cfg.datapath.seconds, cpu: cfg.datapath.cpu });
@@ -230,14 +261,7 @@ async function main(): Promise<void> {
   } finally {
     await cleanup.runAll();
   }
-  res.finishedAt = new Date().toISOString();
-  res.durationS = (Date.now() - started) / 1000;
-  res.targets = evaluateTargets(res);
-  const md = markdown(res);
-  fs.writeFileSync(path.join(OUT_DIR, 'results.json'), JSON.stringify(res, null, 2) + '\n');
-  fs.writeFileSync(path.join(OUT_DIR, 'results.md'), md);
-  process.stdout.write(md);
-  log(`wrote ${path.relative(process.cwd(), path.join(OUT_DIR, 'results.json'))} and results.md in ${Math.round(res.durationS)} s`);
+  write(null);
 }
 
 main().then(

@@ -96,6 +96,13 @@ function splitRule(s: string): string[] {
   return out;
 }
 
+let partialWriter: (() => void) | null = null;
+
+/** What to write when the run is cut short: the scenarios finished so far still count. */
+export function onBail(fn: () => void): void {
+  partialWriter = fn;
+}
+
 /** Install SIGINT/SIGTERM handlers that clean up and exit, and a global time bound. */
 export function installExitHandlers(boundMs: number): void {
   let exiting = false;
@@ -106,6 +113,11 @@ export function installExitHandlers(boundMs: number): void {
     log(`${why}: cleaning up`);
     const t = setTimeout(() => process.exit(code), 60000);
     await cleanup.runAll();
+    try {
+      partialWriter?.();
+    } catch (e) {
+      log(`writing the partial results failed: ${(e as Error).message}`);
+    }
     await sleep(10);
     clearTimeout(t);
     process.exit(code);

@@ -168,11 +168,17 @@ export function evaluateTargets(res: Results): Target[] {
     t.push({ target: 'docker run → VIP answers: p99 ≤ own IP p99 + 100 ms', measured: c?.reason ?? 'not run', met: null });
   }
   const k = res.cold;
-  if (k && k.status === 'ok' && k.runs.length) {
+  const size = k ? `${k.services.toLocaleString('en-US')}×${k.backends}` : '10,000×4';
+  if (k && k.berthd?.length) {
+    const ready = summarize(k.berthd.map((x) => x.readyMs));
+    const rss = summarize(k.berthd.map((x) => x.rssMb));
+    t.push({ target: `${size} cold reconcile ≤ 2 s (real berthd: spawn → every backend in the maps)`, measured: `${fmtSummary(ready)} ms`, met: ready.median <= 2000 });
+    t.push({ target: 'berthd RSS ≤ 150 MB at that size', measured: `${fmtSummary(rss, 1)} MB`, met: rss.median <= 150 });
+  } else if (k && k.status === 'ok' && k.runs.length) {
     const total = summarize(k.runs.map((x) => x.totalMs));
     const rss = summarize(k.runs.map((x) => x.rssMb));
-    t.push({ target: `${k.services.toLocaleString('en-US')}×${k.backends} cold reconcile ≤ 2 s`, measured: `${fmtSummary(total)} ms`, met: total.median <= 2000 });
-    t.push({ target: 'RSS ≤ 150 MB at that size', measured: `${fmtSummary(rss, 1)} MB`, met: rss.median <= 150 });
+    t.push({ target: `${size} cold reconcile ≤ 2 s (reconcile only; the berthd run failed: ${k.berthdError ?? '?'})`, measured: `${fmtSummary(total)} ms`, met: total.median <= 2000 });
+    t.push({ target: 'RSS ≤ 150 MB at that size (reconcile-only process)', measured: `${fmtSummary(rss, 1)} MB`, met: rss.median <= 150 });
   } else {
     t.push({ target: '10,000×4 cold reconcile ≤ 2 s; RSS ≤ 150 MB', measured: k?.reason ?? 'not run', met: null });
   }
@@ -183,7 +189,7 @@ export function evaluateTargets(res: Results): Target[] {
     const e = summarize(rps('ebpf')!.runs.map((r) => r.rps)).median;
     const i = summarize(rps('iptables')!.runs.map((r) => r.rps)).median;
     const x = summarize(rps('envoy')!.runs.map((r) => r.rps)).median;
-    t.push({ target: 'ingress via ebpf ≥ via iptables (req/s)', measured: `${fmt(e)} vs ${fmt(i)} (${fmt(e / i, 3)}×)`, met: e >= i * 0.99 });
+    t.push({ target: 'ingress via ebpf ≥ via iptables (req/s)', measured: `${fmt(e)} vs ${fmt(i)} (${fmt(e / i, 3)}×)`, met: e >= i });
     t.push({ target: 'both ≥ 0.9× straight to Envoy', measured: `ebpf ${fmt(e / x, 3)}×, iptables ${fmt(i / x, 3)}× of ${fmt(x)}`, met: e >= 0.9 * x && i >= 0.9 * x });
   } else {
     t.push({ target: 'ingress via ebpf ≥ via iptables, both ≥ 0.9× straight to Envoy', measured: l?.reason ?? l?.variants.filter((v) => v.status !== 'ok').map((v) => `${v.id}: ${v.reason}`).join('; ') ?? 'not run', met: null });

@@ -1,8 +1,12 @@
 /**
  * Scenario 2b, cold start at size and map write speed, interleaved per round:
- *   A  a fresh berthd-like process (cold-child.js) reconciling S services × B backends from a
- *      synthetic Docker snapshot into fresh pinned maps: time, RSS, CPU, the addon's writes/s;
- *   B  the same number of map updates written with `bpftool batch file` into a hash map of the
+ *   A  the real berthd (dist/src/daemon/main.js) started against a fake Docker engine
+ *      (test/helpers/fake-engine.ts) that lists S × B labelled containers: time from spawn until
+ *      berthd is ready with every backend in the maps (list + inspects + model + maps), its RSS
+ *      and CPU then, and one Docker event at that size (a container's new address);
+ *   B  a fresh berthd-like process (cold-child.js) doing only berthd's reconcile on a synthetic
+ *      snapshot already in memory (no Docker API): the phase breakdown, the addon's writes/s;
+ *   C  the same number of map updates written with `bpftool batch file` into a hash map of the
  *      services map's shape (key 24 B, value 8 B, BPF_F_NO_PREALLOC): the baseline writes/s.
  */
 import fs from 'node:fs';
@@ -10,6 +14,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { cleanup } from '../lib/cleanup';
 import { REPO, RANGES, log, nowMs, run } from '../lib/util';
+import { FakeEngine } from '../../../test/helpers/fake-engine';
+import { Berthd, sleep } from '../../../test/helpers/berthd';
+import { getJson } from '../../../src/api/server';
 
 export interface ColdConfig {
   rounds: number;
@@ -43,6 +50,26 @@ export interface ColdRun {
   rssAfterGcMb: number;
 }
 
+/** The real berthd against the fake engine. */
+export interface BerthdColdRun {
+  containers: number;
+  /** spawn → ready with every backend in the maps (node start-up included). */
+  readyMs: number;
+  /** berthd's own first reconcile (from its /status), and the fake engine's inspect calls. */
+  reconcileMs: number;
+  inspects: number;
+  mapBackends: number;
+  mapServiceEntries: number;
+  rssMb: number;
+  /** Peak RSS (VmHWM) up to ready. */
+  hwmMb: number;
+  /** CPU time (user + system) of berthd from spawn to ready. */
+  cpuMs: number;
+  /** One event (a container's address changed): from the event to its reconcile's end, and the inspects it took. */
+  eventMs: number;
+  eventInspects: number;
+}
+
 export interface BatchRun {
   entries: number;
   ms: number;
@@ -57,6 +84,75 @@ export interface ColdReport {
   runs: ColdRun[];
   batch: BatchRun[];
   batchError: string | null;
+  berthd: BerthdColdRun[];
+  berthdError: string | null;
+}
+
+/** VmRSS/VmHWM (MB) and utime+stime (ms) of a process. */
+function procUsage(pid: number): { rssMb: number; hwmMb: number; cpuMs: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  // Fields after the parenthesised command: utime and stime are the 12th and 13th (clock ticks, 100/s).
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024, cpuMs: (Number(f[11]) + Number(f[12])) * 10 };
+}
+
+interface StatusLike { ready: boolean; maps: { services: number; backends: number } | null; lastReconcile: { at: string; durationMs: number; sync: { updates: number } | null } | null }
+
+/** A: the real berthd, cold, against a fake engine of services × backends containers. */
+async function berthdColdStart(services: number, backends: number): Promise<BerthdColdRun> {
+  const engine = await FakeEngine.start();
+  engine.recordRequests = false;
+  engine.networks = [{ Id: 'n1', Name: 'bench-syn', IPAM: { Config: [{ Subnet: '127.1.0.0/16' }] } }];
+  const n = services * backends;
+  if (n > 65000) throw new Error('at most 65,000 containers (127.1.0.0/16)');
+  const ipOf = (j: number) => `127.1.${(j + 2) >> 8}.${(j + 2) & 255}`;
+  for (let j = 0; j < n; j++) {
+    const svc = Math.floor(j / backends);
+    engine.add(`c${j.toString(16).padStart(63, '0')}`, `svc-${svc}-${j % backends}`, { Labels: { 'berth.service': `svc-${svc}`, 'berth.ports': '80:8080' } }, '2026-01-01T00:00:00.000000000Z', ipOf(j));
+  }
+  const d = new Berthd({
+    name: 'bench-coldd', serviceCidr: RANGES.cold, serviceCidr6: RANGES.cold6,
+    extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy', '--resync-interval', '3600', '--log-level', 'info'],
+  });
+  const mark = cleanup.mark;
+  cleanup.add('cold-start berthd', async () => {
+    await d.cleanup().catch(() => undefined);
+    await engine.close().catch(() => undefined);
+  });
+  try {
+    const t0 = nowMs();
+    await d.start(180000);
+    let st = await d.status() as unknown as StatusLike;
+    // Ready means the first reconcile from the full list is in the maps.
+    while (!st.maps || st.maps.backends < n) {
+      if (nowMs() - t0 > 180000) throw new Error(`maps hold ${st.maps?.backends} of ${n} backends after 180 s`);
+      await sleep(10);
+      st = await d.status() as unknown as StatusLike;
+    }
+    const readyMs = nowMs() - t0;
+    const use = procUsage(d.proc!.pid!);
+    const inspects = engine.inspects;
+    // One event at this size: a container comes back with a new address.
+    const c0 = engine.containers.get(`c${(0).toString(16).padStart(63, '0')}`)!;
+    c0.NetworkSettings.Networks.bridge.IPAddress = ipOf(n);
+    const sent = Date.now();
+    engine.event({ Type: 'container', Action: 'start', Actor: { ID: c0.Id, Attributes: {} }, timeNano: sent * 1e6 });
+    let eventMs = NaN;
+    for (let i = 0; i < 3000 && Number.isNaN(eventMs); i++) {
+      await sleep(5);
+      const r = (await getJson<StatusLike>(d.socket, '/status')).lastReconcile;
+      if (r && Date.parse(r.at) >= sent && (r.sync?.updates ?? 0) > 0) eventMs = Date.parse(r.at) + r.durationMs - sent;
+    }
+    return {
+      containers: n, readyMs, reconcileMs: st.lastReconcile?.durationMs ?? NaN, inspects,
+      mapBackends: st.maps.backends, mapServiceEntries: st.maps.services, ...use,
+      eventMs, eventInspects: engine.inspects - inspects,
+    };
+  } finally {
+    await cleanup.unwindTo(mark);
+  }
 }
 
 const BATCH_PIN = '/sys/fs/bpf/berth-bench-batch';
@@ -95,7 +191,7 @@ async function bpftoolBatch(entries: number): Promise<BatchRun> {
 }
 
 export async function coldScenario(cfg: ColdConfig): Promise<ColdReport> {
-  const report: ColdReport = { status: 'ok', reason: null, services: cfg.services, backends: cfg.backends, runs: [], batch: [], batchError: null };
+  const report: ColdReport = { status: 'ok', reason: null, services: cfg.services, backends: cfg.backends, runs: [], batch: [], batchError: null, berthd: [], berthdError: null };
   const mark = cleanup.mark;
   const child = path.join(REPO, 'dist/scripts/bench/cold-child.js');
   const pinDir = '/sys/fs/bpf/berth-bench-cold';
@@ -106,6 +202,11 @@ export async function coldScenario(cfg: ColdConfig): Promise<ColdReport> {
     });
     for (let round = 0; round < cfg.rounds; round++) {
       log(`cold start round ${round + 1}/${cfg.rounds}: ${cfg.services} services × ${cfg.backends}`);
+      try {
+        report.berthd.push(await berthdColdStart(cfg.services, cfg.backends));
+      } catch (e) {
+        report.berthdError = (e as Error).message.slice(0, 500);
+      }
       const r = await run(process.execPath, ['--expose-gc', child, '--services', String(cfg.services), '--backends', String(cfg.backends), '--pin-dir', pinDir, '--run-dir', runDir, '--cidr', RANGES.cold, '--cidr6', RANGES.cold6], { timeoutMs: 180000 });
       const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
       if (!line) throw new Error(`cold-child printed nothing (exit ${r.code}): ${r.stderr.trim().slice(0, 500)}`);

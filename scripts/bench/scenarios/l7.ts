@@ -80,7 +80,7 @@ export async function l7Scenario(cfg: L7Config): Promise<L7Report> {
   const mk = (id: L7Variant['id'], label: string): L7Variant => ({ id, label, status: 'ok', reason: null, runs: [], errors: [] });
   const v = {
     ebpf: mk('ebpf', 'container → ingress VIP, redirect ebpf (tc + bpf_sk_assign)'),
-    iptables: mk('iptables', 'container → ingress VIP, redirect iptables (TPROXY)'),
+    iptables: mk('iptables', 'container → ingress VIP, redirect iptables (container clients: nat REDIRECT, see README)'),
     envoy: mk('envoy', "container → Envoy's listener port directly (Envoy's own limit)"),
     host: mk('host', 'host → ingress VIP (socket LB straight to Envoy)'),
   };
