@@ -1,50 +1,63 @@
 /**
  * Docker API objects → berth's plain snapshot types (src/model/types.ts). Pure: the watcher does
- * the I/O, this module only decides what each field means, so the odd corners (no health block,
- * empty IP strings, "8080/tcp" keys) are unit-tested without a Docker engine.
+ * the I/O, this module only decides what each field means, so the odd corners (health inside the
+ * Status text, empty IP strings, ports listed once per host binding) are unit-tested without a
+ * Docker engine.
  */
 import type { ContainerInfo, ContainerNetwork, NetworkInfo, Protocol } from '../model/types';
 
-/** The subset of `docker inspect <container>` that berth reads. */
+/** The subset of `docker inspect <container>` that berth reads: only a stopping container's
+ * StartedAt and a container's StopSignal (everything else comes from the list's summary). */
 export interface InspectLike {
   Id: string;
-  Name?: string;
-  /** RFC 3339 with nanoseconds; the list's Created is only whole seconds. */
-  Created?: string;
-  State?: { Status?: string; StartedAt?: string; Health?: { Status?: string } | null } | null;
-  Config?: { Labels?: Record<string, string> | null; ExposedPorts?: Record<string, unknown> | null; StopSignal?: string } | null;
-  NetworkSettings?: {
-    Networks?: Record<string, { NetworkID?: string; IPAddress?: string; GlobalIPv6Address?: string } | null> | null;
-  } | null;
+  State?: { StartedAt?: string } | null;
+  Config?: { StopSignal?: string } | null;
 }
 
 /** The subset of a `GET /containers/json` entry (the list's summary) that berth reads. */
 export interface SummaryLike {
   Id: string;
   Names?: string[] | null;
+  /** Seconds since epoch (the list is ordered by the exact creation time, newest first). */
   Created?: number;
   Labels?: Record<string, string> | null;
   State?: string;
-  /** "Up 5 minutes (healthy)": the health is in parentheses, the uptime is noise. */
+  /** "Up 5 minutes (healthy)", "Up 1 second (health: starting)": the health is in parentheses. */
   Status?: string;
+  /** Exposed ports (PrivatePort, Type), once more per host binding when published. */
+  Ports?: ({ PrivatePort?: number; Type?: string } | null)[] | null;
   NetworkSettings?: {
     Networks?: Record<string, { NetworkID?: string; IPAddress?: string; GlobalIPv6Address?: string } | null> | null;
   } | null;
 }
 
+/** The health in a list Status string: "(healthy)", "(unhealthy)", "(health: starting)". */
+function healthOfStatus(status: string | undefined): ContainerInfo['health'] {
+  const m = /\((healthy|unhealthy|health: starting)\)/.exec(status ?? '');
+  return !m ? 'none' : m[1] === 'health: starting' ? 'starting' : (m[1] as 'healthy' | 'unhealthy');
+}
+
 /**
- * What in a container's list summary berth depends on: names, creation, state, health, labels,
- * networks and addresses. Equal signatures mean a previous inspect still describes the
- * container, except for what only events reveal (a restart between two lists), which the watcher
- * handles by dropping the cached inspect of every container an event names.
+ * One container from the list's summary alone, which holds everything the model reads (names,
+ * labels, state, health, exposed ports, networks and addresses): no inspect per container, so a
+ * list of 40,000 containers costs one API call. `created` is whole seconds here; the watcher
+ * passes containers oldest first (Docker lists newest first, by exact creation time), which is
+ * the model's tie-break.
  */
-export function summarySignature(s: SummaryLike): string {
-  const health = /\((healthy|unhealthy|health: starting)\)/.exec(s.Status ?? '')?.[1] ?? '';
-  const nets = Object.entries(s.NetworkSettings?.Networks ?? {})
-    .map(([name, v]) => [name, v?.NetworkID ?? '', v?.IPAddress ?? '', v?.GlobalIPv6Address ?? ''].join(' '))
-    .sort();
-  const labels = Object.entries(s.Labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return JSON.stringify([s.Names ?? [], s.Created ?? 0, s.State ?? '', health, labels, nets]);
+export function summaryToContainerInfo(s: SummaryLike, stopping: boolean): ContainerInfo {
+  const ports: Record<string, true> = {};
+  for (const p of s.Ports ?? []) if (p?.PrivatePort) ports[`${p.PrivatePort}/${p.Type ?? 'tcp'}`] = true;
+  return {
+    id: s.Id,
+    name: (s.Names?.[0] ?? '').replace(/^\//, ''),
+    labels: { ...(s.Labels ?? {}) },
+    state: s.State ?? 'unknown',
+    health: healthOfStatus(s.Status),
+    stopping,
+    exposedPorts: exposedPorts(ports),
+    networks: networks(s.NetworkSettings?.Networks),
+    ...(typeof s.Created === 'number' ? { created: s.Created * 1000 } : {}),
+  };
 }
 
 /** The subset of a `GET /networks` entry that berth reads. */
@@ -52,12 +65,6 @@ export interface NetworkLike {
   Id: string;
   Name: string;
   IPAM?: { Config?: ({ Subnet?: string; Gateway?: string } | null)[] | null } | null;
-}
-
-const HEALTH = new Set(['starting', 'healthy', 'unhealthy']);
-
-function health(s: string | undefined): ContainerInfo['health'] {
-  return s && HEALTH.has(s) ? (s as ContainerInfo['health']) : 'none';
 }
 
 /** "8080/tcp" → {8080, tcp}; SCTP and malformed keys are dropped (berth balances TCP and UDP only). */
@@ -78,27 +85,10 @@ function addr(s: string | undefined): string | null {
   return s ? s : null;
 }
 
-function networks(n: NonNullable<InspectLike['NetworkSettings']>['Networks']): ContainerNetwork[] {
+function networks(n: NonNullable<SummaryLike['NetworkSettings']>['Networks']): ContainerNetwork[] {
   return Object.entries(n ?? {})
     .map(([name, v]) => ({ name, id: v?.NetworkID ?? '', ip: addr(v?.IPAddress), ip6: addr(v?.GlobalIPv6Address) }))
     .sort((a, b) => a.name.localeCompare(b.name));
-}
-
-/** One inspected container; `stopping` is the watcher's own knowledge (from events), passed in. */
-export function toContainerInfo(c: InspectLike, stopping: boolean): ContainerInfo {
-  return {
-    id: c.Id,
-    name: (c.Name ?? '').replace(/^\//, ''),
-    labels: { ...(c.Config?.Labels ?? {}) },
-    state: c.State?.Status ?? 'unknown',
-    health: health(c.State?.Health?.Status),
-    stopping,
-    exposedPorts: exposedPorts(c.Config?.ExposedPorts),
-    networks: networks(c.NetworkSettings?.Networks),
-    // The model decides which container of a service came first (and so wins a disagreement)
-    // by creation time; the watcher's list order is by id, which says nothing about age.
-    ...(c.Created && Number.isFinite(Date.parse(c.Created)) ? { created: Date.parse(c.Created) } : {}),
-  };
 }
 
 export function toNetworkInfo(n: NetworkLike): NetworkInfo {

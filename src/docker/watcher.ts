@@ -1,7 +1,7 @@
 /**
  * The Docker watcher: level-triggered, like traefik's Docker provider. Events are only hints;
- * every snapshot comes from a full list (containers with inspect detail, networks), so nothing
- * incremental can drift. The order matters: subscribe to events FIRST, then list, so a change
+ * every snapshot comes from a full list (the containers' list summaries, which carry labels,
+ * state, health, ports and addresses, and the networks), so nothing incremental can drift. The order matters: subscribe to events FIRST, then list, so a change
  * that happens during the list is never lost (it triggers one more list).
  *
  * Docker being unreachable is a connection state, never "no containers": the last good snapshot
@@ -15,7 +15,7 @@ import type { Logger } from '../util/log';
 import type { ContainerInfo, DockerSnapshot } from '../model/types';
 import type { DockerConnection, DockerWatcherApi } from './types';
 import { parseDockerHost } from './host';
-import { summarySignature, toContainerInfo, toNetworkInfo, type InspectLike, type NetworkLike, type SummaryLike } from './convert';
+import { summaryToContainerInfo, toNetworkInfo, type InspectLike, type NetworkLike, type SummaryLike } from './convert';
 import { interpret, eventTimeMs, signalNumber, type DockerEvent } from './events';
 import { Backoff } from './backoff';
 
@@ -89,15 +89,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private readonly stoppingSince = new Map<string, number>();
   /** Each container's configured StopSignal (from the last inspect), for kill-event decoding. */
   private readonly stopSignals = new Map<string, number>();
-  /**
-   * The last inspect of each container with the signature of the list summary it went with.
-   * Every reconcile still starts from a full list (level-triggered), but a container whose
-   * summary is unchanged and that no event named since is not inspected again: one event on a
-   * host of 40,000 containers costs one list and a few inspects, not 40,000. Emptied on every
-   * (re)connect, since events may have been missed while away.
-   */
-  private readonly inspected = new Map<string, { sig: string; c: InspectLike }>();
-  /** Inspect calls made (for metrics and the benchmark). */
+  /** Inspect calls made (only for stopping containers and unusual kill signals; the benchmark reads it). */
   inspectCalls = 0;
 
   constructor(opts: DockerWatcherOptions) {
@@ -176,7 +168,6 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       return;
     }
     this.stream = stream;
-    this.inspected.clear();
     const ended = new Promise<void>((resolve, reject) => {
       stream.once('end', () => resolve());
       stream.once('close', () => resolve());
@@ -247,7 +238,10 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       return;
     }
     const m = interpret(ev, (id) => this.stopSignals.get(id) ?? null);
-    if (m.id) this.inspected.delete(m.id);
+    // A kill with a signal that is not one of the usual stop signals may still be this
+    // container's own StopSignal (SIGQUIT for nginx): only an inspect says, so ask, once.
+    const action = (ev.Action ?? ev.status ?? '').split(':')[0].trim();
+    if (m.id && action === 'kill' && m.stopping === null && !this.stopSignals.has(m.id)) void this.learnStopSignal(m.id, ev);
     if (m.id && m.stopping === 'mark' && !this.stoppingSince.has(m.id)) {
       this.stoppingSince.set(m.id, eventTimeMs(ev));
       this.log.debug({ id: m.id.slice(0, 12), action: ev.Action }, 'container stopping');
@@ -296,32 +290,30 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   private async list(): Promise<void> {
     const t0 = Date.now();
+    // The list's summaries hold all the model reads, so a list is one call however many
+    // containers there are (inspecting each made a cold start on 40,000 containers take 10 s).
     const summaries = (await bounded(this.callTimeoutMs, 'list containers', (abortSignal) =>
       this.docker.listContainers({ all: true, abortSignal }),
     )) as unknown as SummaryLike[];
-    const inspected = await this.inspectChanged(summaries);
     const nets = (await bounded(this.callTimeoutMs, 'list networks', (abortSignal) =>
       this.docker.listNetworks({ abortSignal } as Dockerode.NetworkListOptions),
     )) as unknown as NetworkLike[];
-    if (this.stopped) return;
-
-    const containers: ContainerInfo[] = [];
-    const seen = new Set<string>();
-    for (const c of inspected) {
-      seen.add(c.Id);
-      const sig = signalNumber(c.Config?.StopSignal);
-      if (sig !== null) this.stopSignals.set(c.Id, sig);
-      else this.stopSignals.delete(c.Id);
+    const listed = new Set(summaries.map((s) => s.Id));
+    for (const id of [...this.stoppingSince.keys()]) if (!listed.has(id)) this.stoppingSince.delete(id);
+    for (const id of [...this.stopSignals.keys()]) if (!listed.has(id)) this.stopSignals.delete(id);
+    // A start we missed (e.g. while disconnected) ends "stopping": the run began after the mark.
+    // Only the few marked containers are inspected, for their StartedAt.
+    const marked = [...this.stoppingSince.keys()];
+    for (const c of await this.inspectAll(marked)) {
       const mark = this.stoppingSince.get(c.Id);
-      // A start we missed (e.g. while disconnected) ends "stopping": the run began after the mark.
       const started = Date.parse(c.State?.StartedAt ?? '');
       if (mark !== undefined && Number.isFinite(started) && started > mark) this.stoppingSince.delete(c.Id);
-      containers.push(toContainerInfo(c, this.stoppingSince.has(c.Id)));
     }
-    for (const id of [...this.stoppingSince.keys()]) if (!seen.has(id)) this.stoppingSince.delete(id);
-    for (const id of [...this.stopSignals.keys()]) if (!seen.has(id)) this.stopSignals.delete(id);
+    if (this.stopped) return;
 
-    containers.sort((a, b) => a.id.localeCompare(b.id));
+    // Oldest first: Docker lists newest first by exact creation time, and the model breaks ties
+    // of the list's whole-second Created by this order.
+    const containers: ContainerInfo[] = summaries.slice().reverse().map((s) => summaryToContainerInfo(s, this.stoppingSince.has(s.Id)));
     const snap: DockerSnapshot = {
       containers,
       networks: nets.map(toNetworkInfo).sort((a, b) => a.name.localeCompare(b.name)),
@@ -340,26 +332,22 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   }
 
   /**
-   * The inspect of every listed container: reused from the cache where its summary signature
-   * is unchanged, fetched (bounded concurrency) where it is new or changed. A container removed
-   * since the list (404) is left out.
+   * A kill event with a signal outside STOP_SIGNALS: inspect the container for its StopSignal
+   * (remembered), and if that is the signal, mark it stopping as of the event and re-list.
    */
-  private async inspectChanged(summaries: SummaryLike[]): Promise<InspectLike[]> {
-    const sigs = summaries.map((s) => summarySignature(s));
-    const stale = summaries.filter((s, i) => this.inspected.get(s.Id)?.sig !== sigs[i]).map((s) => s.Id);
-    const staleSet = new Set(stale);
-    const fresh = new Map((await this.inspectAll(stale)).map((c) => [c.Id, c]));
-    const listed = new Set(summaries.map((s) => s.Id));
-    for (const id of [...this.inspected.keys()]) if (!listed.has(id)) this.inspected.delete(id);
-    const out: InspectLike[] = [];
-    summaries.forEach((s, i) => {
-      const c = fresh.get(s.Id);
-      if (c) this.inspected.set(s.Id, { sig: sigs[i], c });
-      else if (staleSet.has(s.Id)) this.inspected.delete(s.Id); // gone (404) between list and inspect
-      const entry = this.inspected.get(s.Id);
-      if (entry) out.push(entry.c);
-    });
-    return out;
+  private async learnStopSignal(id: string, ev: DockerEvent): Promise<void> {
+    try {
+      const [c] = await this.inspectAll([id]);
+      if (!c || this.stopped) return;
+      this.stopSignals.set(id, signalNumber(c.Config?.StopSignal) ?? 15);
+      if (interpret(ev, (x) => this.stopSignals.get(x) ?? null).stopping === 'mark' && !this.stoppingSince.has(id)) {
+        this.stoppingSince.set(id, eventTimeMs(ev));
+        this.log.debug({ id: id.slice(0, 12), signal: ev.Actor?.Attributes?.signal }, 'container stopping (its own StopSignal)');
+        this.schedule('kill with the container\'s StopSignal');
+      }
+    } catch (e) {
+      this.log.debug({ err: (e as Error).message, id: id.slice(0, 12) }, 'inspect for the StopSignal failed');
+    }
   }
 
   /** Inspect with bounded concurrency; a container removed since the list (404) is skipped. */

@@ -33,6 +33,8 @@ export class FakeEngine {
   /** ids whose inspect answers 404 (removed between list and inspect). */
   inspect404 = new Set<string>();
   failInspect = false;
+  /** /containers/json answers 500 (an engine in trouble). */
+  failList = false;
   listDelayMs = 0;
   /** Paths requested, in order (only kept while recordRequests is on). */
   requests: string[] = [];
@@ -96,7 +98,8 @@ export class FakeEngine {
     const health = c.State.Health?.Status;
     return {
       Id: c.Id, Names: [c.Name], Created: c.Created, Labels: c.Config.Labels, State: c.State.Status,
-      Status: c.State.Status === 'running' ? `Up 5 minutes${health ? ` (${health})` : ''}` : 'Exited (0) 1 minute ago',
+      Status: c.State.Status === 'running' ? `Up 5 minutes${health ? ` (${health === 'starting' ? 'health: starting' : health})` : ''}` : 'Exited (0) 1 minute ago',
+      Ports: Object.keys(c.Config.ExposedPorts ?? {}).map((k) => ({ PrivatePort: Number(k.split('/')[0]), Type: k.split('/')[1] ?? 'tcp' })),
       NetworkSettings: c.NetworkSettings,
     };
   }
@@ -124,6 +127,7 @@ export class FakeEngine {
       this.maxListsInFlight = Math.max(this.maxListsInFlight, this.listsInFlight);
       if (this.listDelayMs) await new Promise((r) => setTimeout(r, this.listDelayMs));
       this.listsInFlight--;
+      if (this.failList) return json(500, { message: 'engine trouble' });
       return json(200, [...this.containers.values()].map((c) => this.summary(c)));
     }
     const m = /^\/containers\/([^/]+)\/json$/.exec(p);

@@ -130,7 +130,9 @@ test.serial('health: starting → healthy → unhealthy, from health_status even
     suite: SUITE, name: 'bt-dw-health', labels: {}, cmd: ['sleep', '600'],
     healthcheck: { test: ['CMD', 'test', '-f', '/tmp/healthy'], intervalMs: 300, retries: 1 },
   });
-  const first = await until(w, 'health reported', (s) => byName('bt-dw-health')(s));
+  // From the list's Status ("Up 1 second (health: starting)"); a container listed while still
+  // "created" has no health yet (and is no backend anyway), so wait for it to run.
+  const first = await until(w, 'running, health reported', (s) => { const x = byName('bt-dw-health')(s); return x?.state === 'running' ? x : undefined; });
   t.true(['starting', 'unhealthy'].includes(first.health), first.health);
   await execIn(c.id, ['touch', '/tmp/healthy']);
   await until(w, 'healthy', (s) => byName('bt-dw-health')(s)?.health === 'healthy');

@@ -1,12 +1,19 @@
 import test from 'ava';
-import { exposedPorts, summarySignature, toContainerInfo, toNetworkInfo, type SummaryLike } from '../../../src/docker/convert';
+import { exposedPorts, summaryToContainerInfo, toNetworkInfo } from '../../../src/docker/convert';
 
-test('a running container with health, two networks, exposed ports', (t) => {
-  const info = toContainerInfo({
+test('a running container with health, two networks, exposed and published ports (from the list summary)', (t) => {
+  const info = summaryToContainerInfo({
     Id: 'a'.repeat(64),
-    Name: '/web-1',
-    State: { Status: 'running', Health: { Status: 'healthy' } },
-    Config: { Labels: { 'berth.service': 'web' }, ExposedPorts: { '8080/tcp': {}, '53/udp': {}, '9/sctp': {}, '80': {} } },
+    Names: ['/web-1'],
+    Created: 1764000000,
+    State: 'running',
+    Status: 'Up 3 minutes (healthy)',
+    Labels: { 'berth.service': 'web' },
+    // Published ports appear once per host binding (IPv4 and IPv6); exposed ones once.
+    Ports: [
+      { PrivatePort: 8080, Type: 'tcp' }, { PrivatePort: 53, Type: 'udp' }, { PrivatePort: 9, Type: 'sctp' },
+      { PrivatePort: 80, Type: 'tcp' }, { PrivatePort: 80, Type: 'tcp' }, null,
+    ],
     NetworkSettings: {
       Networks: {
         zeta: { NetworkID: 'n2', IPAddress: '172.30.1.2', GlobalIPv6Address: 'fd00:b7e5::2' },
@@ -26,21 +33,31 @@ test('a running container with health, two networks, exposed ports', (t) => {
       { name: 'bridge', id: 'n1', ip: '172.17.0.2', ip6: null },
       { name: 'zeta', id: 'n2', ip: '172.30.1.2', ip6: 'fd00:b7e5::2' },
     ],
+    created: 1764000000000,
   });
 });
 
-test('missing pieces: no health block, null labels, no networks (stopped container)', (t) => {
-  const info = toContainerInfo({ Id: 'b', Name: '/x', State: { Status: 'exited' }, Config: { Labels: null, ExposedPorts: null }, NetworkSettings: { Networks: {} } }, true);
+test('health from the Status text: starting, unhealthy, none (no HEALTHCHECK, paused, exited)', (t) => {
+  const h = (Status: string) => summaryToContainerInfo({ Id: 'c', State: 'running', Status }, false).health;
+  t.is(h('Up 1 second (health: starting)'), 'starting');
+  t.is(h('Up 2 hours (unhealthy)'), 'unhealthy');
+  t.is(h('Up 2 hours (healthy)'), 'healthy');
+  t.is(h('Up 2 hours'), 'none');
+  t.is(h('Up 2 hours (Paused)'), 'none');
+  t.is(h('Exited (0) 3 seconds ago'), 'none');
+});
+
+test('missing pieces: no names, null labels, ports and networks (a stopped container)', (t) => {
+  const info = summaryToContainerInfo({ Id: 'b', State: 'exited', Labels: null, Ports: null, NetworkSettings: { Networks: {} } }, true);
+  t.is(info.name, '');
   t.is(info.health, 'none');
   t.deepEqual(info.labels, {});
   t.deepEqual(info.exposedPorts, []);
   t.deepEqual(info.networks, []);
   t.true(info.stopping);
   t.is(info.state, 'exited');
-});
-
-test('an unknown health status reads as none', (t) => {
-  t.is(toContainerInfo({ Id: 'c', State: { Status: 'running', Health: { Status: 'weird' } } }, false).health, 'none');
+  t.false('created' in info);
+  t.is(summaryToContainerInfo({ Id: 'z' }, false).state, 'unknown');
 });
 
 test('exposedPorts drops malformed and out-of-range keys', (t) => {
@@ -53,35 +70,4 @@ test('networks: subnets and gateways of both families, empty IPAM config tolerat
     id: 'n', name: 'bt-x', subnets: ['172.30.1.0/24', 'fd00:b7e5::/64'], gateways: ['172.30.1.1'],
   });
   t.deepEqual(toNetworkInfo({ Id: 'h', Name: 'host', IPAM: { Config: null } }), { id: 'h', name: 'host', subnets: [], gateways: [] });
-});
-
-test('creation time from inspect (nanosecond RFC 3339) orders containers; absent or bad: no field', (t) => {
-  const base = { Id: 'c', Name: '/c', State: { Status: 'running' }, Config: {}, NetworkSettings: { Networks: {} } };
-  t.is(toContainerInfo({ ...base, Created: '2026-11-24T21:31:05.123456789Z' }, false).created, Date.parse('2026-11-24T21:31:05.123Z'));
-  t.false('created' in toContainerInfo(base, false));
-  t.false('created' in toContainerInfo({ ...base, Created: 'yesterday' }, false));
-});
-
-test('summarySignature: uptime text and label order do not matter; names, state, health, labels and addresses do', (t) => {
-  const base: SummaryLike = {
-    Id: 'x', Names: ['/web-1'], Created: 1700000000, State: 'running', Status: 'Up 5 minutes (healthy)',
-    Labels: { 'berth.service': 'web', 'berth.ports': '80:8080' },
-    NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: '172.17.0.2', GlobalIPv6Address: '' } } },
-  };
-  const sig = summarySignature(base);
-  t.is(summarySignature({ ...base, Status: 'Up 2 hours (healthy)' }), sig, 'uptime is noise');
-  t.is(summarySignature({ ...base, Labels: { 'berth.ports': '80:8080', 'berth.service': 'web' } }), sig, 'label order is noise');
-  const changes: [string, SummaryLike][] = [
-    ['name', { ...base, Names: ['/web-2'] }],
-    ['state', { ...base, State: 'exited', Status: 'Exited (0) 1 second ago' }],
-    ['health', { ...base, Status: 'Up 5 minutes (unhealthy)' }],
-    ['health starting', { ...base, Status: 'Up 1 second (health: starting)' }],
-    ['label', { ...base, Labels: { 'berth.service': 'api', 'berth.ports': '80:8080' } }],
-    ['IPv4 address', { ...base, NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: '172.17.0.3', GlobalIPv6Address: '' } } } }],
-    ['IPv6 address', { ...base, NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: '172.17.0.2', GlobalIPv6Address: 'fd00::2' } } } }],
-    ['network', { ...base, NetworkSettings: { Networks: { other: { NetworkID: 'n2', IPAddress: '172.17.0.2', GlobalIPv6Address: '' } } } }],
-    ['created', { ...base, Created: 1700000001 }],
-  ];
-  for (const [what, s] of changes) t.not(summarySignature(s), sig, what);
-  t.notThrows(() => summarySignature({ Id: 'bare' }), 'a summary with nothing but an id');
 });

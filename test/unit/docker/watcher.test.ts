@@ -70,14 +70,19 @@ test('a burst of events while a slow list runs: never two lists at once, one mor
   t.true(lists >= 2 && lists <= bound && lists < 31, `${lists} lists for 31 events (bound ${bound})`);
 });
 
-test('a container removed between list and inspect is skipped, the rest is listed', async (t) => {
+test('a stopping container removed before its StartedAt inspect (404): listed as the list says, the list does not fail', async (t) => {
   const { engine, w, snaps } = await setup(t);
   engine.add('a', 'alpha');
   engine.add('b', 'gone');
-  engine.inspect404.add('b');
   w.start();
   await until('first snapshot', () => snaps.length === 1);
-  t.deepEqual(snaps[0].containers.map((c) => c.name), ['alpha']);
+  engine.event(ev('kill', 'b', { signal: '15' }));
+  await until('b stopping', () => get(w.snapshot, 'b')?.stopping === true);
+  engine.inspect404.add('b');
+  engine.event(ev('die', 'b'));
+  await until('a list after the 404', () => snaps.length >= 3);
+  t.deepEqual(w.snapshot!.containers.map((c) => c.name).sort(), ['alpha', 'gone']);
+  t.true(get(w.snapshot, 'b')?.stopping, 'still marked: nothing says it started again');
   t.is(w.connection, 'connected');
 });
 
@@ -88,12 +93,12 @@ test('a failed list emits nothing: the last snapshot stays, the watcher reconnec
   await until('first snapshot', () => snaps.length === 1);
   const states: string[] = [];
   w.on('connection', (s) => states.push(s));
-  engine.failInspect = true;
+  engine.failList = true;
   engine.event(ev('start', 'a'));
   await until('disconnected', () => w.connection === 'disconnected');
   t.is(snaps.length, 1, 'no partial or empty snapshot');
   t.is(w.snapshot, snaps[0]);
-  engine.failInspect = false;
+  engine.failList = false;
   await until('reconnected', () => w.connection === 'connected' && snaps.length === 2);
   t.deepEqual(states, ['disconnected', 'connected']);
   t.is(w.reconnects, 1);
@@ -157,36 +162,32 @@ test('stop() ends the stream and the loop; no snapshot afterwards', async (t) =>
   t.is(snaps.length, n);
 });
 
-test('inspect cache: unchanged containers are not inspected again; an event, a changed summary or a reconnect re-inspects', async (t) => {
+test('a list is one call: no inspects, whatever the number of containers; only a stopping container is inspected (StartedAt)', async (t) => {
   const { engine, w, snaps } = await setup(t, { resyncMs: 60 });
-  engine.add('a', 'alpha', { Labels: { 'berth.service': 'web' } });
-  engine.add('b', 'beta');
+  for (let i = 0; i < 50; i++) engine.add(`c${i}`, `c-${i}`, { Labels: { 'berth.service': 'web' } });
   w.start();
   await until('first snapshot', () => snaps.length === 1);
-  t.is(engine.inspects, 2, 'the first list inspects everything');
-  // Periodic resyncs: full lists, but nothing changed, so no inspects.
+  t.is(snaps[0].containers.length, 50);
   const lists = engine.lists;
   await until('two more resyncs', () => engine.lists >= lists + 2);
-  t.is(engine.inspects, 2);
-  t.is(w.snapshot!.containers.length, 2);
-  // An event names a container: that one is inspected again (a restart changes only inspect fields).
-  engine.containers.get('b')!.State.StartedAt = '2026-02-02T00:00:00Z';
-  engine.event(ev('restart', 'b'));
-  await until('b re-inspected', () => engine.inspects === 3);
-  // A changed summary without an event (a label, an address, health): re-inspected.
-  engine.containers.get('a')!.NetworkSettings.Networks.bridge.IPAddress = '172.17.9.9';
-  await until('a re-inspected with its new address', () => get(w.snapshot, 'a')?.networks[0].ip === '172.17.9.9');
-  t.is(engine.inspects, 4);
-  engine.containers.get('a')!.State.Health = { Status: 'healthy' };
-  await until('a healthy', () => get(w.snapshot, 'a')?.health === 'healthy');
-  t.is(engine.inspects, 5);
-  // A reconnect starts over: everything is inspected again.
-  engine.failInspect = true;
-  engine.event(ev('start', 'a'));
-  await until('disconnected', () => w.connection === 'disconnected');
-  engine.failInspect = false;
+  t.is(engine.inspects, 0, 'lists and resyncs inspect nothing');
+  // A stop marks c7; while it is marked, each list inspects just c7 (a start we missed would clear it).
+  engine.event(ev('kill', 'c7', { signal: '15' }));
+  await until('c7 stopping', () => get(w.snapshot, 'c7')?.stopping === true);
   const before = engine.inspects;
-  await until('reconnected', () => w.connection === 'connected');
-  t.true(engine.inspects - before >= 2, `${engine.inspects - before} inspects after the reconnect`);
+  await until('one more resync', () => engine.inspects > before);
+  t.deepEqual(engine.requests.filter((r) => /^\/containers\/[^/]+\/json$/.test(r)).map((r) => r.split('/')[2]).filter((id, i, all) => all.indexOf(id) === i), ['c7']);
   t.is(w.inspectCalls, engine.inspects);
+});
+
+test('creation order: oldest first (Docker lists newest first); whole-second Created kept', async (t) => {
+  const { engine, w, snaps } = await setup(t);
+  engine.add('z-old', 'old', {}, '2026-01-01T00:00:00.100Z');
+  engine.add('a-new', 'new', {}, '2026-01-01T00:00:00.900Z');
+  // Docker's list is newest first.
+  engine.containers = new Map([...engine.containers.entries()].reverse());
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  t.deepEqual(snaps[0].containers.map((c) => c.name), ['old', 'new']);
+  t.is(snaps[0].containers[0].created, Date.parse('2026-01-01T00:00:00Z'));
 });
