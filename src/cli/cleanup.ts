@@ -2,12 +2,14 @@
  * `berth cleanup`: the uninstall of berth's kernel and disk state. It removes exactly what berth
  * creates (SPEC "kernel objects berth creates") and nothing else: its pinned links and maps (which
  * detaches the programs), the unreachable routes of the VIP ranges, the redirect rules/programs of
- * both modes, the cgroup2 mount it made, /run/berth and /var/lib/berth.
+ * both modes, the cgroup2 mount it made, an Envoy a killed berthd left running, /run/berth and
+ * /var/lib/berth.
  */
 import fs from 'node:fs';
 import type { Config } from '../daemon/config';
 import { Datapath } from '../datapath';
 import { Proxy } from '../proxy';
+import { stopOrphanEnvoy } from '../proxy/envoy';
 import { silentLogger } from '../util/log';
 import { run } from '../util/exec';
 import { mountsBelow } from '../util/mounts';
@@ -15,6 +17,9 @@ import { mountsBelow } from '../util/mounts';
 export async function cleanup(c: Config): Promise<string[]> {
   const removed: string[] = [];
   const logger = silentLogger();
+  // Before the runtime dir (and its pid file) goes: an Envoy orphaned by a kill -9'd berthd.
+  const envoy = stopOrphanEnvoy(c.runDir);
+  if (envoy) removed.push(`envoy process ${envoy}`);
   const r1 = await Proxy.cleanupRedirect({ logger, bpfPinDir: c.bpfPinDir });
   removed.push(...r1);
   const r2 = await Datapath.cleanup({

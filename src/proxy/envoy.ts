@@ -33,6 +33,31 @@ export function envoyPaths(runDir: string): EnvoyPaths {
 }
 
 /**
+ * An Envoy left by a berthd that was killed with -9 keeps running and holds the listener ports.
+ * Stop it (SIGKILL) if the pid file names a process that really is an Envoy started with this
+ * runDir's bootstrap, and remove the pid file. Returns the pid stopped, or null.
+ */
+export function stopOrphanEnvoy(runDir: string): number | null {
+  const p = envoyPaths(runDir);
+  let pid = 0;
+  try {
+    pid = Number(fs.readFileSync(p.pidFile, 'utf8').trim());
+  } catch {
+    return null;
+  }
+  let stopped: number | null = null;
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (pid > 1 && cmd.includes(p.bootstrap)) {
+      process.kill(pid, 'SIGKILL');
+      stopped = pid;
+    }
+  } catch { /* gone */ }
+  fs.rmSync(p.pidFile, { force: true });
+  return stopped;
+}
+
+/**
  * The bootstrap is Envoy's own start-up file (not an xDS resource): everything else comes over
  * ADS. Pure, so the unit tests can check it.
  */
@@ -154,32 +179,12 @@ export class EnvoySupervisor {
     }
     this.st.version = version;
     fs.mkdirSync(this.o.runDir, { recursive: true });
-    this.killOrphan();
+    const orphan = stopOrphanEnvoy(this.o.runDir);
+    if (orphan) this.o.logger.warn({ pid: orphan }, 'stopped an Envoy left behind by a previous berthd');
     const node = `berth-${os.hostname()}`;
     fs.writeFileSync(this.paths.bootstrap, JSON.stringify(bootstrap(node, this.paths), null, 2), { mode: 0o600 });
     this.o.logger.info({ bin, version }, 'starting Envoy');
     this.spawn(bin);
-  }
-
-  /**
-   * An Envoy left by a berthd that was killed with -9 still holds the listener ports; stop it
-   * (only if it is really an Envoy started with our bootstrap file).
-   */
-  private killOrphan(): void {
-    let pid = 0;
-    try {
-      pid = Number(fs.readFileSync(this.paths.pidFile, 'utf8').trim());
-    } catch {
-      return;
-    }
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (pid > 1 && cmd.includes(this.paths.bootstrap)) {
-        this.o.logger.warn({ pid }, 'stopping an Envoy left behind by a previous berthd');
-        process.kill(pid, 'SIGKILL');
-      }
-    } catch { /* gone */ }
-    fs.rmSync(this.paths.pidFile, { force: true });
   }
 
   private spawn(bin: string): void {

@@ -5,6 +5,7 @@
  * own reaching the publish port on the host's address there.
  */
 import test from 'ava';
+import fs from 'node:fs';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
 import { createNetns, deleteNetns, type Netns } from '../helpers/netns';
@@ -134,28 +135,48 @@ for (const mode of ['iptables', 'ebpf'] as const) {
   });
 }
 
-test('switching redirect mode removes the other mode, cleanup removes both', async (t) => {
+test('switching redirect mode removes the other mode both ways; cleanup after kill -9 removes both and the orphaned Envoy', async (t) => {
   await removeTestContainers(SUITE);
   await ensureTestImage();
-  const d1 = new Berthd({ name: 'ing-switch', extraArgs: ['--redirect', 'iptables'] });
+  const inMode = (mode: string) => new Berthd({ name: 'ing-switch', extraArgs: ['--redirect', mode] });
+  let current = inMode('iptables');
   t.teardown(async () => {
     await removeTestContainers(SUITE);
-    await d1.cleanup();
+    await current.cleanup();
   });
-  await d1.start();
+  await current.start();
   await runContainer({
     suite: SUITE, name: 'bt-ing-sw', labels: { 'berth.service': 'sw', 'berth.ports': '9080', 'berth.http.sw.path': '/', 'berth.http.sw.publish': '31908' },
     cmd: ['sh', '-c', "echo ok > /www/index.html && exec httpd -f -p 9080 -h /www"],
   });
-  const sw = await waitFor('ingress sw', async () => (await d1.services()).find((s: ServiceView) => s.name === 'sw' && s.kind === 'ingress' && s.listenerPort));
+  const sw = await waitFor('ingress sw', async () => (await current.services()).find((s: ServiceView) => s.name === 'sw' && s.kind === 'ingress' && s.listenerPort));
   await waitFor('iptables rules present', async () => (await berthRules()).iptables.some((r) => /TPROXY/.test(r)));
-  await d1.stop();
-  const d2 = new Berthd({ name: 'ing-switch', extraArgs: ['--redirect', 'ebpf'] });
-  await d2.start();
+  await waitFor('serving in iptables mode', async () => (await httpGet(sw.vip, 80, '/')).status === 200, 15000, 200);
+
+  // iptables -> ebpf: not one of berth's iptables lines is left (TPROXY, nat REDIRECT, jumps, chains).
+  await current.stop();
+  current = inMode('ebpf');
+  await current.start();
   await waitFor('ebpf programs present', async () => (await berthRules()).tc.length > 0);
-  t.deepEqual((await berthRules()).iptables.filter((r) => /TPROXY/.test(r)), [], 'no TPROXY rules left in ebpf mode');
+  t.deepEqual((await berthRules()).iptables, [], 'no berth iptables rules left in ebpf mode');
+  t.is((await current.status()).redirect, 'ebpf');
   await waitFor('serving in ebpf mode', async () => (await httpGet(sw.vip, 80, '/')).status === 200, 15000, 200);
-  await d2.cleanup();
-  const rules = await berthRules();
-  t.deepEqual(rules, { iptables: [], tc: [] });
+
+  // ebpf -> iptables: no tc program left anywhere.
+  await current.stop();
+  current = inMode('iptables');
+  await current.start();
+  await waitFor('iptables rules back', async () => (await berthRules()).iptables.some((r) => /TPROXY/.test(r)));
+  t.deepEqual((await berthRules()).tc, [], 'no berth tc programs left in iptables mode');
+  t.is((await current.status()).redirect, 'iptables');
+  await waitFor('serving in iptables mode again', async () => (await httpGet(sw.vip, 80, '/')).status === 200, 15000, 200);
+
+  // kill -9 leaves Envoy running (it keeps serving); berth cleanup stops it with everything else.
+  const envoyPid = await waitFor('Envoy pid', async () => (await current.status()).envoy.pid);
+  await current.kill9();
+  t.true(fs.existsSync(`/proc/${envoyPid}`), 'Envoy outlives a kill -9 of berthd');
+  const out = await current.cleanup();
+  t.regex(out, new RegExp(`envoy process ${envoyPid}`), out);
+  await waitFor('the orphaned Envoy is gone', () => !fs.existsSync(`/proc/${envoyPid}`) || /^Z/m.test(fs.readFileSync(`/proc/${envoyPid}/status`, 'utf8').match(/^State:\s+(\S)/m)?.[1] ?? ''), 5000);
+  t.deepEqual(await berthRules(), { iptables: [], tc: [] });
 });

@@ -111,8 +111,13 @@ export function installExitHandlers(boundMs: number): void {
     exiting = true;
     cleanup.aborting = true;
     log(`${why}: cleaning up`);
-    const t = setTimeout(() => process.exit(code), 60000);
+    const t = setTimeout(() => process.exit(code), 90000);
     await cleanup.runAll();
+    // A setup still in flight when the signal came (a docker run, say) registers its undo after
+    // runAll: sweep once more by the bench's own names, after a moment for it to land.
+    await sleep(1000);
+    await cleanup.runAll();
+    await sweepLeftovers().catch(() => undefined);
     try {
       partialWriter?.();
     } catch (e) {
