@@ -18,6 +18,12 @@ export interface NativeError extends Error {
   syscall: string;
 }
 
+/** What a batched map write did: elements done in order, and the error of the next one. */
+export interface BatchResult {
+  done: number;
+  error: NativeError | null;
+}
+
 export function isNativeError(e: unknown): e is NativeError {
   return e instanceof Error && typeof (e as Partial<NativeError>).code === 'string' && typeof (e as Partial<NativeError>).errno === 'number';
 }
@@ -123,6 +129,15 @@ export interface NativeAddon {
   mapLookup(fd: number, key: Buffer): Buffer | null;
   /** Every entry: keys and values concatenated (batched syscalls where the kernel supports it). */
   mapDump(fd: number): { count: number; keys: Buffer; values: Buffer };
+  /**
+   * BPF_MAP_UPDATE_BATCH: `count` keys and values, concatenated, written in order in one
+   * syscall. `done` elements were written; `error` says why element `done` was not (E2BIG on a
+   * full map; EOPNOTSUPP with done 0 when the kernel has no batch ops for the map). Throws only
+   * when the buffers do not fit the map.
+   */
+  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): BatchResult;
+  /** BPF_MAP_DELETE_BATCH, as mapUpdateBatch (a missing key is an ENOENT error at its index). */
+  mapDeleteBatch(fd: number, keys: Buffer, count: number): BatchResult;
   numPossibleCpus(): number;
 
   /**

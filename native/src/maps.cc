@@ -180,6 +180,62 @@ Napi::Value MapDump(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// The kernel has no batch ops for this map (or at all): the caller writes element by element.
+bool NoBatchOps(int err) {
+  return err == ENOTSUP || err == EOPNOTSUPP || err == 524 /* kernel ENOTSUPP */;
+}
+
+// mapUpdateBatch(fd, keys, values, count, flags=BPF_ANY) -> { done, error }
+// Writes count elements IN ORDER with BPF_MAP_UPDATE_BATCH (one syscall, the kernel walks the
+// elements one after another, so a reader sees them appear in this order). done = elements
+// written; error (an Error with errno/code/syscall, returned, not thrown) when element `done`
+// failed, e.g. E2BIG on a full map, or when the kernel has no batch ops (done 0, EOPNOTSUPP).
+// Bad arguments (sizes that do not match the map) throw before any syscall.
+Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto keys = Buf(info[1]);
+  auto vals = Buf(info[2]);
+  uint32_t count = info[3].As<Napi::Number>().Uint32Value();
+  uint64_t flags = info.Length() > 4 && info[4].IsNumber() ? static_cast<uint64_t>(info[4].As<Napi::Number>().Int64Value()) : uint64_t(BPF_ANY);
+  MapShape s = Shape(env, fd);
+  CheckSize(env, s, "keys", keys.Length(), size_t(count) * s.key_size);
+  CheckSize(env, s, "values", vals.Length(), size_t(count) * ValueBytes(s));
+  Napi::Object o = Napi::Object::New(env);
+  uint32_t n = count;
+  int err = 0;
+  if (count > 0) {
+    LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
+    if (bpf_map_update_batch(fd, keys.Data(), vals.Data(), &n, &opts)) err = errno;
+  }
+  if (err && n > count) n = 0;  // the kernel leaves count alone when it refused up front
+  o.Set("done", err ? n : count);
+  o.Set("error", err ? ErrnoError(env, MapOp("bpf_map_update_batch", s), err, NoBatchOps(err) ? "no batch ops for this map" : "").Value() : env.Null());
+  return o;
+}
+
+// mapDeleteBatch(fd, keys, count) -> { done, error }: as mapUpdateBatch, for deletions. A key
+// that is not there is an error (ENOENT) for the batch, as for bpf_map_delete_elem.
+Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto keys = Buf(info[1]);
+  uint32_t count = info[2].As<Napi::Number>().Uint32Value();
+  MapShape s = Shape(env, fd);
+  CheckSize(env, s, "keys", keys.Length(), size_t(count) * s.key_size);
+  Napi::Object o = Napi::Object::New(env);
+  uint32_t n = count;
+  int err = 0;
+  if (count > 0) {
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    if (bpf_map_delete_batch(fd, keys.Data(), &n, &opts)) err = errno;
+  }
+  if (err && n > count) n = 0;
+  o.Set("done", err ? n : count);
+  o.Set("error", err ? ErrnoError(env, MapOp("bpf_map_delete_batch", s), err, NoBatchOps(err) ? "no batch ops for this map" : "").Value() : env.Null());
+  return o;
+}
+
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo &info) {
   int n = libbpf_num_possible_cpus();
   if (n < 0) ThrowErrno(info.Env(), "libbpf_num_possible_cpus", -n);
@@ -194,6 +250,8 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete, "mapDelete"));
   exports.Set("mapLookup", Napi::Function::New(env, MapLookup, "mapLookup"));
   exports.Set("mapDump", Napi::Function::New(env, MapDump, "mapDump"));
+  exports.Set("mapUpdateBatch", Napi::Function::New(env, MapUpdateBatch, "mapUpdateBatch"));
+  exports.Set("mapDeleteBatch", Napi::Function::New(env, MapDeleteBatch, "mapDeleteBatch"));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus, "numPossibleCpus"));
 }
 

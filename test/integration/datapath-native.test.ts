@@ -83,6 +83,38 @@ test('a map write with a wrongly sized key says which map and what size it wants
   t.false(n.mapDelete(svc.fd, Buffer.alloc(24)));
 });
 
+test('batched map writes: in order, E2BIG at the exact element of a full map, ENOENT index on delete, sizes checked first', (t) => {
+  const n = loadNative();
+  const pinDir = `/sys/fs/bpf/berth-test-dpbatch-${process.pid}`;
+  fs.mkdirSync(pinDir, { recursive: true });
+  const obj = n.loadObject(bpfObjectPath('sock_lb'), pinDir, ['berth_udp_destroy']);
+  t.teardown(() => { n.closeObject(obj.handle); fs.rmSync(pinDir, { recursive: true, force: true }); });
+  // berth_doomed: a hash of MAX_DESTROY entries, 20-byte keys, 1-byte values.
+  const m = obj.maps.find((x) => x.name === 'berth_doomed')!;
+  const max = n.constants.MAX_DESTROY;
+  const key = (i: number) => { const k = Buffer.alloc(n.sizes.destroyKey); k.writeUInt32LE(i, 0); return k; };
+  const keys = Buffer.concat(Array.from({ length: max + 10 }, (_, i) => key(i + 1)));
+  const vals = Buffer.alloc(max + 10, 1);
+  const full = n.mapUpdateBatch(m.fd, keys, vals, max + 10);
+  t.is(full.done, max, 'every element up to the capacity was written');
+  t.is(full.error?.code, 'E2BIG');
+  t.regex(full.error!.message, /bpf_map_update_batch berth_doomed/);
+  t.deepEqual(n.mapLookup(m.fd, key(max)), Buffer.from([1]));
+  t.is(n.mapLookup(m.fd, key(max + 1)), null);
+  t.is(n.mapDump(m.fd).count, max);
+  // Delete 1..3, then a batch whose 3rd key is already gone: done 2, ENOENT.
+  t.deepEqual(n.mapDeleteBatch(m.fd, Buffer.concat([key(1), key(2), key(3)]), 3), { done: 3, error: null });
+  const del = n.mapDeleteBatch(m.fd, Buffer.concat([key(4), key(5), key(1), key(6)]), 4);
+  t.is(del.done, 2);
+  t.is(del.error?.code, 'ENOENT');
+  t.not(n.mapLookup(m.fd, key(6)), null, 'elements after the failing one are not touched');
+  // Buffers that do not fit the map: thrown before any syscall.
+  const e = t.throws(() => n.mapUpdateBatch(m.fd, Buffer.alloc(19), Buffer.alloc(1), 1)) as NativeError;
+  t.is(e.code, 'EINVAL');
+  t.regex(e.message, /keys is 19 bytes, the map wants 20/);
+  t.deepEqual(n.mapUpdateBatch(m.fd, Buffer.alloc(0), Buffer.alloc(0), 0), { done: 0, error: null });
+});
+
 test('tc: attach a sched_cls program on a test veth, query it, detach it, remove the qdisc', async (t) => {
   const n = loadNative();
   const link = `bt-dp-tc${process.pid % 10000}`;
