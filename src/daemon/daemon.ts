@@ -61,6 +61,7 @@ export class Daemon {
   private last: ReconcileRecord | null = null;
   private ready = false;
   private becomingReady = false;
+  private proxyStarted: Promise<void> = Promise.resolve();
   private stopping = false;
   /** When the reconcile now running began (0: none running); the watchdog checks it. */
   private reconcileSince = 0;
@@ -139,12 +140,12 @@ export class Daemon {
       logger: this.log.child({ part: 'proxy' }),
     });
     this.proxy = proxy;
-    try {
-      await proxy.start();
-    } catch (e) {
+    // Started alongside the Docker list (its probes and Envoy's start take a few hundred ms);
+    // the first reconcile waits for it.
+    this.proxyStarted = proxy.start().catch((e: unknown) => {
       // The socket LB must keep working without the proxy: report and go on.
       this.log.error({ err: e }, 'the ingress proxy failed to start; socket load balancing continues without it');
-    }
+    });
 
     this.notifier.status('starting: listing Docker');
     const watcher = new DockerWatcher({ dockerHost: c.dockerHost, logger: this.log.child({ part: 'docker' }), resyncMs: c.resyncInterval * 1000 });
@@ -188,6 +189,7 @@ export class Daemon {
     const snap = this.snapshot;
     // Never reconcile from "Docker unreachable": without a full list there is nothing to say.
     if (!snap || !this.datapath) return;
+    await this.proxyStarted;
     const t0 = process.hrtime.bigint();
     const endTimer = this.metrics.reconcileDuration.startTimer();
     const rec: ReconcileRecord = { at: new Date().toISOString(), durationMs: 0, sync: null, proxyErrors: [], error: null };
@@ -302,6 +304,7 @@ export class Daemon {
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);
     await this.running?.catch(() => undefined);
     await this.watcher?.stop();
+    await this.proxyStarted;
     await this.proxy?.stop().catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
     await this.api.close();
     this.datapath?.close();
