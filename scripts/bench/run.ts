@@ -60,7 +60,7 @@ function parseArgs(argv: string[]): Config {
     datapath: { cpu: cpuArg === 'none' ? null : Number(cpuArg), rounds, seconds, warmupSeconds: 0.1, levels, modes: ['crr', 'rr', 'udp', 'udpu'] as Mode[] },
     control: { containers: Math.min(200, Number(get('containers') ?? (quick ? 20 : 50))) },
     cold: { rounds: quick ? 2 : 3, services: quick ? 2000 : 10000, backends: 4 },
-    l7: { rounds: quick ? 2 : 3, seconds: quick ? 1 : 2, connections: 8 },
+    l7: { rounds: quick ? 2 : 5, seconds: quick ? 1 : 3, connections: 8 },
   };
 }
 
