@@ -305,6 +305,25 @@ test('a full services map fails the services that do not fit, per service, and t
   }
 });
 
+test('100,000 services in one sync (the benchmark\'s largest size) and back: no error, every entry there, then gone', async (t) => {
+  const n = loadNative();
+  // Frontends in the suite's own range (no traffic goes to them); one shared backend.
+  const many: Service[] = Array.from({ length: 100000 }, (_, i) =>
+    service(`big-${i}`, `10.211.${(i >> 8) & 255}.${i & 255}`, null, [['127.0.0.2', null]], [{ port: 1000 + (i >> 16), protocol: 'tcp', targetPort: P.tcp }]));
+  const fd = n.objGet(`${OPTS.pinDir}/berth_services`);
+  t.teardown(() => n.closeFd(fd));
+  const before = n.mapDump(fd).count;
+  const up = await dp.sync([...desired(), ...many], { prune: true });
+  t.deepEqual(up.errors, []);
+  t.is(up.updates, 100000 * 3, 'master, slot and counter reset per service');
+  t.is(n.mapDump(fd).count, before + 200000);
+  const down = await dp.sync(desired(), { prune: true });
+  t.deepEqual(down.errors, []);
+  t.is(down.deletes, 200000);
+  t.is(n.mapDump(fd).count, before);
+  t.true((await tcpProbe(VIP, 80)).ok, 'the suite\'s own services still answer');
+});
+
 test('cleanup removes links (programs detached), pins, routes; the host is as before', async (t) => {
   const progs = await progIdsOfMyLinks();
   const root = dp.status().cgroupRoot;
