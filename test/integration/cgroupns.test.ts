@@ -13,6 +13,8 @@ import { probeFromHost, probeFromContainer, tags } from '../helpers/probe';
 import { getJson } from '../../src/api/server';
 import type { StatusView, ServiceView } from '../../src/cli/format';
 import { run } from '../../src/util/exec';
+import { cgroup2RootMounts } from '../../src/datapath/cgroup';
+import { loadNative } from '../../src/native';
 
 const SUITE = 'cgroupns';
 const NAME = 'cgns';
@@ -70,9 +72,16 @@ test('berthd in a private cgroup namespace attaches at the host root and serves 
   const st = await getJson<StatusView>(socket, '/status');
   t.true(st.cgroupIsHostRoot, `attach point ${st.cgroupRoot} verified as the host root`);
   t.true(st.attached.includes('connect4'));
-  // bpftool, from the host, sees berth's programs on the root of the v2 hierarchy.
-  const tree = (await run('bpftool', ['cgroup', 'show', '/sys/fs/cgroup/unified'])).stdout;
-  t.regex(tree, /berth_sock4_connect/, tree);
+  // bpftool, from the host, sees THIS berthd's program (by the id behind its pinned link) on the
+  // root of the v2 hierarchy (/sys/fs/cgroup/unified here, /sys/fs/cgroup on Ubuntu 21.10+).
+  const v2 = cgroup2RootMounts()[0];
+  const n = loadNative();
+  const fd = n.objGet(`/sys/fs/bpf/berth-${NAME}/link_berth_sock4_connect`);
+  const progId = n.linkInfo(fd).progId;
+  n.closeFd(fd);
+  const tree = (await run('bpftool', ['cgroup', 'show', v2])).stdout;
+  t.regex(tree, new RegExp(`^\\s*${progId}\\s.*berth_sock4_connect`, 'm'), tree);
+  t.is(st.cgroupRoot, `/run/berth-${NAME}/cgroupv2`, 'attached through the cgroup2 mount made in the host namespaces');
   t.is(st.envoy.state, 'missing');
 
   // A backend container and clients on the host and in another container.

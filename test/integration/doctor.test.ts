@@ -6,6 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import { runCli } from '../helpers/berthd';
 import type { Check } from '../../src/cli/doctor';
+import { cgroup2RootMounts } from '../../src/datapath/cgroup';
 
 test('doctor reports this host truthfully', async (t) => {
   const nsBefore = fs.readdirSync('/run/netns', { withFileTypes: true }).length;
@@ -21,7 +22,9 @@ test('doctor reports this host truthfully', async (t) => {
     'cgroup v2', 'cgroup namespace', 'bpffs', 'docker', 'iptables', 'TPROXY', 'socket match', 'envoy']) {
     t.is(by(name).level, 'OK', `${name}: ${by(name).detail}`);
   }
-  t.regex(by('cgroup v2').detail, /\/sys\/fs\/cgroup\/unified \(hybrid layout\)/);
+  // Hybrid (cgroup v1 controllers + /sys/fs/cgroup/unified, these VMs) or unified (Ubuntu 21.10+).
+  const v2 = cgroup2RootMounts()[0];
+  t.regex(by('cgroup v2').detail, v2 === '/sys/fs/cgroup/unified' ? /\/sys\/fs\/cgroup\/unified \(hybrid layout\)/ : new RegExp(`mounted at ${v2}`));
   t.regex(by('cgroup namespace').detail, /same as the host's \(PID [12],/);
   t.regex(by('iptables').detail, /nf_tables/);
   t.regex(by('envoy').detail, /Envoy 1\.\d+\.\d+/);
