@@ -8,6 +8,7 @@ import { ensureTestImage, runContainer, removeTestContainers, docker } from '../
 import { probeFromHost, tags } from '../helpers/probe';
 import { stopDockerd, startDockerd, dockerAnswers } from '../helpers/dockerd';
 import { run } from '../../src/util/exec';
+import { httpGetInContainer } from '../helpers/http';
 import { getText } from '../../src/api/server';
 import http from 'node:http';
 import fs from 'node:fs';
@@ -160,16 +161,23 @@ test('berth iptables rules flushed by someone else are repaired', async (t) => {
   });
   await d.start();
   await runContainer({ suite: SUITE, name: 'bt-op-ing', labels: { 'berth.service': 'fl', 'berth.ports': '9080', 'berth.http.fl.path': '/' }, cmd: ['sh', '-c', 'echo ok > /www/index.html && exec httpd -f -p 9080 -h /www'] });
-  const berthLines = async () => (await run('iptables-save', ['-t', 'mangle'])).stdout.split('\n').filter((l) => /berth/.test(l));
-  await waitFor('TPROXY rules', async () => (await berthLines()).some((l) => /TPROXY/.test(l)), 20000);
-  // A "firewall reload": the mangle table restored without berth's rules.
-  const saved = (await run('iptables-save', ['-t', 'mangle'])).stdout;
-  const stripped = saved.split('\n').filter((l) => !/berth/i.test(l)).join('\n') + '\n';
-  const r = await run('iptables-restore', ['-T', 'mangle'], { input: stripped });
-  t.is(r.code, 0, r.stderr);
+  const client = await runContainer({ suite: SUITE, name: 'bt-op-flush-client', labels: {}, cmd: ['sleep', '600'] });
+  const berthLines = async (table: string) => (await run('iptables-save', ['-t', table])).stdout.split('\n').filter((l) => /berth/i.test(l));
+  const complete = async () => (await berthLines('mangle')).some((l) => /TPROXY/.test(l)) && (await berthLines('nat')).some((l) => /REDIRECT/.test(l));
+  await waitFor('TPROXY (mangle) and bridge-port REDIRECT (nat) rules', complete, 20000);
+  const fl = await waitFor('ingress fl', async () => (await d.services()).find((x) => x.name === 'fl' && x.kind === 'ingress' && x.listenerPort));
+  await waitFor('a container reaches the ingress', async () => (await httpGetInContainer(client.id, fl.vip, 80, '/')).status === 200, 15000, 200);
+  // A "firewall reload": mangle and nat restored without berth's lines (chains, jumps, rules).
+  for (const table of ['mangle', 'nat']) {
+    const saved = (await run('iptables-save', ['-t', table])).stdout;
+    const stripped = saved.split('\n').filter((l) => !/berth/i.test(l)).join('\n') + '\n';
+    const r = await run('iptables-restore', ['-T', table], { input: stripped });
+    t.is(r.code, 0, r.stderr);
+  }
   // (Not asserting the rules are gone right now: berthd's periodic reconcile may already have
-  // put them back. The repair is proven by berthd saying so, and the rules being there again.)
+  // put them back. The repair is proven by berthd saying so, the rules, and traffic.)
   await waitFor('berthd reports the repair', () => fs.readFileSync(d.logFile, 'utf8').includes('berth redirect rules were changed outside berth; repaired'), 15000, 200);
-  await waitFor('rules repaired', async () => (await berthLines()).some((l) => /TPROXY/.test(l)), 15000, 200);
-  t.pass();
+  await waitFor('rules repaired in both tables', complete, 15000, 200);
+  const after = await httpGetInContainer(client.id, fl.vip, 80, '/');
+  t.is(after.status, 200, JSON.stringify(after));
 });
