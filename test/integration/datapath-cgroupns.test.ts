@@ -5,7 +5,7 @@
  * <runDir>/cgroupv2, attach there, and report the verified host root; a connect from the host
  * (outside that cgroup) to the VIP must be balanced. Cleanup from the host unmounts it again.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../../src/datapath';
@@ -13,7 +13,7 @@ import { cgroup2RootMounts } from '../../src/datapath/cgroup';
 import { loadNative } from '../../src/native';
 import type { DatapathOptions, DatapathStatus } from '../../src/datapath/types';
 import { silentLogger } from '../../src/util/log';
-import { run } from '../../src/util/exec';
+import { run, type ExecResult } from '../../src/util/exec';
 import { readMountInfo } from '../../src/util/mounts';
 import { tcpServer, tcpProbe } from './datapath-util';
 
@@ -29,24 +29,33 @@ const OPTS: DatapathOptions = {
 const VIP = '10.213.0.10';
 const PORT = 28421;
 
-test('private cgroup namespace: auto mounts cgroup2 in the host namespaces and attaches at the true root', async (t) => {
+/**
+ * A test cgroup below the v2 root and the child script (datapath-cgns-child.js) run in it with a
+ * private cgroup and mount namespace; `inside` runs in the new namespaces before node. Cleans up
+ * the datapath, the run dir and the cgroup afterwards (the child has exited: the cgroup is empty).
+ */
+async function runChildInPrivateCgroupns(t: ExecutionContext, name: string, inside: string, extraArgs: string[]): Promise<{ cg: string; r: ExecResult }> {
   const v2 = cgroup2RootMounts()[0];
   t.truthy(v2, 'a cgroup2 hierarchy is visible on this host');
-  const cg = path.join(v2, `bt-dp-cgns-${process.pid}`);
-  const srv = await tcpServer('127.0.0.4', PORT, 'cgns-backend');
+  const cg = path.join(v2, `${name}-${process.pid}`);
   t.teardown(async () => {
-    await srv.close();
     await Datapath.cleanup(OPTS);
     fs.rmSync(OPTS.runDir, { recursive: true, force: true });
-    // The child has exited, so the test cgroup is empty.
     try { fs.rmdirSync(cg); } catch { /* already gone */ }
   });
   await Datapath.cleanup(OPTS);
   fs.mkdirSync(cg, { recursive: true });
-
   const child = path.join(__dirname, 'datapath-cgns-child.js');
-  const script = `echo $$ > ${cg}/cgroup.procs && exec unshare --cgroup --mount --propagation private ${process.execPath} ${child} "$@"`;
-  const r = await run('sh', ['-c', script, 'sh', OPTS.pinDir, OPTS.runDir, OPTS.serviceCidr, OPTS.serviceCidr6, VIP, '127.0.0.4', String(PORT)], { timeoutMs: 30000 });
+  const script = `echo $$ > ${cg}/cgroup.procs && exec unshare --cgroup --mount --propagation private sh -c '${inside}exec "$0" "$@"' ${process.execPath} ${child} "$@"`;
+  const r = await run('sh', ['-c', script, 'sh', OPTS.pinDir, OPTS.runDir, OPTS.serviceCidr, OPTS.serviceCidr6, VIP, '127.0.0.4', String(PORT), ...extraArgs], { timeoutMs: 30000 });
+  return { cg, r };
+}
+
+test('private cgroup namespace: auto mounts cgroup2 in the host namespaces and attaches at the true root', async (t) => {
+  const v2 = cgroup2RootMounts()[0];
+  const srv = await tcpServer('127.0.0.4', PORT, 'cgns-backend');
+  t.teardown(() => srv.close());
+  const { r } = await runChildInPrivateCgroupns(t, 'bt-dp-cgns', '', []);
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { status: DatapathStatus; sync: { errors: unknown[] } };
   t.is(out.status.cgroupRoot, path.join(OPTS.runDir, 'cgroupv2'));
@@ -74,20 +83,10 @@ test('private cgroup namespace: auto mounts cgroup2 in the host namespaces and a
 
 test('private cgroup namespace without the host\'s /proc: auto refuses (BERTH_DP_CGROUP) instead of attaching to its own cgroup', async (t) => {
   const v2 = cgroup2RootMounts()[0];
-  const cg = path.join(v2, `bt-dp-cgns-refuse-${process.pid}`);
-  t.teardown(async () => {
-    await Datapath.cleanup(OPTS);
-    fs.rmSync(OPTS.runDir, { recursive: true, force: true });
-    try { fs.rmdirSync(cg); } catch { /* already gone */ }
-  });
-  await Datapath.cleanup(OPTS);
-  fs.mkdirSync(cg, { recursive: true });
   // Like a --cgroupns=private container: the host's view of cgroup2 is gone (unmounted in the
   // child's private mount namespace only), cgroup2 mounted inside the namespace shows the
   // child's own cgroup as its top (seed 000), and hostProc leads nowhere.
-  const child = path.join(__dirname, 'datapath-cgns-child.js');
-  const script = `echo $$ > ${cg}/cgroup.procs && exec unshare --cgroup --mount --propagation private sh -c 'umount ${v2} && mount -t cgroup2 cgroup2 ${v2} && exec "$0" "$@"' ${process.execPath} ${child} "$@"`;
-  const r = await run('sh', ['-c', script, 'sh', OPTS.pinDir, OPTS.runDir, OPTS.serviceCidr, OPTS.serviceCidr6, VIP, '127.0.0.4', String(PORT), '/nonexistent-proc'], { timeoutMs: 30000 });
+  const { cg, r } = await runChildInPrivateCgroupns(t, 'bt-dp-cgns-refuse', `umount ${v2} && mount -t cgroup2 cgroup2 ${v2} && `, ['/nonexistent-proc']);
   t.not(r.code, 0, r.stdout);
   t.regex(r.stderr, /^BERTH_DP_CGROUP (DatapathError: )?cgroupRoot auto: the host's root cgroup is not visible here .* cannot be reached through \/nonexistent-proc\/1\/ns/m, r.stderr);
   t.regex(r.stderr, /set cgroupRoot to a cgroup2 directory/);

@@ -3,7 +3,7 @@
  * abstract sockets), generic tc attach/query/detach (what the proxy's redirect needs), and the
  * shape of its errors (errno, code, operation). Root, but no traffic.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -63,12 +63,18 @@ test('errors carry errno, code and the operation', async (t) => {
   t.is(e4.code, 'ENOENT');
 });
 
-test('a map write with a wrongly sized key says which map and what size it wants', (t) => {
+/** sock_lb.bpf.o loaded with its maps pinned in a pin dir of the test's own (removed afterwards). */
+function loadSockLb(t: ExecutionContext, what: string) {
   const n = loadNative();
-  const pinDir = `/sys/fs/bpf/berth-test-dpmap-${process.pid}`;
+  const pinDir = `/sys/fs/bpf/berth-test-${what}-${process.pid}`;
   fs.mkdirSync(pinDir, { recursive: true });
   const obj = n.loadObject(bpfObjectPath('sock_lb'), pinDir, ['berth_udp_destroy']);
   t.teardown(() => { n.closeObject(obj.handle); fs.rmSync(pinDir, { recursive: true, force: true }); });
+  return { n, obj };
+}
+
+test('a map write with a wrongly sized key says which map and what size it wants', (t) => {
+  const { n, obj } = loadSockLb(t, 'dpmap');
   // This kernel (>= 6.5) loads the optional iterator: nothing skipped.
   t.deepEqual([obj.skipped, obj.skipReason], [[], null]);
   t.true(obj.programs.every((p) => p.fd >= 0));
@@ -84,11 +90,7 @@ test('a map write with a wrongly sized key says which map and what size it wants
 });
 
 test('batched map writes: in order, E2BIG at the exact element of a full map, ENOENT index on delete, sizes checked first', (t) => {
-  const n = loadNative();
-  const pinDir = `/sys/fs/bpf/berth-test-dpbatch-${process.pid}`;
-  fs.mkdirSync(pinDir, { recursive: true });
-  const obj = n.loadObject(bpfObjectPath('sock_lb'), pinDir, ['berth_udp_destroy']);
-  t.teardown(() => { n.closeObject(obj.handle); fs.rmSync(pinDir, { recursive: true, force: true }); });
+  const { n, obj } = loadSockLb(t, 'dpbatch');
   // berth_doomed: a hash of MAX_DESTROY entries, 20-byte keys, 1-byte values.
   const m = obj.maps.find((x) => x.name === 'berth_doomed')!;
   const max = n.constants.MAX_DESTROY;
