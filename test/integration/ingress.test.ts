@@ -180,3 +180,45 @@ test('switching redirect mode removes the other mode both ways; cleanup after ki
   await waitFor('the orphaned Envoy is gone', () => !fs.existsSync(`/proc/${envoyPid}`) || /^Z/m.test(fs.readFileSync(`/proc/${envoyPid}/status`, 'utf8').match(/^State:\s+(\S)/m)?.[1] ?? ''), 5000);
   t.deepEqual(await berthRules(), { iptables: [], tc: [] });
 });
+
+test('Envoy missing: socket LB works, Envoy reported missing, a bad route label skipped; after a restart with Envoy the ingress serves', async (t) => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  const name = 'ing-noenvoy';
+  let d = new Berthd({ name, extraArgs: ['--envoy-path', '/nonexistent/envoy'] });
+  t.teardown(async () => {
+    await removeTestContainers(SUITE);
+    await d.cleanup();
+  });
+  await d.start();
+  const page = (body: string) => ['sh', '-c', `echo ${body} > /www/index.html && exec httpd -f -p 9080 -h /www`];
+  await runContainer({ suite: SUITE, name: 'bt-ing-ne-good', labels: { 'berth.service': 'negood', 'berth.ports': '9080', 'berth.http.ne.path': '/' }, cmd: page('good') });
+  // A malformed route label (no leading slash): that route is skipped, the container still serves its service.
+  await runContainer({ suite: SUITE, name: 'bt-ing-ne-bad', labels: { 'berth.service': 'nebad', 'berth.ports': '9080', 'berth.http.ne.path': 'bad' }, cmd: page('bad') });
+
+  const st = await waitFor('label error reported', async () => {
+    const s = await d.status();
+    return s.labelErrors.some((e) => e.container === 'bt-ing-ne-bad') ? s : undefined;
+  });
+  t.is(st.envoy.state, 'missing');
+  t.regex(fs.readFileSync(d.logFile, 'utf8'), /Envoy not found \(envoyPath \/nonexistent\/envoy\); ingresses are not served/);
+  const err = st.labelErrors.find((e) => e.container === 'bt-ing-ne-bad')!;
+  t.is(err.label, 'berth.http.ne.path');
+  t.regex(err.error, /bad/);
+  // The socket LB does not need Envoy: both services answer on their VIPs.
+  for (const svc of ['negood', 'nebad']) {
+    const s = await waitFor(`service ${svc}`, async () => (await d.services()).find((x) => x.name === svc && x.backends.length === 1));
+    const r = await waitFor(`${svc} answers on its VIP`, async () => { const x = await httpGet(s.vip, 9080, '/'); return x.status === 200 ? x : undefined; }, 10000, 100);
+    t.is(r.body.trim(), svc === 'negood' ? 'good' : 'bad');
+  }
+  const ing = (await d.services()).find((x) => x.name === 'ne' && x.kind === 'ingress')!;
+  t.deepEqual(ing.routes.map((r) => `${r.path} -> ${r.service}`), ['/ -> negood'], 'only the good route');
+
+  // Envoy "appears" (the default envoyPath, which scripts/setup installs) and berthd restarts.
+  await d.stop();
+  d = new Berthd({ name });
+  await d.start();
+  t.is((await d.status()).envoy.state, 'running');
+  const served = await waitFor('the ingress serves through Envoy', async () => { const x = await httpGet(ing.vip, 80, '/'); return x.status === 200 ? x : undefined; }, 15000, 200);
+  t.is(served.body.trim(), 'good');
+});
