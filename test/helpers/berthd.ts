@@ -54,8 +54,11 @@ export class Berthd {
     return berthdArgs(this.opts);
   }
 
-  /** Start berthd and wait until it reports ready. */
-  async start(timeoutMs = 30000): Promise<void> {
+  /**
+   * Start berthd and wait until it reports ready, or (until: 'serving') only until its admin
+   * socket answers: a berthd that cannot list Docker never becomes ready.
+   */
+  async start(timeoutMs = 30000, until: 'ready' | 'serving' = 'ready'): Promise<void> {
     const log = fs.openSync(this.logFile, 'a');
     const proc = spawn(process.execPath, [DAEMON, ...this.args], {
       stdio: ['ignore', log, log],
@@ -64,7 +67,8 @@ export class Berthd {
     fs.closeSync(log);
     this.proc = proc;
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-    await this.waitReady(timeoutMs);
+    if (until === 'ready') await this.waitReady(timeoutMs);
+    else await waitFor('berthd admin socket', async () => (await getJson<{ ok: boolean }>(this.socket, '/healthz', 1000)).ok, timeoutMs, 100);
   }
 
   async waitReady(timeoutMs = 30000): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import fs from 'node:fs';
-import { Berthd, runCli, waitFor } from '../helpers/berthd';
+import { Berthd, runCli, sleep, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
 import { probeFromHost, tags } from '../helpers/probe';
 import { snapshotHostState, diffHostState } from '../helpers/cleanup';
@@ -47,6 +47,17 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
 
   // While berthd is down, b goes away.
   await docker.getContainer(b.id).remove({ force: true });
+
+  // A berthd that cannot list Docker adopts the maps and withdraws nothing: without a full list
+  // it cannot know that b is gone (issue 2 part 7: prune only after the first full list).
+  const blind = new Berthd({ name: 'surv', extraArgs: ['--docker-host', 'unix:///run/berth-surv-no-docker.sock'] });
+  await blind.start(30000, 'serving');
+  const blindStatus = await waitFor('the blind berthd reports Docker unreachable', async () => { const s = await blind.status(); return s.docker !== 'connected' && s.maps ? s : undefined; });
+  t.false(blindStatus.ready, 'not ready without a Docker list');
+  await sleep(1500); // several reconcile periods
+  t.is((await blind.status()).maps?.backends, 2, 'both backends still in the maps');
+  t.deepEqual(await linkIds(), linksBefore, 'the same links, adopted');
+  await blind.stop();
 
   await d.start();
   const after = await waitFor('keep with 1 backend', async () => (await d.services()).find((s) => s.name === 'keep' && s.backends.length === 1));
