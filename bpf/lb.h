@@ -105,6 +105,37 @@ struct berth_destroy_key {
 	__u8 pad;       /* zero */
 };
 
+/*
+ * Ingress redirect maps (bpf/redirect.bpf.c, redirect mode `ebpf`): (destination, port) ->
+ * the Envoy listener to hand the packet to. Keyed by the ingress VIP and its listen port, and by
+ * each host address with a publish port (address 0 never occurs: userspace lists them).
+ */
+#define BERTH_MAX_REDIR 4096
+
+/* berth's proxy mark: 0x200 in the 0xf00 nibble, the listener port (be16) in the upper 16 bits
+ * (Cilium's layout: seed 002's 0x43470200 for port 18243). */
+#define BERTH_PROXY_MARK 0x200
+
+/* berth_redir4 map key. */
+struct berth_redir4_key {
+	__u32 addr;     /* destination IPv4 address, network order */
+	__u16 port;     /* destination port, network order */
+	__u16 pad;      /* zero */
+};
+
+/* berth_redir6 map key. */
+struct berth_redir6_key {
+	__u8 addr[16];  /* destination IPv6 address, network order */
+	__u16 port;     /* destination port, network order */
+	__u16 pad;      /* zero */
+};
+
+/* berth_redir4 / berth_redir6 value. */
+struct berth_redir_val {
+	__u16 listener_port; /* Envoy listener port, host order */
+	__u16 pad;           /* zero */
+};
+
 #ifdef __cplusplus
 #define _Static_assert static_assert /* C++ spells it without the underscore */
 #endif
@@ -117,5 +148,8 @@ _Static_assert(sizeof(struct berth_revnat_val) == 20, "berth_revnat_val size");
 _Static_assert(sizeof(struct berth_counters) == 16, "berth_counters size");
 _Static_assert(sizeof(struct berth_config) == 16, "berth_config size");
 _Static_assert(sizeof(struct berth_destroy_key) == 20, "berth_destroy_key size");
+_Static_assert(sizeof(struct berth_redir4_key) == 8, "berth_redir4_key size");
+_Static_assert(sizeof(struct berth_redir6_key) == 20, "berth_redir6_key size");
+_Static_assert(sizeof(struct berth_redir_val) == 4, "berth_redir_val size");
 
 #endif /* BERTH_LB_H */

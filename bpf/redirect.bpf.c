@@ -16,6 +16,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "lb.h" /* the map key/value structs, shared with native/ and mirrored by src/datapath/codec.ts */
 
 #define TC_ACT_OK 0
 #define ETH_P_IP 0x0800
@@ -23,49 +24,21 @@
 #define IPPROTO_TCP 6
 #define ENOENT 2
 
-/* berth's proxy mark: 0x200 in the 0xf00 nibble, the listener port in the upper 16 bits. */
-#define BERTH_PROXY_MARK 0x200
-
 char LICENSE[] SEC("license") = "GPL";
-
-/*
- * Map key. Mirrored by the codec in src/proxy/tc.ts (encodeKey): keep the two in step.
- * addr 0 never occurs: publish ports are keyed per host address (userspace lists them).
- */
-struct berth_redir4_key {
-	__u32 addr;	/* destination IPv4 address, network byte order */
-	__u16 port;	/* destination port, network byte order */
-	__u16 pad;	/* zero */
-};
-_Static_assert(sizeof(struct berth_redir4_key) == 8, "berth_redir4_key must be 8 bytes");
-
-struct berth_redir_val {
-	__u16 listener_port;	/* Envoy listener port, host byte order */
-	__u16 pad;		/* zero */
-};
-_Static_assert(sizeof(struct berth_redir_val) == 4, "berth_redir_val must be 4 bytes");
 
 /* (VIP, listen) and (host address, publish) -> Envoy listener port. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, BERTH_MAX_REDIR);
 	__type(key, struct berth_redir4_key);
 	__type(value, struct berth_redir_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);	/* <pinDir>/redirect/berth_redir4, reused on reload */
 } berth_redir4 SEC(".maps");
 
-/* Same for IPv6 (mirrored by encodeKey6 in src/proxy/tc.ts). */
-struct berth_redir6_key {
-	__u8 addr[16];	/* destination IPv6 address, network byte order */
-	__u16 port;	/* destination port, network byte order */
-	__u16 pad;	/* zero */
-};
-_Static_assert(sizeof(struct berth_redir6_key) == 20, "berth_redir6_key must be 20 bytes");
-
 /* (VIP6, listen) and (host IPv6 address, publish) -> Envoy listener port. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, BERTH_MAX_REDIR);
 	__type(key, struct berth_redir6_key);
 	__type(value, struct berth_redir_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);	/* <pinDir>/redirect/berth_redir6 */

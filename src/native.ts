@@ -32,6 +32,7 @@ export function isNativeError(e: unknown): e is NativeError {
 export interface LbSizes {
   svcKey: number; svcVal: number; backendKey: number; backend: number;
   revnatKey: number; revnatVal: number; counters: number; config: number; destroyKey: number;
+  redir4Key: number; redir6Key: number; redirVal: number;
 }
 
 /** Field offsets of bpf/lb.h that codec.ts relies on. */
@@ -39,7 +40,7 @@ export interface LbOffsets {
   svcKeyPort: number; svcKeyProto: number; svcKeyFamily: number; svcKeySlot: number;
   svcValCount: number; svcValFlags: number; backendPort: number; backendFamily: number;
   revnatKeyAddr: number; revnatKeyPort: number; revnatValPort: number; countersNoBackend: number;
-  destroyKeyPort: number; destroyKeyFamily: number;
+  destroyKeyPort: number; destroyKeyFamily: number; redir4KeyPort: number; redir6KeyPort: number;
 }
 
 /** #defines of bpf/lb.h. */

@@ -18,6 +18,9 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   sizes.Set("counters", sizeof(struct berth_counters));
   sizes.Set("config", sizeof(struct berth_config));
   sizes.Set("destroyKey", sizeof(struct berth_destroy_key));
+  sizes.Set("redir4Key", sizeof(struct berth_redir4_key));
+  sizes.Set("redir6Key", sizeof(struct berth_redir6_key));
+  sizes.Set("redirVal", sizeof(struct berth_redir_val));
   exports.Set("sizes", sizes);
 
   Napi::Object offs = Napi::Object::New(env);
@@ -35,6 +38,8 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   offs.Set("countersNoBackend", offsetof(struct berth_counters, no_backend));
   offs.Set("destroyKeyPort", offsetof(struct berth_destroy_key, port));
   offs.Set("destroyKeyFamily", offsetof(struct berth_destroy_key, family));
+  offs.Set("redir4KeyPort", offsetof(struct berth_redir4_key, port));
+  offs.Set("redir6KeyPort", offsetof(struct berth_redir6_key, port));
   exports.Set("offsets", offs);
 
   Napi::Object c = Napi::Object::New(env);

@@ -22,11 +22,12 @@ export const SVC_F_HOST_NETNS = 0x1;
 /** Layout this module writes; must equal the addon's (bpf/lb.h as compiled). */
 export const SIZES: LbSizes = {
   svcKey: 24, svcVal: 8, backendKey: 4, backend: 20, revnatKey: 32, revnatVal: 20, counters: 16, config: 16, destroyKey: 20,
+  redir4Key: 8, redir6Key: 20, redirVal: 4,
 };
 export const OFFSETS: LbOffsets = {
   svcKeyPort: 16, svcKeyProto: 18, svcKeyFamily: 19, svcKeySlot: 20, svcValCount: 4, svcValFlags: 6,
   backendPort: 16, backendFamily: 18, revnatKeyAddr: 8, revnatKeyPort: 24, revnatValPort: 16, countersNoBackend: 8,
-  destroyKeyPort: 16, destroyKeyFamily: 18,
+  destroyKeyPort: 16, destroyKeyFamily: 18, redir4KeyPort: 4, redir6KeyPort: 16,
 };
 
 /** Differences between this module's layout and the addon's, as readable lines (empty = same). */
@@ -268,4 +269,23 @@ export function decodeRevnat(k: Buffer, v: Buffer): { cookie: bigint; backend: B
     backend: { ip: bytesToIp(kAddr, fam(kAddr)), port: k.readUInt16BE(OFFSETS.revnatKeyPort) },
     vip: { ip: bytesToIp(v, fam(v.subarray(0, 16))), port: v.readUInt16BE(OFFSETS.revnatValPort) },
   };
+}
+
+/**
+ * struct berth_redir4_key or berth_redir6_key, by the address's family: the destination and
+ * port in network order (the ingress redirect's maps, bpf/redirect.bpf.c).
+ */
+export function encodeRedirKey(addr: string, port: number): Buffer {
+  const v6 = !net.isIPv4(addr);
+  const b = Buffer.alloc(v6 ? SIZES.redir6Key : SIZES.redir4Key);
+  ipToBytes(addr).copy(b, 0, 0, v6 ? 16 : 4);
+  b.writeUInt16BE(port, v6 ? OFFSETS.redir6KeyPort : OFFSETS.redir4KeyPort);
+  return b;
+}
+
+/** struct berth_redir_val: the Envoy listener port, host order. */
+export function encodeRedirVal(listenerPort: number): Buffer {
+  const b = Buffer.alloc(SIZES.redirVal);
+  u16(b, 0, listenerPort);
+  return b;
 }

@@ -19,10 +19,11 @@
  * across a restart, like the datapath's maps.
  */
 import fs from 'node:fs';
-import os from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import { run } from '../util/exec';
 import { inBpffs, mkdirp } from '../util/mounts';
+import { encodeRedirKey, encodeRedirVal } from '../datapath/codec';
 import { bpfObjectPath, loadNative, type NativeAddon } from '../native';
 import { ProxyError, ProxyErrorCode } from './errors';
 import { DEFAULT_REDIRECT_NAMES, type RedirectEntry } from './redirect-types';
@@ -57,49 +58,7 @@ async function must(cmd: string, args: string[]): Promise<string> {
   return r.stdout;
 }
 
-// ---- map codec: mirrors struct berth_redir4_key / berth_redir6_key / berth_redir_val in bpf/redirect.bpf.c ----
-
-/** Key: IPv4 address and port in network byte order, 2 bytes of zero padding. */
-export function encodeKey(addr: string, port: number): Buffer {
-  const b = Buffer.alloc(8);
-  addr.split('.').forEach((o, i) => b.writeUInt8(Number(o), i));
-  b.writeUInt16BE(port, 4);
-  return b;
-}
-
-/** The 16 bytes of an IPv6 address in text form (with '::' and an embedded IPv4 tail). */
-export function ipv6Bytes(addr: string): Buffer {
-  let text = addr.replace(/%.*$/, '');
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const o = v4[1].split('.').map(Number);
-    text = text.slice(0, -v4[1].length) + `${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
-  }
-  const [head, tail] = text.includes('::') ? text.split('::') : [text, null];
-  const h = head ? head.split(':') : [];
-  const tl = tail ? tail.split(':') : [];
-  const groups = tail === null ? h : [...h, ...Array<string>(8 - h.length - tl.length).fill('0'), ...tl];
-  if (groups.length !== 8) throw new Error(`not an IPv6 address: ${addr}`);
-  const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g || '0', 16), i * 2));
-  return b;
-}
-
-/** IPv6 key: 16 address bytes, port in network byte order, 2 bytes of zero padding. */
-export function encodeKey6(addr: string, port: number): Buffer {
-  const b = Buffer.alloc(20);
-  ipv6Bytes(addr).copy(b, 0);
-  b.writeUInt16BE(port, 16);
-  return b;
-}
-
-/** Value: listener port in host byte order, 2 bytes of zero padding. */
-export function encodeValue(listenerPort: number): Buffer {
-  const b = Buffer.alloc(4);
-  if (os.endianness() === 'LE') b.writeUInt16LE(listenerPort, 0);
-  else b.writeUInt16BE(listenerPort, 0);
-  return b;
-}
+// ---- map content (the encoding is src/datapath/codec.ts's, checked against bpf/lb.h) ----
 
 const hex = (b: Buffer): string[] => [...b].map((x) => x.toString(16).padStart(2, '0'));
 
@@ -108,11 +67,10 @@ export function mapEntries(entries: RedirectEntry[], hostAddrs: string[]): { v4:
   const v4 = new Map<string, string>();
   const v6 = new Map<string, string>();
   const put = (addr: string, port: number, v: string) => {
-    if (addr.includes(':')) v6.set(hex(encodeKey6(addr, port)).join(' '), v);
-    else v4.set(hex(encodeKey(addr, port)).join(' '), v);
+    (net.isIPv4(addr) ? v4 : v6).set(hex(encodeRedirKey(addr, port)).join(' '), v);
   };
   for (const e of entries) {
-    const v = hex(encodeValue(e.listenerPort)).join(' ');
+    const v = hex(encodeRedirVal(e.listenerPort)).join(' ');
     put(e.vip, e.listen, v);
     if (e.vip6) put(e.vip6, e.listen, v);
     if (e.publish !== null) for (const a of hostAddrs) put(a, e.publish, v);

@@ -1,4 +1,5 @@
 import test from 'ava';
+import os from 'node:os';
 import { loadNative } from '../../../src/native';
 import * as codec from '../../../src/datapath/codec';
 
@@ -87,4 +88,17 @@ test('undecodable key bytes fail with a codec error', (t) => {
   const b = codec.encodeSvcKey({ vip: '10.0.0.1', port: 1, protocol: 'tcp', slot: 0 });
   b[19] = 9;
   t.throws(() => codec.decodeSvcKey(b), { instanceOf: codec.CodecError });
+});
+
+test('redirect map key: address and port in network order + padding, by family; value: listener port in host order', (t) => {
+  t.deepEqual([...codec.encodeRedirKey('10.96.0.50', 80)], [10, 96, 0, 50, 0, 80, 0, 0]);
+  t.is(codec.encodeRedirKey('fd00:96::32', 80).toString('hex'), 'fd000096000000000000000000000032' + '0050' + '0000');
+  t.is(codec.encodeRedirKey('::ffff:10.0.0.1', 443).toString('hex'), '00000000000000000000ffff0a000001' + '01bb' + '0000');
+  t.is(codec.encodeRedirKey('fe80::1%eth0', 1).toString('hex'), 'fe800000000000000000000000000001' + '0001' + '0000');
+  t.is(codec.encodeRedirKey('1:2:3:4:5:6:7:8', 2).length, codec.SIZES.redir6Key);
+  t.throws(() => codec.encodeRedirKey('1:2:3', 80));
+  const v = codec.encodeRedirVal(18243);
+  t.is(v.length, codec.SIZES.redirVal);
+  t.is(os.endianness() === 'LE' ? v.readUInt16LE(0) : v.readUInt16BE(0), 18243);
+  t.is(v.readUInt16BE(2), 0);
 });

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { chainRules, bridgeRules, CHAIN } from '../../../src/proxy/iptables';
-import { defaultInterfaces, encodeKey, encodeKey6, encodeValue, ipv6Bytes, mapEntries } from '../../../src/proxy/tc';
+import { defaultInterfaces, mapEntries } from '../../../src/proxy/tc';
+import { encodeRedirKey, encodeRedirVal } from '../../../src/datapath/codec';
 import { proxyMark } from '../../../src/proxy/routing';
 import type { RedirectEntry } from '../../../src/proxy/redirect-types';
 
@@ -23,34 +24,16 @@ test('TPROXY rules: VIP:listen and LOCAL:publish, in iptables -S form, sorted by
   t.true(chainRules([basic, admin], 4).every((r) => r.includes('--comment berth')));
 });
 
-test('tc map codec: key = address and port in network order + padding; value = port in host order', (t) => {
-  t.deepEqual([...encodeKey('10.96.0.50', 80)], [10, 96, 0, 50, 0, 80, 0, 0]);
-  const v = encodeValue(18243);
-  t.is(v.length, 4);
-  t.is(v.readUInt16LE(0) === 18243 || v.readUInt16BE(0) === 18243, true);
-  t.is(v.readUInt16BE(2), 0);
-});
-
-test('IPv6 codec: 16 address bytes ("::" and IPv4 tails expanded), port, padding', (t) => {
-  t.is(ipv6Bytes('fd00:96::32').toString('hex'), 'fd000096000000000000000000000032');
-  t.is(ipv6Bytes('::1').toString('hex'), '00000000000000000000000000000001');
-  t.is(ipv6Bytes('::ffff:10.0.0.1').toString('hex'), '00000000000000000000ffff0a000001');
-  t.is(ipv6Bytes('fe80::1%eth0').toString('hex'), 'fe800000000000000000000000000001');
-  t.is(ipv6Bytes('1:2:3:4:5:6:7:8').toString('hex'), '00010002000300040005000600070008');
-  t.throws(() => ipv6Bytes('1:2:3'));
-  t.is(encodeKey6('fd00:96::32', 80).toString('hex'), 'fd000096000000000000000000000032' + '0050' + '0000');
-});
-
 test('tc map content: one VIP key per ingress and one publish key per host address', (t) => {
   const both = mapEntries([basic, admin], ['192.0.2.2', '172.17.0.1', 'fd00::2']);
   t.is(both.v6.size, 2, 'the IPv6 VIP and the host\'s IPv6 address on the publish port');
-  t.true(both.v6.has(encodeKey6('fd00::2', 31907).toString('hex').replace(/(..)/g, '$1 ').trim()));
+  t.true(both.v6.has(encodeRedirKey('fd00::2', 31907).toString('hex').replace(/(..)/g, '$1 ').trim()));
   const m = both.v4;
   t.is(m.size, 4);
   t.true(m.has('0a 60 00 32 00 50 00 00'));
   t.true(m.has('c0 00 02 02 7c a3 00 00'), 'host address : 31907');
   t.true(m.has('ac 11 00 01 7c a3 00 00'));
-  t.is(m.get('0a 60 00 33 1f 90 00 00'), [...encodeValue(15001)].map((x) => x.toString(16).padStart(2, '0')).join(' '));
+  t.is(m.get('0a 60 00 33 1f 90 00 00'), [...encodeRedirVal(15001)].map((x) => x.toString(16).padStart(2, '0')).join(' '));
 });
 
 test('default tc attach points: Ethernet, not loopback, not bridge ports, not ifb', (t) => {
