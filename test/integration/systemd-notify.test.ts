@@ -6,6 +6,7 @@
 import test from 'ava';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { NotifySocket } from '../helpers/notify-socket';
+import { FakeEngine } from '../helpers/fake-engine';
 
 test('READY after attach, STATUS lines, watchdog pings, STOPPING on SIGTERM', async (t) => {
   const sock = new NotifySocket(`/tmp/berth-notify-${process.pid}.sock`);
@@ -36,4 +37,32 @@ test('READY after attach, STATUS lines, watchdog pings, STOPPING on SIGTERM', as
   const all = sock.assignments();
   t.is(all.filter((a) => a === 'STOPPING=1').length, 1);
   t.true(all.lastIndexOf('STOPPING=1') > all.indexOf('READY=1'));
+});
+
+test('no READY while Docker cannot be listed: STATUS says so, watchdog pings go on; READY once the list succeeds', async (t) => {
+  const sock = new NotifySocket(`/tmp/berth-notify2-${process.pid}.sock`);
+  await sock.open();
+  // An engine that answers, but whose container list fails (an engine in trouble).
+  const engine = await FakeEngine.start();
+  engine.failList = true;
+  engine.add('c1', 'fake-web', { Labels: { 'berth.service': 'fakeweb', 'berth.ports': '80:8080' } }, undefined, '127.0.0.9');
+  const d = new Berthd({ name: 'notify2', serviceCidr: '10.96.0.0/16', env: { NOTIFY_SOCKET: sock.path, WATCHDOG_USEC: '1000000' }, extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy'] });
+  t.teardown(async () => {
+    sock.close();
+    await d.cleanup();
+    await engine.close();
+  });
+  await d.start(30000, 'serving');
+  await waitFor('watchdog pings while not ready', () => sock.assignments().filter((a) => a === 'WATCHDOG=1').length >= 2, 5000);
+  await waitFor('several failed lists', () => engine.lists >= 2, 10000);
+  t.false(sock.assignments().includes('READY=1'), 'no READY without a full Docker list');
+  t.false((await d.status()).ready);
+  t.true(sock.assignments().some((a) => /^STATUS=.*Docker (disconnected|connecting)/.test(a)), sock.assignments().join(' | '));
+  // The engine recovers: the next attempt lists, reconciles, and READY follows.
+  engine.failList = false;
+  await waitFor('READY=1 after the first good list', () => sock.assignments().includes('READY=1'), 20000);
+  const st = await d.status();
+  t.is(st.docker, 'connected');
+  t.true(st.cgroupIsHostRoot);
+  t.truthy((await d.services()).find((s) => s.name === 'fakeweb' && s.backends.length === 1));
 });
