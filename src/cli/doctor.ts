@@ -178,6 +178,7 @@ export function formatDoctor(checks: Check[]): string {
   const w = Math.max(...checks.map((c) => c.name.length));
   const lines = checks.map((c) => `${c.level.padEnd(4)}  ${c.name.padEnd(w)}  ${c.detail}${c.fix && c.level !== 'OK' ? `\n      ${' '.repeat(w)}  -> ${c.fix}` : ''}`);
   const n = (l: Level) => checks.filter((c) => c.level === l).length;
-  lines.push('', `${n('OK')} ok, ${n('WARN')} warnings, ${n('FAIL')} failures`);
+  const count = (k: Level, one: string, many: string): string => `${n(k)} ${n(k) === 1 ? one : many}`;
+  lines.push('', `${n('OK')} ok, ${count('WARN', 'warning', 'warnings')}, ${count('FAIL', 'failure', 'failures')}`);
   return lines.join('\n');
 }

