@@ -26,7 +26,6 @@
 #define BERTH_MAX_SERVICE_ENTRIES (1u << 19) /* master + backend slots, all services */
 #define BERTH_MAX_BACKENDS (1u << 18)        /* distinct (address, port) backends */
 #define BERTH_MAX_SERVICE_IDS (1u << 17)     /* service ids 1..MAX-1; index of the counters */
-#define BERTH_MAX_REVNAT (1u << 17)          /* LRU: live (socket, backend) pairs */
 #define BERTH_MAX_DESTROY 4096               /* backends whose UDP sockets one iterator run destroys */
 #define BERTH_MAX_SLOTS 0xffffu              /* backends per service (u16 slot) */
 
@@ -68,20 +67,26 @@ struct berth_backend {
 	__u8 pad;       /* zero */
 };
 
-/* revnat map key: which socket talked to which backend. */
-struct berth_revnat_key {
-	__u64 cookie;   /* bpf_get_socket_cookie() of the client socket */
-	__u32 addr[4];  /* backend address as the socket sees it, network order */
-	__u16 port;     /* backend port, network order */
-	__u16 pad1;     /* zero */
-	__u32 pad2;     /* zero */
+/* Reverse-NAT translations a socket keeps (berth_sk_revnat entries): one for a TCP or connected
+ * UDP socket; an unconnected UDP socket sending to several VIPs keeps the last few. */
+#define BERTH_SK_REVNAT_SLOTS 4
+
+/* One translation: replies from this backend must look as if they came from this VIP. */
+struct berth_sk_revnat_ent {
+	__u32 be_addr[4];  /* backend address as the socket sees it (v4-mapped on a dual-stack
+	                      IPv6 socket), network order; IPv4 in be_addr[0] */
+	__u16 be_port;     /* backend port, network order; 0 = empty slot */
+	__u16 vip_port;    /* VIP port, network order */
+	__u32 vip_addr[4]; /* VIP as the socket asked for it, network order */
 };
 
-/* revnat map value: what getpeername()/recvmsg() must report instead of the backend. */
-struct berth_revnat_val {
-	__u32 addr[4];  /* VIP, network order */
-	__u16 port;     /* VIP port, network order */
-	__u16 pad;      /* zero */
+/* berth_sk_revnat value: per-socket storage (BPF_MAP_TYPE_SK_STORAGE), created at the socket's
+ * first balanced connect/sendmsg and freed with the socket: no capacity to run out of, no
+ * eviction, no shared lock on the connect path. */
+struct berth_sk_revnat {
+	struct berth_sk_revnat_ent ent[BERTH_SK_REVNAT_SLOTS];
+	__u32 next;        /* slot a new translation takes when none matches (round robin) */
+	__u32 pad;         /* zero */
 };
 
 /* counters map value (per CPU, indexed by service id). */
@@ -143,8 +148,8 @@ _Static_assert(sizeof(struct berth_svc_key) == 24, "berth_svc_key size");
 _Static_assert(sizeof(struct berth_svc_val) == 8, "berth_svc_val size");
 _Static_assert(sizeof(struct berth_backend_key) == 4, "berth_backend_key size");
 _Static_assert(sizeof(struct berth_backend) == 20, "berth_backend size");
-_Static_assert(sizeof(struct berth_revnat_key) == 32, "berth_revnat_key size");
-_Static_assert(sizeof(struct berth_revnat_val) == 20, "berth_revnat_val size");
+_Static_assert(sizeof(struct berth_sk_revnat_ent) == 36, "berth_sk_revnat_ent size");
+_Static_assert(sizeof(struct berth_sk_revnat) == 4 * 36 + 8, "berth_sk_revnat size");
 _Static_assert(sizeof(struct berth_counters) == 16, "berth_counters size");
 _Static_assert(sizeof(struct berth_config) == 16, "berth_config size");
 _Static_assert(sizeof(struct berth_destroy_key) == 20, "berth_destroy_key size");

@@ -31,7 +31,7 @@ export function isNativeError(e: unknown): e is NativeError {
 /** Struct sizes of bpf/lb.h as the C compiler laid them out. */
 export interface LbSizes {
   svcKey: number; svcVal: number; backendKey: number; backend: number;
-  revnatKey: number; revnatVal: number; counters: number; config: number; destroyKey: number;
+  skRevnat: number; skRevnatEnt: number; counters: number; config: number; destroyKey: number;
   redir4Key: number; redir6Key: number; redirVal: number;
 }
 
@@ -39,13 +39,13 @@ export interface LbSizes {
 export interface LbOffsets {
   svcKeyPort: number; svcKeyProto: number; svcKeyFamily: number; svcKeySlot: number;
   svcValCount: number; svcValFlags: number; backendPort: number; backendFamily: number;
-  revnatKeyAddr: number; revnatKeyPort: number; revnatValPort: number; countersNoBackend: number;
+  skRevnatEntVip: number; skRevnatNext: number; countersNoBackend: number;
   destroyKeyPort: number; destroyKeyFamily: number; redir4KeyPort: number; redir6KeyPort: number;
 }
 
 /** #defines of bpf/lb.h. */
 export interface LbConstants {
-  MAX_SERVICE_ENTRIES: number; MAX_BACKENDS: number; MAX_SERVICE_IDS: number; MAX_REVNAT: number;
+  MAX_SERVICE_ENTRIES: number; MAX_BACKENDS: number; MAX_SERVICE_IDS: number; SK_REVNAT_SLOTS: number;
   MAX_DESTROY: number; MAX_SLOTS: number; SVC_F_HOST_NETNS: number; FAMILY_V4: number; FAMILY_V6: number;
 }
 

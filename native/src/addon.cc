@@ -13,8 +13,8 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   sizes.Set("svcVal", sizeof(struct berth_svc_val));
   sizes.Set("backendKey", sizeof(struct berth_backend_key));
   sizes.Set("backend", sizeof(struct berth_backend));
-  sizes.Set("revnatKey", sizeof(struct berth_revnat_key));
-  sizes.Set("revnatVal", sizeof(struct berth_revnat_val));
+  sizes.Set("skRevnat", sizeof(struct berth_sk_revnat));
+  sizes.Set("skRevnatEnt", sizeof(struct berth_sk_revnat_ent));
   sizes.Set("counters", sizeof(struct berth_counters));
   sizes.Set("config", sizeof(struct berth_config));
   sizes.Set("destroyKey", sizeof(struct berth_destroy_key));
@@ -32,9 +32,8 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   offs.Set("svcValFlags", offsetof(struct berth_svc_val, flags));
   offs.Set("backendPort", offsetof(struct berth_backend, port));
   offs.Set("backendFamily", offsetof(struct berth_backend, family));
-  offs.Set("revnatKeyAddr", offsetof(struct berth_revnat_key, addr));
-  offs.Set("revnatKeyPort", offsetof(struct berth_revnat_key, port));
-  offs.Set("revnatValPort", offsetof(struct berth_revnat_val, port));
+  offs.Set("skRevnatEntVip", offsetof(struct berth_sk_revnat_ent, vip_addr));
+  offs.Set("skRevnatNext", offsetof(struct berth_sk_revnat, next));
   offs.Set("countersNoBackend", offsetof(struct berth_counters, no_backend));
   offs.Set("destroyKeyPort", offsetof(struct berth_destroy_key, port));
   offs.Set("destroyKeyFamily", offsetof(struct berth_destroy_key, family));
@@ -46,7 +45,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   c.Set("MAX_SERVICE_ENTRIES", BERTH_MAX_SERVICE_ENTRIES);
   c.Set("MAX_BACKENDS", BERTH_MAX_BACKENDS);
   c.Set("MAX_SERVICE_IDS", BERTH_MAX_SERVICE_IDS);
-  c.Set("MAX_REVNAT", BERTH_MAX_REVNAT);
+  c.Set("SK_REVNAT_SLOTS", BERTH_SK_REVNAT_SLOTS);
   c.Set("MAX_DESTROY", BERTH_MAX_DESTROY);
   c.Set("MAX_SLOTS", BERTH_MAX_SLOTS);
   c.Set("SVC_F_HOST_NETNS", BERTH_SVC_F_HOST_NETNS);

@@ -118,7 +118,7 @@ Napi::Value MapLookup(const Napi::CallbackInfo &info) {
 // mapDump(fd) -> { count, keys: Buffer(count*keySize), values: Buffer(count*valueBytes) }.
 // Batched (one syscall per few thousand entries) where the map type supports it, else
 // get_next_key + lookup. A concurrent writer may make a walk miss or repeat an entry; berth
-// is the only writer and programs only touch revnat/counters, which are never dumped to plan.
+// is the only writer and programs only touch counters and socket storage, never dumped to plan.
 Napi::Value MapDump(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();

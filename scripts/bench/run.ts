@@ -195,7 +195,7 @@ export function markdown(res: Results): string {
     '',
     res.datapath ? datapathMarkdown(res.datapath, c.datapath.modes) : 'not run (not selected)',
     '',
-    '### What would close the p99 gap (TCP_CRR, S(1) against D, with edited builds of bpf/sock_lb.bpf.c)',
+    '### What the reverse-NAT record costs (TCP_CRR, S(1) against D, with an edited build of bpf/sock_lb.bpf.c)',
     '',
     res.whatif ? whatIfMarkdown(res.whatif) : 'not run (not selected)',
     '',

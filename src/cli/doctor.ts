@@ -58,6 +58,9 @@ async function kernelChecks(): Promise<Check[]> {
   out.push(helper('cgroup_sock_addr', 'bpf_get_socket_cookie')
     ? ok('socket cookie', 'bpf_get_socket_cookie available to socket hooks')
     : fail('socket cookie', 'bpf_get_socket_cookie missing for cgroup_sock_addr', 'use Linux 5.8+'));
+  out.push(helper('cgroup_sock_addr', 'bpf_sk_storage_get')
+    ? ok('socket storage', 'bpf_sk_storage_get available to socket hooks (per-socket reverse NAT)')
+    : fail('socket storage', 'bpf_sk_storage_get missing for cgroup_sock_addr: getpeername and UDP replies cannot show the VIP', 'use a newer kernel (Ubuntu 22.04+ kernels have it)'));
   out.push(helper('cgroup_sock_addr', 'bpf_get_netns_cookie')
     ? ok('netns cookie', 'bpf_get_netns_cookie available (host-only ingress shortcut)')
     : warn('netns cookie', 'bpf_get_netns_cookie missing for cgroup_sock_addr', 'use Linux 5.8+'));

@@ -26,7 +26,7 @@ export interface StatusView {
   cgroupRoot: string | null;
   cgroupIsHostRoot: boolean;
   attached: string[];
-  maps: { services: number; backends: number; revnat: number } | null;
+  maps: { services: number; backends: number } | null;
   redirect: string | null;
   envoy: { state: string; pid: number | null; version?: string | null; restarts?: number; lastNack?: string | null };
   labelErrors: { container: string; label: string; error: string }[];
@@ -82,7 +82,7 @@ export function formatStatus(st: StatusView): string {
     `docker:      ${st.docker} (reconnects ${st.dockerReconnects})`,
     `cgroup root: ${st.cgroupRoot ?? '-'} (${st.cgroupIsHostRoot ? 'host root: yes' : 'host root: NO — only processes below it see VIPs'})`,
     `attached:    ${st.attached.length ? st.attached.join(' ') : 'nothing'}`,
-    `maps:        ${st.maps ? `${st.maps.services} service entries, ${st.maps.backends} backends, ${st.maps.revnat} reverse-NAT entries` : '-'}`,
+    `maps:        ${st.maps ? `${st.maps.services} service entries, ${st.maps.backends} backends` : '-'}`,
     `redirect:    ${st.redirect ?? '-'}`,
     `envoy:       ${st.envoy.state}${st.envoy.pid ? ` (pid ${st.envoy.pid})` : ''}${st.envoy.version ? ` ${st.envoy.version}` : ''}${st.envoy.restarts ? `, ${st.envoy.restarts} restarts` : ''}`,
   ];

@@ -21,12 +21,12 @@ export const SVC_F_HOST_NETNS = 0x1;
 
 /** Layout this module writes; must equal the addon's (bpf/lb.h as compiled). */
 export const SIZES: LbSizes = {
-  svcKey: 24, svcVal: 8, backendKey: 4, backend: 20, revnatKey: 32, revnatVal: 20, counters: 16, config: 16, destroyKey: 20,
+  svcKey: 24, svcVal: 8, backendKey: 4, backend: 20, skRevnat: 152, skRevnatEnt: 36, counters: 16, config: 16, destroyKey: 20,
   redir4Key: 8, redir6Key: 20, redirVal: 4,
 };
 export const OFFSETS: LbOffsets = {
   svcKeyPort: 16, svcKeyProto: 18, svcKeyFamily: 19, svcKeySlot: 20, svcValCount: 4, svcValFlags: 6,
-  backendPort: 16, backendFamily: 18, revnatKeyAddr: 8, revnatKeyPort: 24, revnatValPort: 16, countersNoBackend: 8,
+  backendPort: 16, backendFamily: 18, skRevnatEntVip: 20, skRevnatNext: 144, countersNoBackend: 8,
   destroyKeyPort: 16, destroyKeyFamily: 18, redir4KeyPort: 4, redir6KeyPort: 16,
 };
 
@@ -258,17 +258,6 @@ export function decodeCountersPercpu(b: Buffer): { connects: number; noBackend: 
     noBackend += r64(b, off + OFFSETS.countersNoBackend);
   }
   return { connects: Number(connects), noBackend: Number(noBackend) };
-}
-
-/** struct berth_revnat_key / berth_revnat_val, for tests and debugging. */
-export function decodeRevnat(k: Buffer, v: Buffer): { cookie: bigint; backend: BackendAddr; vip: BackendAddr } {
-  const kAddr = k.subarray(OFFSETS.revnatKeyAddr, OFFSETS.revnatKeyAddr + 16);
-  const fam = (x: Buffer): Family => (x.subarray(4).every((y) => y === 0) ? FAMILY_V4 : FAMILY_V6);
-  return {
-    cookie: r64(k, 0),
-    backend: { ip: bytesToIp(kAddr, fam(kAddr)), port: k.readUInt16BE(OFFSETS.revnatKeyPort) },
-    vip: { ip: bytesToIp(v, fam(v.subarray(0, 16))), port: v.readUInt16BE(OFFSETS.revnatValPort) },
-  };
 }
 
 /**

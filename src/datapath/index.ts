@@ -21,7 +21,7 @@ import { DatapathError, DatapathErrorCode } from './errors';
 import { inBpffs, mkdirp } from '../util/mounts';
 
 export const OBJECT_NAME = 'sock_lb';
-export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_revnat', 'berth_counters', 'berth_config', 'berth_doomed'] as const;
+export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_sk_revnat', 'berth_counters', 'berth_config', 'berth_doomed'] as const;
 type MapName = (typeof MAP_NAMES)[number];
 export const ITER_PROGRAM = 'berth_udp_destroy';
 const COUNTS_MAX_AGE_MS = 5000;
@@ -66,7 +66,7 @@ export class Datapath implements DatapathApi {
   private fds: Record<MapName, number>;
   private iterFd: number;
   private serviceIds = new Map<string, number>();
-  private counts = { services: 0, backends: 0, revnat: 0 };
+  private counts = { services: 0, backends: 0 };
   private countsAt = 0;
   private closed = false;
   private queue: Promise<unknown> = Promise.resolve();
@@ -398,7 +398,6 @@ export class Datapath implements DatapathApi {
         this.counts = {
           services: n.mapDump(this.fds.berth_services).count,
           backends: n.mapDump(this.fds.berth_backends).count,
-          revnat: n.mapDump(this.fds.berth_revnat).count,
         };
         this.countsAt = now;
       } catch (e) {

@@ -23,7 +23,7 @@ export interface DatapathStatus {
   /** Names of the attached hooks, e.g. ['connect4', 'connect6', ...]. */
   attached: string[];
   /** Entries currently in the maps. */
-  counts: { services: number; backends: number; revnat: number };
+  counts: { services: number; backends: number };
 }
 
 export interface SyncResult {

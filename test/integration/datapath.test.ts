@@ -305,6 +305,32 @@ test('a full services map fails the services that do not fit, per service, and t
   }
 });
 
+test('one unconnected UDP socket talking to four VIPs at once: every reply comes from the VIP it was sent to', async (t) => {
+  const dgram = await import('node:dgram');
+  // Four UDP services (as many as a socket keeps translations for), each with a backend of its own.
+  const addrs = ['127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7'];
+  const servers = await Promise.all(addrs.map((a) => udpServer(a, P.udp, `udp-${a}`)));
+  t.teardown(async () => { for (const x of servers) await x.close(); });
+  const extra = addrs.map((a, i) => service(`multi-${i}`, `10.211.2.${i + 1}`, null, [[a, null]], [{ port: 53, protocol: 'udp', targetPort: P.udp }]));
+  t.deepEqual((await dp.sync([...desired(), ...extra], { prune: true })).errors, []);
+  t.teardown(async () => { await dp.sync(desired(), { prune: true }); });
+  const s = dgram.createSocket('udp4');
+  t.teardown(() => s.close());
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', () => resolve()));
+  for (let round = 0; round < 2; round++) {
+    const replies: { tag: string; from: string }[] = [];
+    const all = new Promise<void>((resolve) => s.on('message', (m, rinfo) => {
+      replies.push({ tag: m.toString().split('|')[0], from: `${rinfo.address}:${rinfo.port}` });
+      if (replies.length === addrs.length) resolve();
+    }));
+    // All four sent before any reply is read: the socket holds four translations at once.
+    for (const e of extra) s.send('x', 53, e.vip);
+    await Promise.race([all, new Promise((r) => setTimeout(r, 3000))]);
+    s.removeAllListeners('message');
+    t.deepEqual(replies.map((r) => `${r.tag} from ${r.from}`).sort(), addrs.map((a, i) => `udp-${a} from ${extra[i].vip}:53`).sort(), `round ${round}`);
+  }
+});
+
 test('100,000 services in one sync (the benchmark\'s largest size) and back: no error, every entry there, then gone', async (t) => {
   const n = loadNative();
   // Frontends in the suite's own range (no traffic goes to them); one shared backend.

@@ -87,7 +87,7 @@ export function datapathMarkdown(r: DatapathReport, modes: Mode[]): string {
   }
   const prep = r.variants.filter((v) => (v.kind === 'S' || v.kind === 'T') && v.prepareMs.length);
   if (prep.length) {
-    out.push('Time to put each variant in place before its measurement (ms per round; S = `Datapath.sync` from the previous size, plus filling the reverse-NAT LRU the first time; T = flush + `iptables-restore`):\n');
+    out.push('Time to put each variant in place before its measurement (ms per round; S = `Datapath.sync` from the previous size; T = flush + `iptables-restore`):\n');
     out.push(prep.map((v) => `${v.id}: ${v.prepareMs.join(', ')}`).join(' · ') + '\n');
   }
   if (r.hookCost.length) {
@@ -139,12 +139,6 @@ export function evaluateTargets(res: Results): Target[] {
       measured: p99.map(({ v, r }) => `${v.id}: ${fmt(r.median, 2)}×`).join(', '),
       met: p99.every(({ r }) => r.median <= 1.05) && S.every(ran),
     });
-    const pc = res.whatif?.variants.find((v) => v.id === 'percpu');
-    if (pc && pc.s.length) {
-      const p = whatIfRatio(pc, 'p99_us');
-      const q = whatIfRatio(pc, 'rate');
-      t.push({ target: '(what-if, not the built code) S(1) with the reverse-NAT LRU per-CPU (BPF_F_NO_COMMON_LRU)', measured: `rate ${fmt(q.median, 3)}×, p99 ${fmt(p.median, 2)}×`, met: q.median >= 0.95 && p.median <= 1.05 });
-    }
     const first = S.find(ran)!;
     const last = [...S].reverse().find(ran)!;
     if (first !== last) {

@@ -37,7 +37,7 @@ export interface ColdRun {
   totalMs: number;
   updates: number;
   writesPerS: number;
-  counts: { services: number; backends: number; revnat: number };
+  counts: { services: number; backends: number };
   resyncMs: number;
   resyncUpdates: number;
   cpuMs: number;

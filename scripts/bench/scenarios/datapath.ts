@@ -15,7 +15,7 @@ import { cleanup } from '../lib/cleanup';
 import { containerIp, removeContainer, runContainer } from '../lib/docker';
 import { IptablesBaseline } from '../lib/iptables';
 import { loadgen, type LoadResult, type Mode } from '../lib/loadgen';
-import { RevnatMap, loadDatapath, silentLogger, syntheticServices } from '../lib/berth';
+import { loadDatapath, silentLogger, syntheticServices } from '../lib/berth';
 import { NAMES, NotRun, RANGES, cidrBase, ipv4Add, log, nowMs, run, sleep } from '../lib/util';
 
 export interface DatapathConfig {
@@ -49,8 +49,6 @@ export interface DatapathReport {
   reason: string | null;
   backend: string | null;
   otherSocketHooks: string[];
-  /** Capacity of berth's reverse-NAT LRU map. */
-  revnatMax: number | null;
   /** Average run time of berth's hooks (kernel.bpf_stats_enabled, a separate short run after the rounds). */
   hookCost: { hook: string; mode: Mode; runs: number; avgNs: number }[];
   variants: VariantResult[];
@@ -128,20 +126,16 @@ async function progStats(pin: string): Promise<{ runs: number; ns: number }> {
  * enabled only for this short separate run (they add two clock reads to every BPF program on the
  * host), then restored.
  */
-async function hookCost(pinDir: string, cpu: number | null, revnat: RevnatMap): Promise<DatapathReport['hookCost']> {
+async function hookCost(pinDir: string, cpu: number | null): Promise<DatapathReport['hookCost']> {
   const before = (await run('sysctl', ['-n', 'kernel.bpf_stats_enabled'])).stdout.trim() || '0';
   await run('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
   const out: DatapathReport['hookCost'] = [];
   try {
-    const steps: [string, Mode, string[], () => Promise<unknown> | unknown][] = [
-      ['reverse-NAT LRU emptied first', 'crr', ['connect'], () => revnat.empty()],
-      ['reverse-NAT LRU full', 'crr', ['connect'], async () => {
-        for (let i = 0; i < 4 && revnat.count() < revnat.max * 0.97; i++) await loadgen('crr', S_VIP, VIP_TCP, { seconds: 3, maxCount: revnat.max, cpu: cpu ?? undefined });
-      }],
-      ['', 'udpu', ['sendmsg', 'recvmsg'], () => undefined],
+    const steps: [string, Mode, string[]][] = [
+      ['', 'crr', ['connect']],
+      ['', 'udpu', ['sendmsg', 'recvmsg']],
     ];
-    for (const [state, mode, hooks, before] of steps) {
-      await before();
+    for (const [state, mode, hooks] of steps) {
       const pins = hooks.map((h) => `${pinDir}/link_berth_sock4_${h}`);
       const a = await Promise.all(pins.map(progStats));
       await loadgen(mode, S_VIP, mode === 'crr' ? VIP_TCP : VIP_UDP, { seconds: 1, cpu: cpu ?? undefined });
@@ -158,7 +152,7 @@ async function hookCost(pinDir: string, cpu: number | null, revnat: RevnatMap): 
 }
 
 export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathReport> {
-  const report: DatapathReport = { status: 'ok', reason: null, backend: null, otherSocketHooks: [], revnatMax: null, hookCost: [], variants: [] };
+  const report: DatapathReport = { status: 'ok', reason: null, backend: null, otherSocketHooks: [], hookCost: [], variants: [] };
   const mark = cleanup.mark;
   let dp: DatapathApi | null = null;
   try {
@@ -195,7 +189,6 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
       if (i === 0) order.push(P);
     });
     report.variants = [D, ...S, ...T, P];
-    let revnat: RevnatMap | null = null;
 
     // Hooks someone else attached at the root cgroup (another berthd under test) run for every
     // variant alike; recorded so that the numbers can be read with that in mind.
@@ -213,8 +206,6 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
         await Datapath.cleanup(DP_OPTS());
       });
       await ensureUnreachable(RANGES.sock, S_VIP);
-      revnat = new RevnatMap(`${opts.pinDir}/berth_revnat`);
-      report.revnatMax = revnat.max;
     } catch (e) {
       for (const v of S) Object.assign(v, { status: 'not run', reason: e instanceof NotRun ? e.message : `datapath: ${(e as Error).message}` });
     }
@@ -258,18 +249,7 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
         sN = v.n!;
         await ensureUnreachable(RANGES.sock, S_VIP);
       }
-      if (v.kind === 'S') {
-        // The reverse-NAT LRU only ever loses entries by eviction, so on any long-running host it
-        // is full: measure S in that steady state (fill it with connects first when it is not).
-        const fill = async () => {
-          for (let i = 0; i < 4 && revnat!.count() < revnat!.max * 0.97; i++) {
-            await loadgen('crr', S_VIP, VIP_TCP, { seconds: 3, maxCount: revnat!.max, cpu: cfg.cpu ?? undefined });
-          }
-        };
-        const t0 = nowMs();
-        await fill();
-        if (nowMs() - t0 > 100) log(`filled the reverse-NAT LRU to ${revnat!.count()}/${revnat!.max} in ${Math.round(nowMs() - t0)} ms`);
-      } else if (v.kind === 'T') {
+      if (v.kind === 'T') {
         await ipt.setServices(v.n!);
         await ipt.assertContained();
       }
@@ -333,7 +313,7 @@ export async function datapathScenario(cfg: DatapathConfig): Promise<DatapathRep
     if (report.variants.every((v) => v.status !== 'ok')) Object.assign(report, { status: 'failed', reason: 'no variant ran' });
     if (dp && S[0].status === 'ok') {
       try {
-        report.hookCost = await hookCost(DP_OPTS().pinDir, cfg.cpu, revnat!);
+        report.hookCost = await hookCost(DP_OPTS().pinDir, cfg.cpu);
       } catch (e) {
         log(`hook cost: ${(e as Error).message}`);
       }

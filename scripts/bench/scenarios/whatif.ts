@@ -3,10 +3,9 @@
  * hand-varied builds of bpf/sock_lb.bpf.c, made by the bench in .bench/whatif/ (the repository's
  * sources are not touched) and loaded through the real Datapath class via BERTH_BPF_OBJECT_DIR:
  *   built      build/bpf/sock_lb.bpf.o as `npm run build` made it
- *   percpu     the reverse-NAT LRU with BPF_F_NO_COMMON_LRU (per-CPU free lists, no global lock)
- *   norevnat   no reverse-NAT write at connect at all (diagnostic only: getpeername and UDP
- *              replies would then show the backend, not the VIP)
- * Interleaved per round; the LRU is filled first (its steady state) for the variants that write it.
+ *   norevnat   no reverse-NAT record at connect at all (diagnostic only: getpeername and UDP
+ *              replies would then show the backend, not the VIP): the cost of that record
+ * Interleaved per round.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,11 +13,11 @@ import type { DatapathOptions } from '../../../src/datapath/types';
 import { cleanup } from '../lib/cleanup';
 import { containerIp, runContainer } from '../lib/docker';
 import { loadgen, type LoadResult } from '../lib/loadgen';
-import { RevnatMap, loadDatapath, silentLogger } from '../lib/berth';
+import { loadDatapath, silentLogger } from '../lib/berth';
 import { NAMES, NotRun, OUT_DIR, REPO, RANGES, cidrBase, ipv4Add, log, must, run, summarize, type Summary } from '../lib/util';
 
 export interface WhatIfVariant {
-  id: 'built' | 'percpu' | 'norevnat';
+  id: 'built' | 'norevnat';
   label: string;
   status: 'ok' | 'not run' | 'failed';
   reason: string | null;
@@ -38,20 +37,8 @@ const VIP = ipv4Add(cidrBase(RANGES.sock), 1);
 async function buildVariant(id: WhatIfVariant['id'], src: string): Promise<string> {
   const dir = path.join(OUT_DIR, 'whatif', id);
   if (id === 'built') return path.join(REPO, 'build/bpf');
-  let text = src;
-  if (id === 'percpu') {
-    if (/BPF_F_NO_COMMON_LRU/.test(src)) throw new NotRun('sock_lb.bpf.c already uses BPF_F_NO_COMMON_LRU (same as built)');
-    // The map definition block that ends in "} berth_revnat SEC": add the flag after its type.
-    const end = src.indexOf('} berth_revnat SEC');
-    const start = src.lastIndexOf('struct {', end);
-    const type = '__uint(type, BPF_MAP_TYPE_LRU_HASH);';
-    const at = src.indexOf(type, start);
-    if (end > 0 && start >= 0 && at > start && at < end) {
-      text = `${src.slice(0, at + type.length)}\n\t__uint(map_flags, BPF_F_NO_COMMON_LRU);${src.slice(at + type.length)}`;
-    }
-  } else {
-    text = src.replace(/bpf_map_update_elem\(&berth_revnat,[^;]*;/g, '/* what-if: no reverse-NAT write */;');
-  }
+  // The socket storage is never created, so no translation is recorded.
+  const text = src.replace(/bpf_sk_storage_get\(&berth_sk_revnat, sk, 0, BPF_SK_STORAGE_GET_F_CREATE\)/g, '(void *)0 /* what-if: no reverse-NAT record */');
   if (text === src) throw new NotRun(`the ${id} edit no longer applies to bpf/sock_lb.bpf.c`);
   fs.mkdirSync(dir, { recursive: true });
   const c = path.join(dir, 'sock_lb.bpf.c');
@@ -64,8 +51,7 @@ export async function whatIfScenario(cfg: { rounds: number; seconds: number; cpu
   const mk = (id: WhatIfVariant['id'], label: string): WhatIfVariant => ({ id, label, status: 'ok', reason: null, s: [], d: [] });
   const variants = [
     mk('built', 'as built'),
-    mk('percpu', 'reverse-NAT LRU with BPF_F_NO_COMMON_LRU'),
-    mk('norevnat', 'no reverse-NAT write (diagnostic only)'),
+    mk('norevnat', 'no reverse-NAT record (diagnostic only)'),
   ];
   const report: WhatIfReport = { status: 'ok', reason: null, variants };
   const mark = cleanup.mark;
@@ -105,10 +91,6 @@ export async function whatIfScenario(cfg: { rounds: number; seconds: number; cpu
           }], { prune: true });
           if (res.errors.length) throw new Error(res.errors[0].error);
           if ((await run('ip', ['-o', 'route', 'get', VIP])).code === 0) throw new Error(`refusing to send traffic: ${VIP} is routable`);
-          if (v.id !== 'norevnat') {
-            const lru = new RevnatMap(`${opts().pinDir}/berth_revnat`);
-            for (let i = 0; i < 4 && lru.count() < lru.max * 0.97; i++) await loadgen('crr', VIP, 80, { seconds: 3, maxCount: lru.max, cpu });
-          }
           v.d.push(await loadgen('crr', ip, 8080, { seconds: cfg.seconds, cpu }));
           v.s.push(await loadgen('crr', VIP, 80, { seconds: cfg.seconds, cpu }));
         } catch (e) {

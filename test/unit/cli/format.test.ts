@@ -32,7 +32,7 @@ test('status: attach point truthfulness and label errors are shown', (t) => {
   const st: StatusView = {
     version: '0.1.0', pid: 42, ready: true, docker: 'connected', dockerReconnects: 1,
     cgroupRoot: '/run/berth/cgroupv2', cgroupIsHostRoot: false, attached: ['connect4', 'connect6'],
-    maps: { services: 3, backends: 2, revnat: 0 }, redirect: 'iptables',
+    maps: { services: 3, backends: 2 }, redirect: 'iptables',
     envoy: { state: 'running', pid: 99, version: '1.40.0', restarts: 2, lastNack: 'bad cluster' },
     labelErrors: [{ container: 'c1', label: 'berth.ports', error: 'bad port "x"' }],
     lastReconcile: { at: '2026-01-01T00:00:00Z', durationMs: 1.25, error: null },
