@@ -26,6 +26,12 @@ export interface EventMeaning {
   id: string | null;
   /** mark: stopping from now; clear: started again; forget: destroyed. */
   stopping: StoppingChange;
+  /**
+   * A kill with a signal outside STOP_SIGNALS while the container's own StopSignal is unknown
+   * (stopSignalOf gave null): it may be that StopSignal (SIGQUIT for nginx), which only an
+   * inspect can tell.
+   */
+  askStopSignal: boolean;
 }
 
 const CONTAINER_ACTIONS = new Set(['start', 'die', 'kill', 'stop', 'destroy', 'rename', 'pause', 'unpause', 'restart', 'oom']);
@@ -57,11 +63,12 @@ export function interpret(ev: DockerEvent, stopSignalOf: (id: string) => number 
   // health events arrive as "health_status: healthy"; exec events as "exec_start: sh -c …".
   const action = (ev.Action ?? ev.status ?? '').split(':')[0].trim();
   const id = ev.Actor?.ID ?? ev.id ?? null;
-  if (type === 'network') return { relist: NETWORK_ACTIONS.has(action), id: null, stopping: null };
-  if (type !== 'container') return { relist: false, id: null, stopping: null };
-  if (action === 'health_status') return { relist: true, id, stopping: null };
-  if (!CONTAINER_ACTIONS.has(action)) return { relist: false, id, stopping: null };
+  if (type === 'network') return { relist: NETWORK_ACTIONS.has(action), id: null, stopping: null, askStopSignal: false };
+  if (type !== 'container') return { relist: false, id: null, stopping: null, askStopSignal: false };
+  if (action === 'health_status') return { relist: true, id, stopping: null, askStopSignal: false };
+  if (!CONTAINER_ACTIONS.has(action)) return { relist: false, id, stopping: null, askStopSignal: false };
   let stopping: StoppingChange = null;
+  let askStopSignal = false;
   if (action === 'start') stopping = 'clear';
   else if (action === 'destroy') stopping = 'forget';
   else if (action === 'stop') stopping = 'mark';
@@ -69,9 +76,11 @@ export function interpret(ev: DockerEvent, stopSignalOf: (id: string) => number 
     const sig = signalNumber(ev.Actor?.Attributes?.signal);
     // An unknown signal attribute is treated as a stop: missing one stop is worse than one
     // needless withdrawal, which the next start (or resync after a reconnect) undoes.
-    if (sig === null || STOP_SIGNALS.has(sig) || (id !== null && sig === stopSignalOf(id))) stopping = 'mark';
+    const own = id !== null ? stopSignalOf(id) : null;
+    if (sig === null || STOP_SIGNALS.has(sig) || (own !== null && sig === own)) stopping = 'mark';
+    else if (own === null && id !== null) askStopSignal = true;
   }
-  return { relist: true, id, stopping };
+  return { relist: true, id, stopping, askStopSignal };
 }
 
 /** Event time in ms since epoch (timeNano when present: `time` has only second resolution). */

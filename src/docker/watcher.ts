@@ -1,7 +1,8 @@
 /**
  * The Docker watcher: level-triggered, like traefik's Docker provider. Events are only hints;
  * every snapshot comes from a full list (the containers' list summaries, which carry labels,
- * state, health, ports and addresses, and the networks), so nothing incremental can drift. The order matters: subscribe to events FIRST, then list, so a change
+ * state, health, ports and addresses, and the networks), so nothing incremental can drift.
+ * The order matters: subscribe to events FIRST, then list, so a change
  * that happens during the list is never lost (it triggers one more list).
  *
  * Docker being unreachable is a connection state, never "no containers": the last good snapshot
@@ -89,7 +90,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private readonly stoppingSince = new Map<string, number>();
   /** Each container's configured StopSignal (from the last inspect), for kill-event decoding. */
   private readonly stopSignals = new Map<string, number>();
-  /** Inspect calls made (only for stopping containers and unusual kill signals; the benchmark reads it). */
+  /** Inspect calls made (only for stopping containers and unusual kill signals). */
   inspectCalls = 0;
 
   constructor(opts: DockerWatcherOptions) {
@@ -238,10 +239,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       return;
     }
     const m = interpret(ev, (id) => this.stopSignals.get(id) ?? null);
-    // A kill with a signal that is not one of the usual stop signals may still be this
-    // container's own StopSignal (SIGQUIT for nginx): only an inspect says, so ask, once.
-    const action = (ev.Action ?? ev.status ?? '').split(':')[0].trim();
-    if (m.id && action === 'kill' && m.stopping === null && !this.stopSignals.has(m.id)) void this.learnStopSignal(m.id, ev);
+    if (m.id && m.askStopSignal) void this.learnStopSignal(m.id, ev);
     if (m.id && m.stopping === 'mark' && !this.stoppingSince.has(m.id)) {
       this.stoppingSince.set(m.id, eventTimeMs(ev));
       this.log.debug({ id: m.id.slice(0, 12), action: ev.Action }, 'container stopping');

@@ -46,9 +46,18 @@ test("the container's own StopSignal counts as a stop (docker stop sends it)", (
   t.is(interpret(ev('kill', { signal: String(quit) }), noStopSignal).stopping, null, 'without that StopSignal, QUIT is just a signal');
 });
 
+test('a kill with an unusual signal asks for the StopSignal only while it is unknown', (t) => {
+  const quit = signalNumber('SIGQUIT')!;
+  t.true(interpret(ev('kill', { signal: String(quit) }), noStopSignal).askStopSignal, 'unknown: ask');
+  t.false(interpret(ev('kill', { signal: String(quit) }), () => 15).askStopSignal, 'known (SIGTERM): QUIT is just a signal');
+  t.false(interpret(ev('kill', { signal: '15' }), noStopSignal).askStopSignal, 'a usual stop signal needs no inspect');
+  t.false(interpret(ev('kill', {}), noStopSignal).askStopSignal, 'no signal attribute: treated as a stop');
+  t.false(interpret(ev('die'), noStopSignal).askStopSignal);
+});
+
 test('old engines: status/id at the top level', (t) => {
   const m = interpret({ status: 'kill', id: ID, Actor: { Attributes: { signal: '15' } } }, noStopSignal);
-  t.deepEqual(m, { relist: true, id: ID, stopping: 'mark' });
+  t.deepEqual(m, { relist: true, id: ID, stopping: 'mark', askStopSignal: false });
 });
 
 test('signalNumber', (t) => {
