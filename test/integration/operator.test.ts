@@ -58,6 +58,7 @@ test('metrics on the admin socket and metricsAddress, with per-service BPF count
   t.true((m.get('berth_service_connections{service="counted"}') ?? 0) >= 5, `connections: ${m.get('berth_service_connections{service="counted"}')}`);
   t.true((m.get('berth_reconcile_duration_seconds_count') ?? 0) >= 1);
   t.true((m.get('berth_map_operations_total{op="update"}') ?? 0) >= 1);
+  t.is(m.get('berth_map_errors_total'), 0, 'no map errors in a healthy run');
   t.true(m.has('berth_docker_reconnects'));
   t.true(m.has('berth_envoy_restarts'));
   t.true(m.has('berthd_process_resident_memory_bytes'));
@@ -98,6 +99,10 @@ test('dockerd restarts: nothing withdrawn while away, full resync after, with an
   }, 30000);
   t.deepEqual((await d.services()).find((s) => s.name === 'live')?.backends.map((b) => b.id), [c.id]);
   t.deepEqual([...tags(await probeFromHost('tcp', live.vip, 80, 4))], ['live']);
+  // The reconnect is counted in the metrics too.
+  const st = await d.status();
+  t.is(parseProm(await d.metrics()).get('berth_docker_reconnects'), st.dockerReconnects);
+  t.true(st.dockerReconnects > reconnects);
 
   // Without live-restore the container stops with dockerd; after the restart berthd converges.
   await stopDockerd();
