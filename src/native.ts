@@ -22,6 +22,8 @@ export interface NativeError extends Error {
 export interface BatchResult {
   done: number;
   error: NativeError | null;
+  /** The kernel has no batch operations for this map (done 0): write element by element. */
+  unsupported: boolean;
 }
 
 export function isNativeError(e: unknown): e is NativeError {
@@ -133,8 +135,8 @@ export interface NativeAddon {
   /**
    * BPF_MAP_UPDATE_BATCH: `count` keys and values, concatenated, written in order in one
    * syscall. `done` elements were written; `error` says why element `done` was not (E2BIG on a
-   * full map; EOPNOTSUPP with done 0 when the kernel has no batch ops for the map). Throws only
-   * when the buffers do not fit the map.
+   * full map); `unsupported` when the kernel has no batch ops for the map. Throws only when the
+   * buffers do not fit the map.
    */
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): BatchResult;
   /** BPF_MAP_DELETE_BATCH, as mapUpdateBatch (a missing key is an ENOENT error at its index). */

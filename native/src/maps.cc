@@ -189,7 +189,8 @@ bool NoBatchOps(int err) {
 // Writes count elements IN ORDER with BPF_MAP_UPDATE_BATCH (one syscall, the kernel walks the
 // elements one after another, so a reader sees them appear in this order). done = elements
 // written; error (an Error with errno/code/syscall, returned, not thrown) when element `done`
-// failed, e.g. E2BIG on a full map, or when the kernel has no batch ops (done 0, EOPNOTSUPP).
+// failed, e.g. E2BIG on a full map; unsupported when the kernel has no batch ops for this map
+// (done 0; the kernel says ENOTSUPP, 524, which has no userspace errno name).
 // Bad arguments (sizes that do not match the map) throw before any syscall.
 Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -208,9 +209,12 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
     LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
     if (bpf_map_update_batch(fd, keys.Data(), vals.Data(), &n, &opts)) err = errno;
   }
-  if (err && n > count) n = 0;  // the kernel leaves count alone when it refused up front
+  // A refusal before any element (no batch ops, bad flags) leaves count as we passed it; a
+  // failure at element i reports i < count. So an error with n == count means none was written.
+  if (err && n >= count) n = 0;
   o.Set("done", err ? n : count);
   o.Set("error", err ? ErrnoError(env, MapOp("bpf_map_update_batch", s), err, NoBatchOps(err) ? "no batch ops for this map" : "").Value() : env.Null());
+  o.Set("unsupported", err != 0 && NoBatchOps(err));
   return o;
 }
 
@@ -230,9 +234,10 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
     if (bpf_map_delete_batch(fd, keys.Data(), &n, &opts)) err = errno;
   }
-  if (err && n > count) n = 0;
+  if (err && n >= count) n = 0;
   o.Set("done", err ? n : count);
   o.Set("error", err ? ErrnoError(env, MapOp("bpf_map_delete_batch", s), err, NoBatchOps(err) ? "no batch ops for this map" : "").Value() : env.Null());
+  o.Set("unsupported", err != 0 && NoBatchOps(err));
   return o;
 }
 

@@ -256,13 +256,13 @@ export class Datapath implements DatapathApi {
     while (rest.length) {
       let r: BatchResult;
       if (this.batchless.has(map)) {
-        r = { done: rest.length, error: null };
+        r = { done: rest.length, error: null, unsupported: false };
         for (let i = 0; i < rest.length; i++) {
           try {
             if (del) n.mapDelete(fd, this.encodeKey(rest[i].op));
             else n.mapUpdate(fd, this.encodeKey(rest[i].op), this.encodeValue(rest[i].op));
           } catch (e) {
-            r = { done: i, error: e as NativeError };
+            r = { done: i, error: e as NativeError, unsupported: false };
             break;
           }
         }
@@ -272,20 +272,18 @@ export class Datapath implements DatapathApi {
         const chunk = rest.slice(0, BATCH);
         const keys = Buffer.concat(chunk.map((it) => this.encodeKey(it.op)));
         r = del ? n.mapDeleteBatch(fd, keys, chunk.length) : n.mapUpdateBatch(fd, keys, Buffer.concat(chunk.map((it) => this.encodeValue(it.op))), chunk.length);
-        if (r.error && r.done === 0 && ['EOPNOTSUPP', 'ENOTSUP', 'ENOTSUPP', 'Unknown system error 524'].includes(r.error.code)) {
+        if (r.unsupported) {
           this.opts.logger.info({ map }, 'no batch map operations on this kernel; writing element by element');
           this.batchless.add(map);
-          continue;
-        }
-        if (!r.error && chunk.length < rest.length) {
-          for (const it of chunk) written.push(it);
-          rest = rest.slice(chunk.length);
           continue;
         }
       }
       // (Loops, not push(...spread): a spread of 500,000 items overflows the call stack.)
       for (let i = 0; i < r.done; i++) written.push(rest[i]);
-      if (!r.error) break;
+      if (!r.error) {
+        rest = rest.slice(r.done); // the next chunk, or nothing left
+        continue;
+      }
       const bad = rest[r.done];
       if (del && r.error.code === 'ENOENT') {
         written.push(bad);

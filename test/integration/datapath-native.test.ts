@@ -105,7 +105,7 @@ test('batched map writes: in order, E2BIG at the exact element of a full map, EN
   t.is(n.mapLookup(m.fd, key(max + 1)), null);
   t.is(n.mapDump(m.fd).count, max);
   // Delete 1..3, then a batch whose 3rd key is already gone: done 2, ENOENT.
-  t.deepEqual(n.mapDeleteBatch(m.fd, Buffer.concat([key(1), key(2), key(3)]), 3), { done: 3, error: null });
+  t.deepEqual(n.mapDeleteBatch(m.fd, Buffer.concat([key(1), key(2), key(3)]), 3), { done: 3, error: null, unsupported: false });
   const del = n.mapDeleteBatch(m.fd, Buffer.concat([key(4), key(5), key(1), key(6)]), 4);
   t.is(del.done, 2);
   t.is(del.error?.code, 'ENOENT');
@@ -114,7 +114,13 @@ test('batched map writes: in order, E2BIG at the exact element of a full map, EN
   const e = t.throws(() => n.mapUpdateBatch(m.fd, Buffer.alloc(19), Buffer.alloc(1), 1)) as NativeError;
   t.is(e.code, 'EINVAL');
   t.regex(e.message, /keys is 19 bytes, the map wants 20/);
-  t.deepEqual(n.mapUpdateBatch(m.fd, Buffer.alloc(0), Buffer.alloc(0), 0), { done: 0, error: null });
+  t.deepEqual(n.mapUpdateBatch(m.fd, Buffer.alloc(0), Buffer.alloc(0), 0), { done: 0, error: null, unsupported: false });
+  t.false(full.unsupported);
+  // A map type without batch ops (socket storage): unsupported, so the datapath writes element
+  // by element. The kernel's ENOTSUPP (524) has no userspace errno name.
+  const sk = obj.maps.find((x) => x.name === 'berth_sk_revnat')!;
+  const none = n.mapUpdateBatch(sk.fd, Buffer.alloc(4), Buffer.alloc(n.sizes.skRevnat), 1);
+  t.deepEqual([none.done, none.unsupported], [0, true], JSON.stringify(none));
 });
 
 test('tc: attach a sched_cls program on a test veth, query it, detach it, remove the qdisc', async (t) => {
