@@ -185,6 +185,19 @@ bool NoBatchOps(int err) {
   return err == ENOTSUP || err == EOPNOTSUPP || err == 524 /* kernel ENOTSUPP */;
 }
 
+// { done, error, unsupported } of a batch syscall that was asked to do `count` elements and
+// reported `n` (errno err, 0 on success).
+Napi::Object BatchResult(Napi::Env env, const MapShape &s, const char *op, uint32_t count, uint32_t n, int err) {
+  // A refusal before any element (no batch ops, bad flags) leaves count as we passed it; a
+  // failure at element i reports i < count. So an error with n == count means none was written.
+  if (err && n >= count) n = 0;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("done", err ? n : count);
+  o.Set("error", err ? ErrnoError(env, MapOp(op, s), err, NoBatchOps(err) ? "no batch ops for this map" : "").Value() : env.Null());
+  o.Set("unsupported", err != 0 && NoBatchOps(err));
+  return o;
+}
+
 // mapUpdateBatch(fd, keys, values, count, flags=BPF_ANY) -> { done, error }
 // Writes count elements IN ORDER with BPF_MAP_UPDATE_BATCH (one syscall, the kernel walks the
 // elements one after another, so a reader sees them appear in this order). done = elements
@@ -202,20 +215,13 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
   MapShape s = Shape(env, fd);
   CheckSize(env, s, "keys", keys.Length(), size_t(count) * s.key_size);
   CheckSize(env, s, "values", vals.Length(), size_t(count) * ValueBytes(s));
-  Napi::Object o = Napi::Object::New(env);
   uint32_t n = count;
   int err = 0;
   if (count > 0) {
     LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
     if (bpf_map_update_batch(fd, keys.Data(), vals.Data(), &n, &opts)) err = errno;
   }
-  // A refusal before any element (no batch ops, bad flags) leaves count as we passed it; a
-  // failure at element i reports i < count. So an error with n == count means none was written.
-  if (err && n >= count) n = 0;
-  o.Set("done", err ? n : count);
-  o.Set("error", err ? ErrnoError(env, MapOp("bpf_map_update_batch", s), err, NoBatchOps(err) ? "no batch ops for this map" : "").Value() : env.Null());
-  o.Set("unsupported", err != 0 && NoBatchOps(err));
-  return o;
+  return BatchResult(env, s, "bpf_map_update_batch", count, n, err);
 }
 
 // mapDeleteBatch(fd, keys, count) -> { done, error }: as mapUpdateBatch, for deletions. A key
@@ -227,18 +233,13 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
   uint32_t count = info[2].As<Napi::Number>().Uint32Value();
   MapShape s = Shape(env, fd);
   CheckSize(env, s, "keys", keys.Length(), size_t(count) * s.key_size);
-  Napi::Object o = Napi::Object::New(env);
   uint32_t n = count;
   int err = 0;
   if (count > 0) {
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
     if (bpf_map_delete_batch(fd, keys.Data(), &n, &opts)) err = errno;
   }
-  if (err && n >= count) n = 0;
-  o.Set("done", err ? n : count);
-  o.Set("error", err ? ErrnoError(env, MapOp("bpf_map_delete_batch", s), err, NoBatchOps(err) ? "no batch ops for this map" : "").Value() : env.Null());
-  o.Set("unsupported", err != 0 && NoBatchOps(err));
-  return o;
+  return BatchResult(env, s, "bpf_map_delete_batch", count, n, err);
 }
 
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo &info) {
