@@ -5,6 +5,7 @@
  */
 import client from 'prom-client';
 import type { ServiceCounters } from '../datapath/types';
+import type { DnsMetricsSink } from '../dns/server';
 
 export interface MetricsSource {
   services(): { service: number; ingress: number };
@@ -23,6 +24,8 @@ export class Metrics {
   readonly reconciles: client.Counter<'result'>;
   readonly mapOperations: client.Counter<'op'>;
   readonly mapErrors: client.Counter<string>;
+  /** What the DNS server (src/dns/server.ts) reports. */
+  readonly dns: DnsMetricsSink;
 
   constructor(src: MetricsSource) {
     const registers = [this.registry];
@@ -65,6 +68,23 @@ export class Metrics {
     this.reconciles = new client.Counter({ name: 'berth_reconciles_total', help: 'Reconciles by result', labelNames: ['result'], registers });
     this.mapOperations = new client.Counter({ name: 'berth_map_operations_total', help: 'BPF map writes and deletes', labelNames: ['op'], registers });
     this.mapErrors = new client.Counter({ name: 'berth_map_errors_total', help: 'BPF map operations that failed (e.g. a full map)', registers });
+    const dnsQueries = new client.Counter({ name: 'berth_dns_queries_total', help: 'DNS queries received, by transport', labelNames: ['transport'], registers });
+    const dnsResponses = new client.Counter({ name: 'berth_dns_responses_total', help: 'DNS answers sent, by rcode', labelNames: ['rcode'], registers });
+    const dnsDropped = new client.Counter({ name: 'berth_dns_dropped_total', help: 'DNS queries dropped unanswered, by reason', labelNames: ['reason'], registers });
+    const dnsForwarded = new client.Counter({ name: 'berth_dns_forwarded_total', help: 'Queries outside the zone forwarded upstream, by result', labelNames: ['result'], registers });
+    const dnsForwardSeconds = new client.Histogram({
+      name: 'berth_dns_forward_duration_seconds', help: 'Time an upstream took to answer a forwarded query',
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2], registers,
+    });
+    this.dns = {
+      query: (transport) => dnsQueries.inc({ transport }),
+      response: (rcode) => dnsResponses.inc({ rcode }),
+      dropped: (reason) => dnsDropped.inc({ reason }),
+      forwarded: (result, seconds) => {
+        dnsForwarded.inc({ result });
+        if (result === 'answer') dnsForwardSeconds.observe(seconds);
+      },
+    };
   }
 
   text(): Promise<string> {

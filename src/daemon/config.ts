@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import YAML from 'yaml';
+import { dnsVips } from '../dns/vips';
 
 export interface Config {
   serviceCidr: string;
@@ -30,6 +31,16 @@ export interface Config {
   bpfPinDir: string;
   /** Extension: seconds between full Docker resyncs. */
   resyncInterval: number;
+  /** DNS zone berthd answers (`<service>.<dnsDomain>`), lower case, no trailing dot. */
+  dnsDomain: string;
+  /** VIP of berth's DNS server: 'auto' (the range's .10) or an address inside serviceCidr. */
+  dnsVip: string;
+  /** Its IPv6 twin: 'auto' (the range's ::a), an address inside serviceCidr6, or 'off'. */
+  dnsVip6: string;
+  /** Extension: port berthd's DNS server listens on (loopback, Docker bridge gateway); null = no DNS. */
+  dnsPort: number | null;
+  /** Extension: 'auto' (the host's resolv.conf) or upstream resolvers `ip[:port]`, comma separated. */
+  dnsUpstreams: string;
 }
 
 export type Source = 'default' | 'file' | 'env' | 'flag';
@@ -102,6 +113,33 @@ function absPath(raw: unknown): string {
   return s.replace(/\/+$/, '') || '/';
 }
 
+function dnsName(raw: unknown): string {
+  const s = str(raw).toLowerCase().replace(/\.$/, '');
+  const label = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+  if (s.length > 200 || !s.split('.').every((l) => label.test(l))) throw new Error('must be a DNS name: labels of a-z, 0-9 and \'-\' separated by dots');
+  return s;
+}
+
+function ipOr(family: 4 | 6, words: string[]): Parser<string> {
+  return (raw) => {
+    const s = str(String(raw));
+    if (words.includes(s) || net.isIP(s) === family) return s;
+    throw new Error(`must be ${words.map((w) => `'${w}'`).join(' or ')} or an IPv${family} address`);
+  };
+}
+
+function upstreams(raw: unknown): string {
+  const s = str(String(raw));
+  if (s === 'auto') return s;
+  for (const item of s.split(',')) {
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)|([0-9a-fA-F:]+))(?::(\d+))?$/.exec(item.trim());
+    const host = m ? (m[1] ?? m[2] ?? m[3]) : '';
+    if (!m || net.isIP(host) === 0 || (m[3] && m[4])) throw new Error(`"${item}" is not ip, ip:port or [ip6]:port`);
+    if (m[4]) port(m[4]);
+  }
+  return s;
+}
+
 const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
   serviceCidr: { default: () => '10.96.0.0/16', parse: cidr(4), help: 'IPv4 VIP range' },
   serviceCidr6: { default: () => 'fd00:96::/112', parse: cidr(6), help: 'IPv6 VIP range' },
@@ -153,6 +191,15 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
     },
     help: 'seconds between full Docker resyncs',
   },
+  dnsDomain: { default: () => 'berth', parse: dnsName, help: 'DNS zone berthd answers: <service>.<dnsDomain>' },
+  dnsVip: { default: () => 'auto', parse: ipOr(4, ['auto']), help: "VIP of berth's DNS server ('auto': the range's .10)" },
+  dnsVip6: { default: () => 'auto', parse: ipOr(6, ['auto', 'off']), help: "IPv6 VIP of berth's DNS server ('auto': the range's ::a; 'off')" },
+  dnsPort: {
+    default: () => 10053,
+    parse: (raw) => (String(raw).trim() === 'off' ? null : port(String(raw).trim())),
+    help: "port of berthd's DNS socket on loopback and the Docker bridge gateway ('off': no DNS)",
+  },
+  dnsUpstreams: { default: () => 'auto', parse: upstreams, help: "resolvers for names outside the zone ('auto': the host's resolv.conf)" },
 };
 
 export const CONFIG_KEYS = Object.keys(SPECS) as (keyof Config)[];
@@ -261,6 +308,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
       throw new ConfigError(`${given.where}: invalid ${key} ${JSON.stringify(given.value)}: ${(e as Error).message}`);
     }
     sources[key] = given.source;
+  }
+  // Cross-key check: the DNS VIPs must lie in the ranges (named by the key that is wrong).
+  try {
+    dnsVips(config as unknown as Config);
+  } catch (e) {
+    const key = (e as { key?: keyof Config }).key ?? 'dnsVip';
+    const given = raw[key];
+    throw new ConfigError(`${given ? given.where : `default of ${key}`}: invalid ${key}: ${(e as Error).message}`);
   }
   return { config: config as unknown as Config, sources, configFile: fileUsed };
 }

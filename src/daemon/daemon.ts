@@ -22,6 +22,7 @@ import { buildDesiredState, VipStore } from '../model';
 import { AdminApi } from '../api/server';
 import { Metrics } from '../api/metrics';
 import { Notifier } from './notify';
+import { ServiceDns } from '../dns';
 
 export const VERSION: string = (() => {
   try {
@@ -50,6 +51,8 @@ export function hostAddresses(): string[] {
 export class Daemon {
   private datapath: DatapathApi | null = null;
   private proxy: ProxyApi | null = null;
+  /** berth's DNS server and the DNS VIP (null when dnsPort is off). */
+  private dns: ServiceDns | null = null;
   private watcher: DockerWatcher | null = null;
   private readonly api: AdminApi;
   readonly metrics: Metrics;
@@ -127,6 +130,13 @@ export class Daemon {
     }, this.metrics);
     if (c.metricsAddress) await this.api.listenMetrics(c.metricsAddress, this.metrics);
 
+    if (c.dnsPort !== null) {
+      this.dns = new ServiceDns({
+        domain: c.dnsDomain, serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, dnsVip: c.dnsVip, dnsVip6: c.dnsVip6,
+        port: c.dnsPort, upstreams: c.dnsUpstreams, logger: this.log.child({ part: 'dns' }), metrics: this.metrics.dns,
+      });
+    }
+
     this.notifier.status('starting: Envoy and the redirect');
     const proxy = new Proxy({
       envoyPath: c.envoyPath,
@@ -198,6 +208,7 @@ export class Daemon {
         serviceCidr: this.c.serviceCidr,
         serviceCidr6: this.c.serviceCidr6,
         store: this.store,
+        reserved: this.dns?.reserved,
       });
       this.store.save();
       for (const e of state.labelErrors) {
@@ -213,7 +224,11 @@ export class Daemon {
         }
         for (const pe of rec.proxyErrors) state.services.find((s) => s.name === pe.ingress && s.kind === 'ingress')?.errors.push(pe.error);
       }
-      rec.sync = await this.datapath.sync(state.services, { prune: true });
+      // The DNS VIP is one more datapath entry (not a model service: no labels, not listed).
+      const dnsFront = this.dns ? [await this.dns.frontend(snap.networks)] : [];
+      rec.sync = await this.datapath.sync([...state.services, ...dnsFront], { prune: true });
+      // After the sync: a name resolves only once its VIP works.
+      this.dns?.setServices(state.services);
       this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
       this.metrics.mapOperations.inc({ op: 'delete' }, rec.sync.deletes);
       this.metrics.mapErrors.inc(rec.sync.errors.length);
@@ -307,6 +322,7 @@ export class Daemon {
     await this.proxyStarted;
     await this.proxy?.stop().catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
     await this.api.close();
+    this.dns?.close();
     this.datapath?.close();
   }
 
@@ -355,6 +371,7 @@ export class Daemon {
       redirect: px?.redirect ?? null,
       envoy: px?.envoy ?? { state: 'stopped', pid: null },
       labelErrors: this.desired?.labelErrors ?? [],
+      dns: this.dns?.status() ?? null,
       lastReconcile: this.last,
       config: this.cfg.config,
       configSources: this.cfg.sources,

@@ -32,6 +32,8 @@ export interface BuildOptions {
   serviceCidr: string;
   serviceCidr6: string;
   store: VipStore;
+  /** Addresses no service may take as its VIP, pinned or derived (berth's DNS VIPs). */
+  reserved?: string[];
 }
 
 interface Member {
@@ -54,8 +56,8 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
   const range4 = rangeOf(opts.serviceCidr, 4, 'serviceCidr');
   const range6 = rangeOf(opts.serviceCidr6, 6, 'serviceCidr6');
   const rules: Record<Family, VipRules> = {
-    4: makeVipRules(range4, host, snap.networks),
-    6: makeVipRules(range6, host, snap.networks),
+    4: makeVipRules(range4, host, snap.networks, opts.reserved),
+    6: makeVipRules(range6, host, snap.networks, opts.reserved),
   };
   const errors: LabelError[] = [];
 

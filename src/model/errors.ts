@@ -21,6 +21,7 @@ export const LABEL_ERRORS = {
   BERTH_BAD_VIP: (v: string, family: 4 | 6) => `"${v}" is not an IPv${family} address`,
   BERTH_VIP_OUTSIDE_RANGE: (v: string, range: string) => `VIP ${v} is outside the service range ${range}`,
   BERTH_VIP_RESERVED: (v: string, range: string) => `VIP ${v} is the network or broadcast address of the service range ${range}`,
+  BERTH_VIP_BERTH_RESERVED: (v: string) => `VIP ${v} is reserved by berth (its DNS VIP, config dnsVip/dnsVip6)`,
   BERTH_VIP_LOOPBACK: (v: string) => `VIP ${v} is a loopback address`,
   BERTH_VIP_HOST_ADDRESS: (v: string) => `VIP ${v} is an address of this host`,
   BERTH_VIP_DOCKER_SUBNET: (v: string, net: string, subnet: string) => `VIP ${v} is inside Docker network ${net}'s subnet ${subnet}`,

@@ -32,14 +32,18 @@ export interface VipRules {
   range: Cidr;
   hostAddrs: Addr[];
   networks: DockerNet[];
+  /** Addresses berth keeps for itself (the DNS VIP, src/dns/vips.ts): never a service's VIP. */
+  reserved: Addr[];
 }
 
-export function makeVipRules(range: Cidr, host: HostInfo, networks: NetworkInfo[]): VipRules {
+/** `reserved`: addresses (either family; the other family's are ignored) no service may take. */
+export function makeVipRules(range: Cidr, host: HostInfo, networks: NetworkInfo[], reserved: string[] = []): VipRules {
   const addrs = (list: string[]) =>
     list.map((s) => parseIp(s.replace(/%.*$/, ''))).filter((a): a is Addr => a !== null && a.family === range.family);
   return {
     range,
     hostAddrs: addrs(host.addresses),
+    reserved: addrs(reserved),
     networks: [...networks]
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((n) => ({
@@ -57,6 +61,7 @@ export function vipProblem(rules: VipRules, a: Addr): ((container: string, label
   if (isLoopback(a)) return (c, l) => labelError(c, l, 'BERTH_VIP_LOOPBACK', v);
   if (!cidrContains(r, a)) return (c, l) => labelError(c, l, 'BERTH_VIP_OUTSIDE_RANGE', v, r.text);
   if (a.value === r.base || sameAddr(a, cidrLast(r))) return (c, l) => labelError(c, l, 'BERTH_VIP_RESERVED', v, r.text);
+  if (rules.reserved.some((h) => sameAddr(h, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_BERTH_RESERVED', v);
   if (rules.hostAddrs.some((h) => sameAddr(h, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_HOST_ADDRESS', v);
   // Gateways before subnets: a gateway lies inside its subnet, and "gateway" is the sharper reason.
   for (const n of rules.networks) {

@@ -1,0 +1,132 @@
+/**
+ * dns/: names for services. berthd owns one ServiceDns; each reconcile asks it for the DNS VIP's
+ * datapath entry (frontend(), before datapath.sync) and then hands it the applied services
+ * (setServices(), after the sync, so that a name never resolves before its VIP works).
+ *
+ *   vips.ts      the DNS VIPs, the host address its backend is, the datapath entry
+ *   zone.ts      desired state -> records; lookups (pure)
+ *   upstreams.ts which resolvers names outside the zone go to (pure + file reads)
+ *   forward.ts   forwarding over UDP/TCP with timeouts and a bound
+ *   server.ts    the sockets and the protocol logic
+ *   setup.ts     `berth dns setup`: systemd-resolved drop-in and Docker's daemon.json
+ */
+import type { Logger } from '../util/log';
+import type { NetworkInfo, Service } from '../model/types';
+import { dnsFrontendService, dnsVips, hostBackendAddress, type DnsVips } from './vips';
+import { buildZone } from './zone';
+import { Forwarder } from './forward';
+import { readUpstreams, type Upstream, type UpstreamChoice } from './upstreams';
+import { DnsServer, type DnsMetricsSink } from './server';
+
+export { DNS_SERVICE_NAME, dnsVips, hostBackendAddress, dnsFrontendService } from './vips';
+export type { DnsVips } from './vips';
+
+export interface ServiceDnsOptions {
+  domain: string;
+  serviceCidr: string;
+  serviceCidr6: string;
+  dnsVip: string;
+  dnsVip6: string;
+  port: number;
+  /** Config dnsUpstreams. */
+  upstreams: string;
+  logger: Logger;
+  metrics?: DnsMetricsSink;
+  /** Overrides for tests: where resolv.conf files are read. */
+  resolvFiles?: { etc: string; resolved: string };
+}
+
+export interface DnsStatus {
+  domain: string;
+  vip: string;
+  vip6: string | null;
+  port: number;
+  /** Addresses berthd's DNS socket is bound to. */
+  listen: string[];
+  /** The host address the DNS VIP's datapath entry points at. */
+  backend: string | null;
+  upstreams: Upstream[];
+  upstreamSource: string;
+  /** Names served (A/AAAA owners), for `berth status`. */
+  names: number;
+  errors: string[];
+}
+
+export class ServiceDns {
+  readonly vips: DnsVips;
+  private readonly forwarder = new Forwarder();
+  private readonly server: DnsServer;
+  private serial = 0;
+  private zoneKey = '';
+  private names = 0;
+  private backend: string | null = null;
+  private choice: UpstreamChoice = { upstreams: [], source: 'none', skipped: [] };
+  private listenErrors: string[] = [];
+  private lastUpstreamsKey = '';
+
+  constructor(private readonly o: ServiceDnsOptions) {
+    this.vips = dnsVips({ serviceCidr: o.serviceCidr, serviceCidr6: o.serviceCidr6, dnsVip: o.dnsVip, dnsVip6: o.dnsVip6 });
+    this.server = new DnsServer({ port: o.port, domain: o.domain, forwarder: this.forwarder, metrics: o.metrics, logger: o.logger });
+  }
+
+  /** The addresses no service may take (BuildOptions.reserved). */
+  get reserved(): string[] {
+    return [this.vips.vip, ...(this.vips.vip6 ? [this.vips.vip6] : [])];
+  }
+
+  /**
+   * Makes the DNS socket listen where the VIP's backend will be (loopback and the Docker gateway
+   * of `networks`), refreshes the upstreams, and returns the DNS VIP's entry for datapath.sync().
+   * A bind failure is reported in status().errors and the log; the rest keeps working.
+   */
+  async frontend(networks: NetworkInfo[]): Promise<Service> {
+    const backend = hostBackendAddress(networks);
+    const want = [...new Set(['127.0.0.1', backend])];
+    const errs = await this.server.listen(want);
+    const text = errs.map((e) => `DNS socket ${e.address}:${this.o.port}: ${e.error}`);
+    if (text.join() !== this.listenErrors.join()) for (const t of text) this.o.logger.error(t);
+    this.listenErrors = text;
+    if (backend !== this.backend) this.o.logger.info({ backend, port: this.o.port, vip: this.vips.vip }, 'DNS VIP served by berthd');
+    this.backend = backend;
+    this.refreshUpstreams();
+    return dnsFrontendService(this.vips, backend, this.o.port);
+  }
+
+  /** Re-reads the host's resolvers (cheap: two small files), logging when the choice changes. */
+  refreshUpstreams(): void {
+    const self = this.server.addresses.map((ip) => ({ ip, port: this.o.port }));
+    this.choice = readUpstreams(this.o.upstreams, [this.o.serviceCidr, this.o.serviceCidr6], self, this.o.resolvFiles);
+    this.forwarder.setUpstreams(this.choice.upstreams);
+    const key = JSON.stringify(this.choice);
+    if (key !== this.lastUpstreamsKey) {
+      this.lastUpstreamsKey = key;
+      const level = this.choice.upstreams.length ? 'info' : 'warn';
+      this.o.logger[level]({ upstreams: this.choice.upstreams, source: this.choice.source, skipped: this.choice.skipped },
+        this.choice.upstreams.length ? 'DNS forwards names outside the zone to these resolvers' : 'DNS has no upstream resolver: names outside the zone get SERVFAIL');
+    }
+  }
+
+  /** The zone from now on: the services as applied to the datapath. */
+  setServices(services: Service[]): void {
+    const key = JSON.stringify(services.map((s) => [s.kind, s.name, s.vip, s.vip6, s.ports]));
+    if (key === this.zoneKey) return;
+    this.zoneKey = key;
+    this.serial++;
+    const zone = buildZone(services, this.o.domain, this.serial, this.vips);
+    this.names = services.length;
+    this.server.setZone(zone);
+  }
+
+  status(): DnsStatus {
+    return {
+      domain: this.o.domain, vip: this.vips.vip, vip6: this.vips.vip6, port: this.o.port,
+      listen: this.server.addresses, backend: this.backend,
+      upstreams: this.choice.upstreams, upstreamSource: this.choice.source, names: this.names,
+      errors: [...this.listenErrors, ...this.choice.skipped.map((s) => `upstream ${s.ip}:${s.port} skipped: ${s.why}`)],
+    };
+  }
+
+  close(): void {
+    this.server.close();
+  }
+}
