@@ -92,3 +92,32 @@ test('unknown BERTH_ env vars are ignored (shared environment)', (t) => {
   const { config } = loadConfig([], { BERTH_CONFIG: tmpFile(''), BERTH_SOCKET: '/x', BERTH_TEST_FOO: '1' });
   t.is(config.redirect, 'auto');
 });
+
+test('DNS keys: defaults, and bad values stop start-up naming the key and where it came from', (t) => {
+  const f = tmpFile('');
+  const { config } = loadConfig(['--config', f], {});
+  t.is(config.dnsDomain, 'berth');
+  t.is(config.dnsVip, 'auto');
+  t.is(config.dnsVip6, 'auto');
+  t.is(config.dnsPort, 10053);
+  t.is(config.dnsUpstreams, 'auto');
+  t.is(loadConfig(['--config', f, '--dns-domain', 'Svc.Local.'], {}).config.dnsDomain, 'svc.local');
+  t.is(loadConfig(['--config', f, '--dns-port', 'off'], {}).config.dnsPort, null);
+  t.is(loadConfig(['--config', f, '--dns-vip6', 'off'], {}).config.dnsVip6, 'off');
+  t.is(loadConfig(['--config', f, '--dns-upstreams', '127.0.0.1:5300,[::1]:53,1.1.1.1'], {}).config.dnsUpstreams, '127.0.0.1:5300,[::1]:53,1.1.1.1');
+  const bad: [string[], NodeJS.ProcessEnv, RegExp][] = [
+    [['--dns-domain', 'bad_name'], {}, /flag --dns-domain: invalid dnsDomain/],
+    [['--dns-domain', '-x.berth'], {}, /invalid dnsDomain/],
+    [['--dns-vip', 'nope'], {}, /flag --dns-vip: invalid dnsVip/],
+    [['--dns-vip', '10.97.0.10'], {}, /flag --dns-vip: invalid dnsVip: 10\.97\.0\.10 is outside the service range 10\.96\.0\.0\/16/],
+    [[], { BERTH_DNS_VIP6: 'fd00:1::a' }, /environment variable BERTH_DNS_VIP6: invalid dnsVip6: .*outside/],
+    [['--service-cidr', '10.50.0.0/30'], {}, /default of dnsVip: invalid dnsVip: .*too small/],
+    [['--dns-port', '0'], {}, /invalid dnsPort/],
+    [['--dns-upstreams', '1.2.3.4:99999'], {}, /invalid dnsUpstreams/],
+    [['--dns-upstreams', 'resolver.example'], {}, /invalid dnsUpstreams/],
+  ];
+  for (const [argv, env, re] of bad) {
+    const e = t.throws(() => loadConfig(['--config', f, ...argv], env), { instanceOf: ConfigError }, argv.join(' '));
+    t.regex(e?.message ?? '', re, argv.join(' '));
+  }
+});

@@ -344,3 +344,20 @@ test('routes of a skipped container vanish with it', (t) => {
   t.false(st.services.some((s) => s.kind === 'ingress'));
   t.like(st.labelErrors[0], { container: 'a-2', label: 'berth.ports' });
 });
+
+test('reserved addresses (the DNS VIPs) are never a VIP: a pin on them is refused, derivation skips them', (t) => {
+  const reserved = ['10.96.0.10', 'fd00:96::a'];
+  const pinned = build([container('dns-squatter', svc('squat', '80', { 'berth.vip': '10.96.0.10' }))], { reserved });
+  t.deepEqual(pinned.services, []);
+  t.is(pinned.labelErrors[0].code, 'BERTH_VIP_BERTH_RESERVED');
+  t.is(pinned.labelErrors[0].label, 'berth.vip');
+  t.regex(pinned.labelErrors[0].error, /reserved by berth/);
+  const pinned6 = build([container('c6', svc('squat6', '80', { 'berth.vip6': 'fd00:96::a' }))], { reserved });
+  t.is(pinned6.labelErrors[0].code, 'BERTH_VIP_BERTH_RESERVED');
+  // Derivation: reserve the very address "web" would derive, and it moves elsewhere.
+  const free = build([container('web-1', svc('web'))]).services[0];
+  const moved = build([container('web-1', svc('web'))], { reserved: [free.vip, free.vip6!] }).services[0];
+  t.not(moved.vip, free.vip);
+  t.not(moved.vip6, free.vip6);
+  t.deepEqual(build([container('web-1', svc('web'))], { reserved }).services[0].vip, free.vip, 'no effect on other addresses');
+});
