@@ -6,6 +6,7 @@
  * /var/lib/berth.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Config } from '../daemon/config';
 import { Datapath } from '../datapath';
 import { Proxy } from '../proxy';
@@ -13,6 +14,7 @@ import { stopOrphanEnvoy } from '../proxy/envoy';
 import { silentLogger } from '../util/log';
 import { run } from '../util/exec';
 import { mountsBelow } from '../util/mounts';
+import { revertSetup } from '../dns/setup';
 
 export async function cleanup(c: Config): Promise<string[]> {
   const removed: string[] = [];
@@ -27,6 +29,9 @@ export async function cleanup(c: Config): Promise<string[]> {
     serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, logger,
   });
   removed.push(...r2);
+  // Host changes made by `berth dns setup --apply` (their record lives in the state dir).
+  const dns = revertSetup({ record: path.join(c.stateDir, 'dns-setup.json') });
+  removed.push(...dns.restored.map((r) => `dns setup: restored ${r.file}`), ...dns.leftAlone.map((l) => `dns setup: ${l}`));
   for (const dir of [c.runDir, c.stateDir]) {
     // Never recurse into a mount: rm -r over a cgroup2 mount would rmdir real cgroups.
     for (const m of mountsBelow(dir)) {

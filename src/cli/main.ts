@@ -9,6 +9,8 @@ import { ConfigError, loadConfig } from '../daemon/config';
 import { formatServices, formatStatus, type ServiceView, type StatusView } from './format';
 import { runDoctor, formatDoctor } from './doctor';
 import { cleanup } from './cleanup';
+import { dnsCommand, DNS_USAGE } from './dns';
+import { dnsChecks } from '../dns/doctor';
 
 const USAGE = `usage: berth <command> [--json] [--socket PATH] [config flags]
 
@@ -17,6 +19,7 @@ commands:
   status     daemon health: Docker, attach point, redirect mode, Envoy, label errors, config
   doctor     check this host for what berth needs and say what to fix
   cleanup    remove everything berth put in the kernel and on disk (stop berthd first)
+${DNS_USAGE}
 
 The admin socket is <runDir>/berth.sock (default /run/berth/berth.sock); --socket or
 BERTH_SOCKET overrides it. Config flags (e.g. --run-dir, --bpf-pin-dir) and the config file
@@ -53,6 +56,8 @@ async function main(): Promise<number> {
   const json = takeFlag(args, '--json');
   const force = takeFlag(args, '--force');
   const socketFlag = takeValue(args, '--socket');
+  // dns takes positional arguments and flags of its own; it loads the config from the rest.
+  if (cmd === 'dns') return dnsCommand(args, json);
   const cfg = loadConfig(args);
   const socket = socketFlag ?? process.env.BERTH_SOCKET ?? path.join(cfg.config.runDir, 'berth.sock');
   const print = (data: unknown, human: () => string) => process.stdout.write((json ? JSON.stringify(data, null, 2) : human()) + '\n');
@@ -69,7 +74,7 @@ async function main(): Promise<number> {
       return 0;
     }
     case 'doctor': {
-      const report = await runDoctor(cfg.config);
+      const report = [...await runDoctor(cfg.config), ...await dnsChecks(cfg.config, socket, __filename)];
       print(report, () => formatDoctor(report));
       return report.some((c) => c.level === 'FAIL') ? 1 : 0;
     }
