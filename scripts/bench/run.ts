@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: berth's benchmarks, side by side in one run on this machine.
  *
- *   node dist/scripts/bench/run.js [--quick] [--only datapath,whatif,control,cold,l7]
+ *   node dist/scripts/bench/run.js [--quick] [--only datapath,whatif,control,cold,l7,dns]
  *                                  [--rounds N] [--seconds S] [--levels 1,1000,...] [--containers K]
  *                                  [--cpu N|none]   (datapath: CPU client+server are pinned to)
  *
@@ -26,6 +26,7 @@ import { controlScenario, type ControlReport } from './scenarios/control';
 import { coldScenario, type ColdReport } from './scenarios/cold';
 import { l7Scenario, type L7Report } from './scenarios/l7';
 import { whatIfScenario } from './scenarios/whatif';
+import { dnsScenario, dnsMarkdown, type DnsReport } from './scenarios/dns';
 
 /** Hard bound on the whole run (the issue asks for well under 15 minutes). */
 const BOUND_MS = 14 * 60 * 1000;
@@ -36,6 +37,7 @@ interface Config {
   control: { containers: number };
   cold: { rounds: number; services: number; backends: number };
   l7: { rounds: number; seconds: number; connections: number };
+  dns: { rounds: number; seconds: number; concurrency: number };
 }
 
 function parseArgs(argv: string[]): Config {
@@ -50,8 +52,8 @@ function parseArgs(argv: string[]): Config {
   const seconds = Number(get('seconds') ?? 1);
   const cpuArg = get('cpu') ?? String(os.cpus().length - 1);
   const levels = (get('levels') ?? (quick ? '1,1000,10000' : '1,1000,10000,100000')).split(',').map(Number);
-  const only = new Set((get('only') ?? 'datapath,whatif,control,cold,l7').split(','));
-  for (const x of only) if (!['datapath', 'whatif', 'control', 'cold', 'l7'].includes(x)) throw new Error(`--only: unknown scenario ${x}`);
+  const only = new Set((get('only') ?? 'datapath,whatif,control,cold,l7,dns').split(','));
+  for (const x of only) if (!['datapath', 'whatif', 'control', 'cold', 'l7', 'dns'].includes(x)) throw new Error(`--only: unknown scenario ${x}`);
   if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
   if (!(seconds > 0 && seconds <= 10)) throw new Error('--seconds must be in (0, 10]');
   if (levels.some((n) => !(n >= 1 && n <= 100000))) throw new Error('--levels must be in 1..100000');
@@ -61,13 +63,14 @@ function parseArgs(argv: string[]): Config {
     control: { containers: Math.min(200, Number(get('containers') ?? (quick ? 20 : 50))) },
     cold: { rounds: quick ? 2 : 3, services: quick ? 2000 : 10000, backends: 4 },
     l7: { rounds: quick ? 2 : 5, seconds: quick ? 1 : 3, connections: 8 },
+    dns: { rounds: quick ? 2 : 3, seconds: quick ? 1 : 2, concurrency: 16 },
   };
 }
 
 /** Pins and berthd state of an earlier bench run that was killed (the bench's own names only). */
 async function sweepBerth(): Promise<string[]> {
   const removed: string[] = [];
-  for (const name of ['bench-cp', 'bench-l7']) {
+  for (const name of ['bench-cp', 'bench-l7', 'bench-dns']) {
     if (!fs.existsSync(`/sys/fs/bpf/berth-${name}`) && !fs.existsSync(`/run/berth-${name}`)) continue;
     const b = new Berthd({ name, serviceCidr: RANGES.berthd, serviceCidr6: RANGES.berthd6 });
     await b.cleanup().catch((e: Error) => log(`cleanup of berthd ${name}: ${e.message}`));
@@ -211,6 +214,10 @@ export function markdown(res: Results): string {
     '',
     res.l7 ? l7Markdown(res.l7) : 'not run (not selected)',
     '',
+    `## DNS (UDP, ${c.dns.concurrency} queries outstanding, ${c.dns.seconds} s per path and round, ${c.dns.rounds} rounds; median (min–max))`,
+    '',
+    (res as Results & { dns?: DnsReport | null }).dns ? dnsMarkdown((res as Results & { dns: DnsReport }).dns, fmtSummary) : 'not run (not selected)',
+    '',
   ];
   return out.join('\n');
 }
@@ -258,6 +265,7 @@ async function main(): Promise<void> {
     if (cfg.only.has('cold')) res.cold = await coldScenario(cfg.cold);
     if (cfg.only.has('control')) res.control = await controlScenario(cfg.control);
     if (cfg.only.has('l7')) res.l7 = await l7Scenario(cfg.l7);
+    if (cfg.only.has('dns')) (res as Results & { dns?: DnsReport }).dns = await dnsScenario(cfg.dns);
   } finally {
     await cleanup.runAll();
   }

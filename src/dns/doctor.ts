@@ -68,30 +68,28 @@ export async function dnsChecks(c: Config, socket: string, cli: string): Promise
 async function containerCheck(c: Config, svc: ServiceLite, services: ServiceLite[], name: string, cli: string): Promise<Check> {
   const m = /^tcp:\/\/([^:]+):(\d+)$/.exec(c.dockerHost);
   const docker = m ? new Docker({ host: m[1], port: Number(m[2]) }) : new Docker({ socketPath: c.dockerHost.replace(/^unix:\/\//, '') });
-  let pid = 0;
-  let cname = '';
+  // A running container (not host-network), preferring one whose resolver may lead to berth:
+  // the DNS VIP itself, or Docker's embedded resolver (which forwards to daemon.json's dns).
+  const candidates: { pid: number; name: string; ns: string }[] = [];
   try {
-    const ids = [...services.flatMap((s) => s.backends.map((b) => b.id)), ...(await docker.listContainers()).map((x) => x.Id)];
-    for (const id of ids) {
-      const info = await docker.getContainer(id).inspect();
-      if (info.State.Running && info.State.Pid > 0 && info.HostConfig.NetworkMode !== 'host') {
-        pid = info.State.Pid;
-        cname = info.Name.replace(/^\//, '');
-        break;
-      }
+    const ids = [...new Set([...services.flatMap((s) => s.backends.map((b) => b.id)), ...(await docker.listContainers()).map((x) => x.Id)])];
+    for (const id of ids.slice(0, 50)) {
+      const info = await docker.getContainer(id).inspect().catch(() => null);
+      if (!info?.State.Running || info.State.Pid <= 0 || info.HostConfig.NetworkMode === 'host') continue;
+      let resolv = '';
+      try {
+        resolv = fs.readFileSync(`${c.hostProc}/${info.State.Pid}/root/etc/resolv.conf`, 'utf8');
+      } catch { continue; }
+      const ns = parseResolvConf(resolv)[0];
+      if (ns) candidates.push({ pid: info.State.Pid, name: info.Name.replace(/^\//, ''), ns });
     }
   } catch (e) {
     return warn('dns from container', `cannot list containers: ${(e as Error).message}`, 'check Docker');
   }
-  if (!pid) return warn('dns from container', 'no running container to ask from', 'run berth doctor again while a container runs');
-  let resolv: string;
-  try {
-    resolv = fs.readFileSync(`${c.hostProc}/${pid}/root/etc/resolv.conf`, 'utf8');
-  } catch (e) {
-    return warn('dns from container', `cannot read ${cname}'s resolv.conf: ${(e as Error).message}`, 'run berth doctor as root');
-  }
-  const ns = parseResolvConf(resolv)[0];
-  if (!ns) return warn('dns from container', `${cname} has no nameserver`, 'check the container\'s --dns');
+  const vips = dnsVips(c);
+  const pick = candidates.find((x) => x.ns === vips.vip || x.ns === vips.vip6) ?? candidates.find((x) => x.ns === '127.0.0.11') ?? candidates[0];
+  if (!pick) return warn('dns from container', 'no running container with a nameserver to ask from', 'run berth doctor again while a container runs');
+  const { pid, name: cname, ns } = pick;
   const r = await run('nsenter', [`--net=${c.hostProc}/${pid}/ns/net`, '--', process.execPath, cli, 'dns', 'query', name, 'A', '--server', ns, '--json'], { timeoutMs: 10000 });
   let got: string[] = [];
   try {

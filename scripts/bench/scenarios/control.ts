@@ -33,7 +33,8 @@ export interface ControlReport {
   skipped: number;
 }
 
-const VIP = ipv4Add(cidrBase(RANGES.berthd), 10);
+// .10 is berthd's DNS VIP (config dnsVip), reserved: the pinned service VIP is .11.
+const VIP = ipv4Add(cidrBase(RANGES.berthd), 11);
 const SERVICE = 'bench-cp';
 
 /** One TCP transaction with berth-bench serve; resolves the server's tag. */
