@@ -38,7 +38,12 @@ export function encodeQuery(name: string, type: string, edns?: number): Buffer {
   });
 }
 
-/** Sends one UDP datagram to server:port and resolves the first reply with the same id. */
+/**
+ * Sends one UDP datagram to server:port on a connected socket (as glibc's resolver does: ICMP
+ * errors are reported, and only the server's replies arrive) and resolves the first reply with
+ * the same id. Connected also matters for the IPv6 DNS VIP: the kernel refuses a sendmsg6
+ * rewrite to a v4-mapped backend (udpv6_sendmsg: ENOTSUPP), while connect6 allows it.
+ */
 export function udpExchange(server: string, port: number, msg: Buffer, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket(net.isIPv6(server) ? 'udp6' : 'udp4');
@@ -53,7 +58,9 @@ export function udpExchange(server: string, port: number, msg: Buffer, timeoutMs
     s.on('message', (m) => {
       if (m.length >= 2 && m.readUInt16BE(0) === msg.readUInt16BE(0)) done(null, m);
     });
-    s.send(msg, port, server);
+    // connect() reports a refusal (e.g. the socket LB's ECONNREFUSED for a VIP without backend)
+    // as an 'error' event, which done() turns into the rejection.
+    s.connect(port, server, () => s.send(msg));
   });
 }
 

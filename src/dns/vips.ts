@@ -80,7 +80,9 @@ export function hostBackendAddress(networks: NetworkInfo[]): string {
 /**
  * The DNS VIP as a service for datapath.sync(): UDP and TCP port 53 of both VIPs to
  * `backendIp:port`. The IPv6 VIP uses the v4-mapped backend (as the ingress VIP does): a
- * dual-stack socket reaches the IPv4 listener; an IPV6_V6ONLY socket is refused.
+ * dual-stack socket reaches the IPv4 listener over TCP and connected UDP (connect6 may rewrite to
+ * a v4-mapped address); an unconnected UDP sendto() cannot (the kernel's udpv6_sendmsg refuses a
+ * v4-mapped rewrite with ENOTSUPP), nor can an IPV6_V6ONLY socket.
  */
 export function dnsFrontendService(vips: DnsVips, backendIp: string, port: number): Service {
   return {
