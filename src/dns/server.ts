@@ -129,7 +129,12 @@ export class DnsServer {
     this.udp.set(address, u);
     u.on('message', (msg, rinfo) => {
       void this.handle(msg, 'udp').then((reply) => {
-        if (reply) u.send(reply, rinfo.port, rinfo.address);
+        if (!reply) return;
+        // The socket may have been closed meanwhile (a forward outlives a listen() change or
+        // close()): a throw here would be an unhandled rejection, which stops berthd.
+        try {
+          u.send(reply, rinfo.port, rinfo.address);
+        } catch { /* closed: the client retries */ }
       });
     });
     u.on('error', (e) => this.o.logger.warn({ err: e, address }, 'DNS UDP socket error'));

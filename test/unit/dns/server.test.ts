@@ -231,3 +231,24 @@ test('an answer from another port than the upstream\'s is ignored (spoofing)', a
   spoofer.send(forged, port, '127.0.0.1');
   t.is(decode(await pending).rcode, 'SERVFAIL');
 });
+
+test('a forward that completes after its socket closed is dropped quietly (no throw, no unhandled rejection)', async (t) => {
+  const up = await stubUpstream(t);
+  const f = new Forwarder({ timeoutMs: 1000 });
+  f.setUpstreams([{ ip: '127.0.0.1', port: up.port }]);
+  const s = new DnsServer({ port: 0, domain: 'berth', forwarder: f, logger: silentLogger() });
+  s.setZone(buildZone([WEB], 'berth', 1));
+  t.deepEqual(await s.listen(['127.0.0.1']), []);
+  const client = dgram.createSocket('udp4');
+  t.teardown(() => client.close());
+  // Port 0 bound: find it from the server's socket through a query answered by the zone.
+  const port = (s as unknown as { udp: Map<string, dgram.Socket> }).udp.get('127.0.0.1')!.address().port;
+  const answered = new Promise<Buffer>((res) => client.once('message', res));
+  client.send(encodeQuery('web.berth', 'A'), port, '127.0.0.1');
+  t.is(decode(await answered).rcode, 'NOERROR');
+  client.send(encodeQuery('outside.example', 'A'), port, '127.0.0.1');
+  s.close();
+  await new Promise((r) => setTimeout(r, 300));
+  t.is(f.pending, 0);
+  t.deepEqual(s.addresses, []);
+});
