@@ -135,6 +135,8 @@ export class Daemon {
         domain: c.dnsDomain, serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, dnsVip: c.dnsVip, dnsVip6: c.dnsVip6,
         port: c.dnsPort, upstreams: c.dnsUpstreams, logger: this.log.child({ part: 'dns' }), metrics: this.metrics.dns,
       });
+      // Serving (forwarding at least) before Docker is listed shortens a restart's DNS outage.
+      await this.dns.listenEarly();
     }
 
     this.notifier.status('starting: Envoy and the redirect');

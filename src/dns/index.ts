@@ -10,6 +10,7 @@
  *   server.ts    the sockets and the protocol logic
  *   setup.ts     `berth dns setup`: systemd-resolved drop-in and Docker's daemon.json
  */
+import os from 'node:os';
 import type { Logger } from '../util/log';
 import type { NetworkInfo, Service } from '../model/types';
 import { dnsFrontendService, dnsVips, hostBackendAddress, type DnsVips } from './vips';
@@ -90,6 +91,18 @@ export class ServiceDns {
     this.backend = backend;
     this.refreshUpstreams();
     return dnsFrontendService(this.vips, backend, this.o.port);
+  }
+
+  /**
+   * Before the first Docker list: binds the DNS socket where the previous berthd's map entry most
+   * likely points (loopback and docker0's address, if that interface exists), so that a restart
+   * or a Docker outage does not stop forwarding; names in the zone get SERVFAIL until the first
+   * zone. The first reconcile's frontend() corrects the addresses.
+   */
+  async listenEarly(interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces()): Promise<void> {
+    const docker0 = (interfaces.docker0 ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address);
+    const nets: NetworkInfo[] = docker0.length ? [{ id: 'docker0', name: 'bridge', subnets: [], gateways: docker0 }] : [];
+    await this.frontend(nets);
   }
 
   /** Re-reads the host's resolvers (cheap: two small files), logging when the choice changes. */

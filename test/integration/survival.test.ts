@@ -25,7 +25,9 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
     }
     return ids;
   };
-  const d = new Berthd({ name: 'surv' });
+  // DNS off: the map counts below are about the service's backends only (the DNS VIP would add
+  // its own backend entries; dns.test.ts covers DNS across restarts).
+  const d = new Berthd({ name: 'surv', extraArgs: ['--dns-port', 'off'] });
   t.teardown(async () => {
     await removeTestContainers(SUITE);
     await d.cleanup();
@@ -50,7 +52,7 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
 
   // A berthd that cannot list Docker adopts the maps and withdraws nothing: without a full list
   // it cannot know that b is gone (issue 2 part 7: prune only after the first full list).
-  const blind = new Berthd({ name: 'surv', extraArgs: ['--docker-host', 'unix:///run/berth-surv-no-docker.sock'] });
+  const blind = new Berthd({ name: 'surv', extraArgs: ['--dns-port', 'off', '--docker-host', 'unix:///run/berth-surv-no-docker.sock'] });
   await blind.start(30000, 'serving');
   const blindStatus = await waitFor('the blind berthd reports Docker unreachable', async () => { const s = await blind.status(); return s.docker !== 'connected' && s.maps ? s : undefined; });
   t.false(blindStatus.ready, 'not ready without a Docker list');
