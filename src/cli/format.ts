@@ -30,6 +30,8 @@ export interface StatusView {
   redirect: string | null;
   envoy: { state: string; pid: number | null; version?: string | null; restarts?: number; lastNack?: string | null };
   labelErrors: { container: string; label: string; error: string }[];
+  /** berth's DNS (additive: absent from older berthd, null when dnsPort is off). */
+  dns?: { domain: string; vip: string; vip6: string | null; port: number; listen: string[]; backend: string | null; upstreams: { ip: string; port: number }[]; upstreamSource: string; errors: string[] } | null;
   lastReconcile: { at: string; durationMs: number; error: string | null } | null;
   config: Record<string, unknown>;
   configSources: Record<string, string>;
@@ -87,6 +89,14 @@ export function formatStatus(st: StatusView): string {
     `envoy:       ${st.envoy.state}${st.envoy.pid ? ` (pid ${st.envoy.pid})` : ''}${st.envoy.version ? ` ${st.envoy.version}` : ''}${st.envoy.restarts ? `, ${st.envoy.restarts} restarts` : ''}`,
   ];
   if (st.envoy.lastNack) lines.push(`             last rejected config: ${st.envoy.lastNack}`);
+  if (st.dns) {
+    const d = st.dns;
+    lines.push(`dns:         *.${d.domain} at ${d.vip}${d.vip6 ? ` and ${d.vip6}` : ''} -> ${d.backend ?? '-'}:${d.port} (listening on ${d.listen.join(', ') || 'nothing'}); ` +
+      `other names -> ${d.upstreams.map((u) => `${u.ip}:${u.port}`).join(', ') || 'nowhere (SERVFAIL)'} (from ${d.upstreamSource})`);
+    for (const e of d.errors) lines.push(`             ${e}`);
+  } else if (st.dns === null) {
+    lines.push('dns:         off');
+  }
   if (st.lastReconcile) {
     lines.push(`reconcile:   ${st.lastReconcile.at} in ${st.lastReconcile.durationMs.toFixed(1)} ms${st.lastReconcile.error ? `, FAILED: ${st.lastReconcile.error}` : ''}`);
   }

@@ -49,3 +49,16 @@ test('status: attach point truthfulness and label errors are shown', (t) => {
   t.regex(out, /container c1, label berth\.ports: bad port "x"/);
   t.regex(formatStatus({ ...st, cgroupIsHostRoot: true, labelErrors: [] }), /host root: yes[\s\S]*label errors: none/);
 });
+
+test('status shows DNS: zone, VIPs, backend socket, upstreams and their problems; or off', (t) => {
+  const base = {
+    version: '0', pid: 1, ready: true, docker: 'connected', dockerReconnects: 0, cgroupRoot: '/sys/fs/cgroup', cgroupIsHostRoot: true,
+    attached: [], maps: null, redirect: null, envoy: { state: 'running', pid: null }, labelErrors: [], lastReconcile: null,
+    config: {}, configSources: {}, configFile: null,
+  };
+  const text = formatStatus({ ...base, dns: { domain: 'berth', vip: '10.96.0.10', vip6: 'fd00:96::a', port: 10053, listen: ['127.0.0.1', '172.17.0.1'], backend: '172.17.0.1', upstreams: [{ ip: '192.168.1.1', port: 53 }], upstreamSource: '/etc/resolv.conf', errors: ['upstream 10.96.0.10:53 skipped: loop'] } });
+  t.regex(text, /dns: +\*\.berth at 10\.96\.0\.10 and fd00:96::a -> 172\.17\.0\.1:10053 \(listening on 127\.0\.0\.1, 172\.17\.0\.1\); other names -> 192\.168\.1\.1:53 \(from \/etc\/resolv\.conf\)/);
+  t.regex(text, /skipped: loop/);
+  t.regex(formatStatus({ ...base, dns: null }), /dns: +off/);
+  t.notRegex(formatStatus(base), /dns:/);
+});
