@@ -41,6 +41,12 @@ export interface Config {
   dnsPort: number | null;
   /** Extension: 'auto' (the host's resolv.conf) or upstream resolvers `ip[:port]`, comma separated. */
   dnsUpstreams: string;
+  /**
+   * Which clients reach which backends across Docker networks (SPEC): 'allow' = every client
+   * reaches every VIP (only balanced flows pass Docker's isolation); 'docker' = Docker's
+   * isolation is the policy.
+   */
+  crossNetwork: 'allow' | 'docker';
 }
 
 export type Source = 'default' | 'file' | 'env' | 'flag';
@@ -156,6 +162,15 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
       return s;
     },
     help: 'how ingress traffic reaches Envoy',
+  },
+  crossNetwork: {
+    default: () => 'allow',
+    parse: (raw) => {
+      const s = str(raw);
+      if (s !== 'allow' && s !== 'docker') throw new Error("must be 'allow' or 'docker'");
+      return s;
+    },
+    help: 'VIPs across Docker networks: allow (every client) or docker (Docker isolation decides)',
   },
   envoyPath: { default: () => 'envoy', parse: str, help: 'Envoy binary (PATH lookup for a bare name)' },
   proxyPorts: { default: () => ({ from: 15000, to: 15999 }), parse: portRange, help: 'Envoy listener port range' },

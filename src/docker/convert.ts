@@ -26,6 +26,8 @@ export interface SummaryLike {
   Status?: string;
   /** Exposed ports (PrivatePort, Type), once more per host binding when published. */
   Ports?: ({ PrivatePort?: number; Type?: string } | null)[] | null;
+  /** `{NetworkMode: "host" | "none" | "container:<id>" | "default" | <network name>}`. */
+  HostConfig?: { NetworkMode?: string } | null;
   NetworkSettings?: {
     Networks?: Record<string, { NetworkID?: string; IPAddress?: string; GlobalIPv6Address?: string } | null> | null;
   } | null;
@@ -56,6 +58,7 @@ export function summaryToContainerInfo(s: SummaryLike, stopping: boolean): Conta
     stopping,
     exposedPorts: exposedPorts(ports),
     networks: networks(s.NetworkSettings?.Networks),
+    ...(s.HostConfig?.NetworkMode ? { networkMode: s.HostConfig.NetworkMode } : {}),
     ...(typeof s.Created === 'number' ? { created: s.Created * 1000 } : {}),
   };
 }
@@ -64,6 +67,7 @@ export function summaryToContainerInfo(s: SummaryLike, stopping: boolean): Conta
 export interface NetworkLike {
   Id: string;
   Name: string;
+  Driver?: string;
   IPAM?: { Config?: ({ Subnet?: string; Gateway?: string } | null)[] | null } | null;
 }
 
@@ -98,5 +102,6 @@ export function toNetworkInfo(n: NetworkLike): NetworkInfo {
     name: n.Name,
     subnets: cfg.map((c) => c.Subnet).filter((s): s is string => !!s),
     gateways: cfg.map((c) => c.Gateway).filter((s): s is string => !!s),
+    ...(n.Driver ? { driver: n.Driver } : {}),
   };
 }

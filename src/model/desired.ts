@@ -11,7 +11,8 @@
  *      a VIP (vip.ts) for everything still without one, in the same order.
  *   4. Ingress routes from the remaining containers' http labels, in container order: a route,
  *      listen or publish that contradicts an earlier container is dropped with an error.
- *   5. Backends: running, not stopping, healthy or without healthcheck, with an address.
+ *   5. Backends: running, not stopping, healthy or without healthcheck; placed on the network
+ *      they are reached at (network.ts), or listed unreachable with the reason.
  * The store is updated with the final assignments and forgets names that no longer exist; the
  * caller saves it. Pure apart from mutating the store object.
  */
@@ -20,9 +21,10 @@ import type {
 } from './types';
 import { LABEL_ERRORS, labelError, ModelError } from './errors';
 import { type ContainerSpec, decodeLabels, httpLabel, LABEL_PORTS, LABEL_SERVICE, LABEL_VIP, LABEL_VIP6 } from './labels';
-import { type Addr, type Cidr, type Family, canonicalIp, formatIp, parseCidr, parseIp } from './ip';
+import { type Addr, type Cidr, type Family, formatIp, parseCidr, parseIp } from './ip';
 import { deriveVip, makeVipRules, type ServiceKind, vipProblem, type VipRules } from './vip';
 import { storeKey, type VipStore } from './vipstore';
+import { type NetworkEnv, placeBackend } from './network';
 
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
 export const DEFAULT_SERVICE_CIDR6 = 'fd00:96::/112';
@@ -60,6 +62,7 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
     6: makeVipRules(range6, host, snap.networks, opts.reserved),
   };
   const errors: LabelError[] = [];
+  const env: NetworkEnv = { networks: snap.networks, containers: snap.containers };
 
   // 1. Creation order. Docker lists newest first, so without `created` the caller must pass the
   //    containers oldest first; ties keep the given order (Array.prototype.sort is stable).
@@ -187,7 +190,7 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
       out.push({
         name: e.name, kind: 'service', vip, vip6,
         ports: e.members[0].spec.ports.map((p) => ({ ...p })),
-        backends: e.members.map((m) => backendOf(m.info)).filter((b): b is Backend => b !== null).sort((a, b) => cmp(a.id, b.id)),
+        backends: e.members.map((m) => backendOf(m.info, env)).filter((b): b is Backend => b !== null).sort((a, b) => cmp(a.id, b.id)),
         routes: [], ingress: null, errors: serviceErrors.get(e) ?? [],
       });
     } else {
@@ -343,15 +346,16 @@ export function routeOrder(a: Route, b: Route): number {
   );
 }
 
-/** The container as a backend, or null when it must not receive connections now. */
-export function backendOf(c: ContainerInfo): Backend | null {
+/**
+ * The container as a backend, or null when it must not receive connections now (not running,
+ * stopping, not healthy). A backend berth cannot reach (network mode none, only macvlan
+ * networks, ...) is returned with reachable false, no address and the reason (model/network.ts):
+ * listed, never silently dropped. Without `env` (older callers) the snapshot's networks and
+ * containers are unknown: bridge networks and no `container:` resolution are assumed.
+ */
+export function backendOf(c: ContainerInfo, env: NetworkEnv = { networks: [], containers: [] }): Backend | null {
   if (c.state !== 'running' || c.stopping) return null;
   if (c.health !== 'none' && c.health !== 'healthy') return null;
-  // Deterministic: the first network by name that has an address of each family.
-  const nets = [...c.networks].sort((a, b) => cmp(a.name, b.name));
-  const ip = nets.find((n) => n.ip)?.ip ?? null;
-  const ip6 = nets.find((n) => n.ip6)?.ip6 ?? null;
-  if (ip === null && ip6 === null) return null;
-  const canon = (s: string | null) => (s === null ? null : (canonicalIp(s) ?? s));
-  return { container: c.name, id: c.id, ip: canon(ip), ip6: canon(ip6) };
+  const p = placeBackend(c, env);
+  return { container: c.name, id: c.id, ip: p.ip, ip6: p.ip6, networks: p.networks, reachable: p.reachable, reason: p.reason };
 }

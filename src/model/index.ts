@@ -12,3 +12,4 @@ export { parseIp, formatIp, canonicalIp, parseCidr, cidrContains, cidrAt, cidrLa
 export type { Addr, Cidr, Family } from './ip';
 export { LABEL_ERRORS, labelError, ModelError } from './errors';
 export type { LabelErrorCode, ModelErrorCode } from './errors';
+export { hostBackendAddress, placeBackend, DEFAULT_BRIDGE, type NetworkEnv, type Placement } from './network';

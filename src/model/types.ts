@@ -36,6 +36,12 @@ export interface ContainerInfo {
    * and so wins a disagreement. Without it, the given order is taken as creation order.
    */
   created?: number;
+  /**
+   * Docker's HostConfig.NetworkMode (additive: optional): 'default', 'bridge' or a network name
+   * (the container has its own netns on those networks), 'host' (it shares the host's),
+   * 'none' (loopback only), 'container:<id>' (it shares another container's netns).
+   */
+  networkMode?: string;
 }
 
 export interface ContainerNetwork {
@@ -53,6 +59,9 @@ export interface NetworkInfo {
   subnets: string[];
   /** Gateway addresses. */
   gateways: string[];
+  /** Docker's network driver: bridge, host, null, macvlan, ipvlan, overlay, or a plugin's name
+   * (additive: optional; unknown = treated as reachable). */
+  driver?: string;
 }
 
 /** Everything the model needs from Docker, taken from one full list. */
@@ -77,13 +86,29 @@ export interface ServicePort {
   targetPort: number;
 }
 
+/** One network a backend container is on, with its addresses there (SPEC `networks`). */
+export interface BackendNetwork {
+  /** Docker network name ('host' for a host-network container). */
+  network: string;
+  ip: string | null;
+  ip6: string | null;
+}
+
 export interface Backend {
   /** Container name. */
   container: string;
   /** Container id. */
   id: string;
+  /** The address clients are sent to (see model/network.ts for the choice); null = none. */
   ip: string | null;
   ip6: string | null;
+  /** Every network the container is on, by name (additive: optional; the model always sets it). */
+  networks?: BackendNetwork[];
+  /** False when berth cannot send clients to this container (then ip and ip6 are null). */
+  reachable?: boolean;
+  /** Why it is unreachable, or what is notable about how it is reached (host network,
+   * networks skipped); null when there is nothing to say. */
+  reason?: string | null;
 }
 
 export interface Route {
@@ -115,7 +140,8 @@ export interface Service {
   vip: string;
   vip6: string | null;
   ports: ServicePort[];
-  /** Usable backends only (running, healthy if it has a healthcheck, not stopping), sorted by id. */
+  /** Backends that are up (running, healthy if it has a healthcheck, not stopping), sorted by
+   * id; those berth cannot reach are listed with reachable false and a reason, and get no traffic. */
   backends: Backend[];
   /** Ingress only: its routes, longest path first. Empty for services. */
   routes: Route[];

@@ -16,7 +16,7 @@ test('names: kebab flags and BERTH_ env vars', (t) => {
   t.is(kebab('envoyPath'), 'envoy-path');
   t.is(envName('serviceCidr6'), 'BERTH_SERVICE_CIDR6');
   t.is(envName('bpfPinDir'), 'BERTH_BPF_PIN_DIR');
-  for (const k of ['serviceCidr', 'serviceCidr6', 'cgroupRoot', 'redirect', 'envoyPath', 'proxyPorts', 'hostProc', 'dockerHost', 'logLevel']) {
+  for (const k of ['serviceCidr', 'serviceCidr6', 'cgroupRoot', 'redirect', 'envoyPath', 'proxyPorts', 'hostProc', 'dockerHost', 'logLevel', 'crossNetwork']) {
     t.true(CONFIG_KEYS.includes(k as never), `SPEC key ${k}`);
   }
   t.regex(usage(), /--service-cidr6/);
@@ -59,6 +59,8 @@ const bad: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
   ['unknown flag names the flag', ['--service-cdir', '10.0.0.0/8'], {}, /unknown flag --service-cdir/],
   ['flag without value', ['--redirect'], {}, /--redirect needs a value/],
   ['bad redirect names flag and key', ['--redirect', 'tproxy'], {}, /flag --redirect: invalid redirect "tproxy"/],
+  ['unknown crossNetwork names flag and key', ['--cross-network', 'deny'], {}, /flag --cross-network: invalid crossNetwork "deny".*'allow' or 'docker'/],
+  ['unknown crossNetwork from env', [], { BERTH_CROSS_NETWORK: 'open' }, /environment variable BERTH_CROSS_NETWORK: invalid crossNetwork "open"/],
   ['bad CIDR', ['--service-cidr', '10.96.0.0'], {}, /flag --service-cidr: invalid serviceCidr/],
   ['v6 range given as v4', ['--service-cidr6', '10.0.0.0/16'], {}, /invalid serviceCidr6/],
   ['range too large', ['--service-cidr', '10.0.0.0/7'], {}, /host bits/],
@@ -86,6 +88,12 @@ test('file errors name the file and key', (t) => {
   t.throws(() => loadConfig(['--config', notMap], {}), { message: /must be a mapping/ });
   const broken = tmpFile('redirect: [\n');
   t.throws(() => loadConfig(['--config', broken], {}), { instanceOf: ConfigError });
+});
+
+test('crossNetwork: both values, from file and flag', (t) => {
+  t.is(loadConfig(['--config', tmpFile('crossNetwork: docker\n')], {}).config.crossNetwork, 'docker');
+  t.is(loadConfig(['--cross-network=allow'], { BERTH_CONFIG: tmpFile('crossNetwork: docker\n') }).config.crossNetwork, 'allow');
+  t.throws(() => loadConfig(['--config', tmpFile('crossNetwork: Allow\n')], {}), { message: /key crossNetwork: invalid crossNetwork "Allow"/ });
 });
 
 test('unknown BERTH_ env vars are ignored (shared environment)', (t) => {

@@ -71,3 +71,15 @@ test('networks: subnets and gateways of both families, empty IPAM config tolerat
   });
   t.deepEqual(toNetworkInfo({ Id: 'h', Name: 'host', IPAM: { Config: null } }), { id: 'h', name: 'host', subnets: [], gateways: [] });
 });
+
+test('network mode and driver: host, none, container:<id>, a user network; driver kept when listed', (t) => {
+  const mode = (NetworkMode?: string) => summaryToContainerInfo({ Id: 'm', State: 'running', HostConfig: NetworkMode === undefined ? undefined : { NetworkMode } }, false).networkMode;
+  t.is(mode('host'), 'host');
+  t.is(mode('none'), 'none');
+  t.is(mode('container:' + 'b'.repeat(64)), 'container:' + 'b'.repeat(64));
+  t.is(mode('proj_default'), 'proj_default');
+  t.is(mode(undefined), undefined, 'an engine that does not say: absent, not guessed');
+  t.is(mode(''), undefined);
+  t.is(toNetworkInfo({ Id: 'v', Name: 'mv', Driver: 'macvlan' }).driver, 'macvlan');
+  t.false('driver' in toNetworkInfo({ Id: 'v', Name: 'mv' }));
+});

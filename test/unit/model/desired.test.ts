@@ -34,27 +34,38 @@ test('services sorted by name, ports as labelled, VIPs of both families in range
   t.not(st.services[0].vip6, web.vip6);
 });
 
-// [what, container overrides, is a backend]
-const backendCases: [string, Partial<ContainerInfo>, boolean][] = [
-  ['running, no healthcheck', {}, true],
-  ['running, healthy', { health: 'healthy' }, true],
-  ['running, starting', { health: 'starting' }, false],
-  ['running, unhealthy', { health: 'unhealthy' }, false],
-  ['stopping', { stopping: true }, false],
-  ['exited', { state: 'exited' }, false],
-  ['created', { state: 'created' }, false],
-  ['paused', { state: 'paused' }, false],
-  ['restarting', { state: 'restarting' }, false],
-  ['no network', { networks: [] }, false],
-  ['network without address', { networks: [{ name: 'none', id: 'n', ip: null, ip6: null }] }, false],
-  ['IPv6 only', { networks: [{ name: 'v6', id: 'n', ip: null, ip6: 'fd00:dead::5' }] }, true],
+// [what, container overrides, listed as a backend, reachable]
+const backendCases: [string, Partial<ContainerInfo>, boolean, boolean][] = [
+  ['running, no healthcheck', {}, true, true],
+  ['running, healthy', { health: 'healthy' }, true, true],
+  ['running, starting', { health: 'starting' }, false, false],
+  ['running, unhealthy', { health: 'unhealthy' }, false, false],
+  ['stopping', { stopping: true }, false, false],
+  ['exited', { state: 'exited' }, false, false],
+  ['created', { state: 'created' }, false, false],
+  ['paused', { state: 'paused' }, false, false],
+  ['restarting', { state: 'restarting' }, false, false],
+  // Up but unreachable: listed with its reason, never silently missing (issue 15).
+  ['no network', { networks: [] }, true, false],
+  ['network without address', { networks: [{ name: 'none', id: 'n', ip: null, ip6: null }] }, true, false],
+  ['network mode none', { networkMode: 'none', networks: [{ name: 'none', id: 'n', ip: null, ip6: null }] }, true, false],
+  ['IPv6 only', { networks: [{ name: 'v6', id: 'n', ip: null, ip6: 'fd00:dead::5' }] }, true, true],
 ];
-for (const [what, over, isBackend] of backendCases) {
-  test(`backend filter: ${what} -> ${isBackend}`, (t) => {
+for (const [what, over, listed, reachable] of backendCases) {
+  test(`backend filter: ${what} -> ${listed ? (reachable ? 'reachable' : 'listed, unreachable') : 'no backend'}`, (t) => {
     const st = build([container('c1', svc('web'), over)]);
     t.deepEqual(st.labelErrors, []);
     t.is(st.services.length, 1, 'the service exists with or without backends (connects fail fast)');
-    t.is(st.services[0].backends.length, isBackend ? 1 : 0);
+    t.is(st.services[0].backends.length, listed ? 1 : 0);
+    if (listed) {
+      const b = st.services[0].backends[0];
+      t.is(b.reachable, reachable);
+      if (!reachable) {
+        t.is(b.ip, null);
+        t.is(b.ip6, null);
+        t.truthy(b.reason, 'an unreachable backend says why');
+      }
+    }
   });
 }
 
@@ -68,7 +79,14 @@ test('backend address: first network by name that has one, per family, canonical
       ],
     }),
   ]);
-  t.deepEqual(st.services[0].backends, [{ container: 'c1', id: container('c1', {}).id, ip: '172.19.0.4', ip6: 'fd00:beef::9' }]);
+  t.deepEqual(st.services[0].backends, [{
+    container: 'c1', id: container('c1', {}).id, ip: '172.19.0.4', ip6: 'fd00:beef::9', reachable: true, reason: null,
+    networks: [
+      { network: 'alpha', ip: '172.19.0.4', ip6: null },
+      { network: 'bridge', ip: null, ip6: null },
+      { network: 'zeta', ip: '172.20.0.9', ip6: 'fd00:beef::9' },
+    ],
+  }]);
 });
 
 test('a bad container is skipped, never the rebuild: other services are untouched', (t) => {
