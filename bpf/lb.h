@@ -111,6 +111,27 @@ struct berth_destroy_key {
 };
 
 /*
+ * Balanced flows (bpf/flows.bpf.c, crossNetwork `allow`). A container's connect to a VIP is
+ * rewritten to a backend address that may sit on another Docker network, where Docker's
+ * isolation chains drop it. berth_flow_record (cgroup_skb/egress, root cgroup) writes the
+ * packet's 5-tuple here when the sending socket's own reverse-NAT storage proves berth balanced
+ * it; berth_flow_match (socket filter, run by iptables' xt_bpf in DOCKER-USER) lets exactly
+ * those flows' first packets pass and CONNMARKs them, so both directions are accepted.
+ */
+#define BERTH_MAX_FLOWS (1u << 16)
+
+/* berth_flows map key: one flow as the client sends it (original direction). */
+struct berth_flow_key {
+	__u32 saddr[4]; /* client address, network order; IPv4 in saddr[0], rest zero */
+	__u32 daddr[4]; /* backend address, network order; IPv4 in daddr[0], rest zero */
+	__u16 sport;    /* client port, network order */
+	__u16 dport;    /* backend port, network order */
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;    /* BERTH_FAMILY_V4 or BERTH_FAMILY_V6 (of the packet, not the socket) */
+	__u16 pad;      /* zero */
+};
+
+/*
  * Ingress redirect maps (bpf/redirect.bpf.c, redirect mode `ebpf`): (destination, port) ->
  * the Envoy listener to hand the packet to. Keyed by the ingress VIP and its listen port, and by
  * each host address with a publish port (address 0 never occurs: userspace lists them).
@@ -153,6 +174,7 @@ _Static_assert(sizeof(struct berth_sk_revnat) == 4 * 36 + 8, "berth_sk_revnat si
 _Static_assert(sizeof(struct berth_counters) == 16, "berth_counters size");
 _Static_assert(sizeof(struct berth_config) == 16, "berth_config size");
 _Static_assert(sizeof(struct berth_destroy_key) == 20, "berth_destroy_key size");
+_Static_assert(sizeof(struct berth_flow_key) == 40, "berth_flow_key size");
 _Static_assert(sizeof(struct berth_redir4_key) == 8, "berth_redir4_key size");
 _Static_assert(sizeof(struct berth_redir6_key) == 20, "berth_redir6_key size");
 _Static_assert(sizeof(struct berth_redir_val) == 4, "berth_redir_val size");

@@ -17,6 +17,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 #include "lb.h"
+#include "revnat.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -155,22 +156,6 @@ refuse:
 	if (cnt)
 		__sync_fetch_and_add(&cnt->no_backend, 1);
 	return -ECONNREFUSED;
-}
-
-static __always_inline bool __revnat_is(const struct berth_sk_revnat_ent *e, const __u32 *addr, __u16 port)
-{
-	return e->be_port == port && e->be_addr[0] == addr[0] && e->be_addr[1] == addr[1] &&
-	       e->be_addr[2] == addr[2] && e->be_addr[3] == addr[3];
-}
-
-/* The slot of this socket's translation for a backend, or NULL. */
-static __always_inline struct berth_sk_revnat_ent *__revnat_find(struct berth_sk_revnat *st, const __u32 *addr, __u16 port)
-{
-	for (int i = 0; i < BERTH_SK_REVNAT_SLOTS; i++) {
-		if (__revnat_is(&st->ent[i], addr, port))
-			return &st->ent[i];
-	}
-	return NULL;
 }
 
 static __always_inline void __revnat_record(struct bpf_sock_addr *ctx, const __u32 *be_addr,

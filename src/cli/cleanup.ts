@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../daemon/config';
 import { Datapath } from '../datapath';
+import { removeCrossnet } from '../datapath/crossnet';
 import { Proxy } from '../proxy';
 import { stopOrphanEnvoy } from '../proxy/envoy';
 import { silentLogger } from '../util/log';
@@ -24,6 +25,8 @@ export async function cleanup(c: Config): Promise<string[]> {
   if (envoy) removed.push(`envoy process ${envoy}`);
   const r1 = await Proxy.cleanupRedirect({ logger, bpfPinDir: c.bpfPinDir });
   removed.push(...r1);
+  // crossNetwork's chain and its jump in DOCKER-USER (before the pinned program they name goes).
+  removed.push(...(await removeCrossnet()));
   const r2 = await Datapath.cleanup({
     pinDir: c.bpfPinDir, cgroupRoot: c.cgroupRoot, hostProc: c.hostProc, runDir: c.runDir,
     serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, logger,

@@ -8,7 +8,12 @@ export interface ServiceView {
   vip: string;
   vip6: string | null;
   ports: { port: number; protocol: string; targetPort: number }[];
-  backends: { container: string; id: string; ip: string | null; ip6: string | null }[];
+  backends: {
+    container: string; id: string; ip: string | null; ip6: string | null;
+    networks?: { network: string; ip: string | null; ip6: string | null }[];
+    reachable?: boolean;
+    reason?: string | null;
+  }[];
   routes: { host: string | null; path: string; service: string; port: number }[];
   listenerPort?: number | null;
   listen?: number;
@@ -36,6 +41,25 @@ export interface StatusView {
   config: Record<string, unknown>;
   configSources: Record<string, string>;
   configFile: string | null;
+  crossNetwork?: {
+    mode: string;
+    how: string | null;
+    flows: { matchPin: string | null; recording: boolean; error: string | null } | null;
+    chains: { family: number; dockerUser: boolean; isolation: boolean; jumpFirst: boolean; chainOk: boolean }[];
+    error: string | null;
+  };
+  backendWarnings?: { service: string; container: string; reachable: boolean; reason: string }[];
+}
+
+/** One line on how VIPs cross Docker networks (status). Pure. */
+export function crossNetworkText(x: NonNullable<StatusView['crossNetwork']>): string {
+  const how = x.how === 'balanced-flows' ? 'balanced flows pass Docker\'s isolation (xt_bpf + CONNMARK in DOCKER-USER)'
+    : x.how === 'open-ports' ? `WEAKER fallback: backends' service ports opened to every network (${x.flows?.error ?? 'flow programs unavailable'})`
+      : x.how === 'docker' ? 'Docker\'s isolation decides (clients get backends on a network they share)' : 'not applied yet';
+  const v4 = x.chains.find((c) => c.family === 4);
+  const chains = !v4 ? '' : !v4.dockerUser ? '; no DOCKER-USER chain (Docker manages no iptables isolation)'
+    : x.how === 'docker' ? '' : v4.jumpFirst && v4.chainOk ? '; rules in place' : '; rules NOT in place';
+  return `${x.mode}: ${how}${chains}${x.error ? `; ERROR: ${x.error}` : ''}`;
 }
 
 /** Left-aligned columns, two spaces apart. */
@@ -61,7 +85,7 @@ export function formatServices(services: ServiceView[]): string {
       ? `listener ${s.listenerPort ?? '-'}${s.publish ? `, publish ${s.publish}` : ''}`
       : s.backends.length === 0
         ? 'none'
-        : s.backends.map((b) => `${b.container}(${b.ip ?? b.ip6 ?? '?'})`).join(' '),
+        : s.backends.map((b) => (b.reachable === false ? `${b.container}(unreachable)` : `${b.container}(${b.ip ?? b.ip6 ?? '?'})`)).join(' '),
   ]);
   const out = [table(['NAME', 'KIND', 'VIP', 'VIP6', 'PORTS', 'BACKENDS'], rows)];
   for (const s of services) {
@@ -70,6 +94,8 @@ export function formatServices(services: ServiceView[]): string {
       for (const r of s.routes) out.push(`  ${r.host ?? '*'}${r.path} -> ${r.service}:${r.port}`);
     }
   }
+  const notes = services.flatMap((s) => s.backends.filter((b) => b.reason).map((b) => `  ${s.name}: ${b.container}: ${b.reason}`));
+  if (notes.length) out.push('\nbackend notes:', ...notes);
   const errs = services.filter((s) => s.errors.length);
   if (errs.length) {
     out.push('\nerrors:');
@@ -86,6 +112,7 @@ export function formatStatus(st: StatusView): string {
     `attached:    ${st.attached.length ? st.attached.join(' ') : 'nothing'}`,
     `maps:        ${st.maps ? `${st.maps.services} service entries, ${st.maps.backends} backends` : '-'}`,
     `redirect:    ${st.redirect ?? '-'}`,
+    ...(st.crossNetwork ? [`networks:    ${crossNetworkText(st.crossNetwork)}`] : []),
     `envoy:       ${st.envoy.state}${st.envoy.pid ? ` (pid ${st.envoy.pid})` : ''}${st.envoy.version ? ` ${st.envoy.version}` : ''}${st.envoy.restarts ? `, ${st.envoy.restarts} restarts` : ''}`,
   ];
   if (st.envoy.lastNack) lines.push(`             last rejected config: ${st.envoy.lastNack}`);
@@ -104,6 +131,10 @@ export function formatStatus(st: StatusView): string {
   for (const [k, v] of Object.entries(st.config)) {
     const src = st.configSources[k];
     lines.push(`  ${k}: ${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}${src && src !== 'default' ? ` (${src})` : ''}`);
+  }
+  if (st.backendWarnings?.length) {
+    lines.push('backend warnings:');
+    for (const w of st.backendWarnings) lines.push(`  ${w.service}: container ${w.container}${w.reachable ? '' : ' (no traffic)'}: ${w.reason}`);
   }
   if (st.labelErrors.length) {
     lines.push('label errors:');

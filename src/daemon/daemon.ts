@@ -23,6 +23,7 @@ import { AdminApi } from '../api/server';
 import { Metrics } from '../api/metrics';
 import { Notifier } from './notify';
 import { ServiceDns } from '../dns';
+import { applyCrossnet, crossnetHow, type CrossnetStatus } from '../datapath/crossnet';
 
 export const VERSION: string = (() => {
   try {
@@ -73,6 +74,8 @@ export class Daemon {
   private resyncTimer: NodeJS.Timeout | null = null;
   private watchdogTimer: NodeJS.Timeout | null = null;
   private lastStatusLine = '';
+  /** What the last crossNetwork apply found and did (null before the first). */
+  private crossnet: CrossnetStatus | null = null;
   readonly startedAt = new Date();
 
   constructor(private readonly cfg: LoadedConfig, private readonly log: Logger) {
@@ -82,7 +85,7 @@ export class Daemon {
         service: this.desired?.services.filter((s) => s.kind === 'service').length ?? 0,
         ingress: this.desired?.services.filter((s) => s.kind === 'ingress').length ?? 0,
       }),
-      backends: () => this.desired?.services.reduce((n, s) => n + (s.kind === 'service' ? s.backends.length : 0), 0) ?? 0,
+      backends: () => this.desired?.services.reduce((n, s) => n + (s.kind === 'service' ? s.backends.filter((b) => b.reachable !== false).length : 0), 0) ?? 0,
       labelErrors: () => this.desired?.labelErrors.length ?? 0,
       dockerReconnects: () => this.watcher?.reconnects ?? 0,
       envoyRestarts: () => this.proxy?.status().envoy.restarts ?? 0,
@@ -114,6 +117,7 @@ export class Daemon {
       runDir: c.runDir,
       serviceCidr: c.serviceCidr,
       serviceCidr6: c.serviceCidr6,
+      crossNetwork: c.crossNetwork,
       logger: this.log.child({ part: 'datapath' }),
     });
     this.datapath = datapath;
@@ -238,6 +242,7 @@ export class Daemon {
         this.log.error({ service: se.service }, `service ${se.service}: ${se.error}`);
         state.services.find((s) => s.name === se.service)?.errors.push(se.error);
       }
+      await this.applyCrossNetwork(state);
       this.desired = state;
       this.metrics.reconciles.inc({ result: 'ok' });
       // Not awaited: waiting for Envoy's ACK must not hold up the next reconcile.
@@ -254,6 +259,27 @@ export class Daemon {
       endTimer();
       this.last = rec;
       this.updateStatusLine();
+    }
+  }
+
+  /**
+   * crossNetwork: berth's rules in Docker's DOCKER-USER chain (datapath/crossnet.ts), checked
+   * on every reconcile (every 5 s at least), so a dockerd restart, a new network or a firewall
+   * reload is repaired within seconds. A failure is reported, never fatal: VIPs within one
+   * network keep working.
+   */
+  private async applyCrossNetwork(state: DesiredState): Promise<void> {
+    const matchPin = this.datapath?.status().flows?.matchPin ?? null;
+    const how = crossnetHow(this.c.crossNetwork, matchPin);
+    try {
+      const st = await applyCrossnet(how, this.c.crossNetwork, { matchPin, services: state.services, force: this.crossnet === null });
+      const was = this.crossnet;
+      this.crossnet = st;
+      if (st.error && st.error !== was?.error) this.log.error({ error: st.error }, 'crossNetwork: installing the rules in DOCKER-USER failed; containers on other networks cannot reach VIPs');
+      const repaired = was && st.families.some((f, i) => f.dockerUser && (!was.families[i]?.jumpFirst || !was.families[i]?.chainOk));
+      if (repaired) this.log.info({ how }, 'crossNetwork rules (re)installed in DOCKER-USER');
+    } catch (e) {
+      this.log.error({ err: e }, 'crossNetwork: applying the rules failed');
     }
   }
 
@@ -374,6 +400,16 @@ export class Daemon {
       envoy: px?.envoy ?? { state: 'stopped', pid: null },
       labelErrors: this.desired?.labelErrors ?? [],
       dns: this.dns?.status() ?? null,
+      crossNetwork: {
+        mode: this.c.crossNetwork,
+        how: this.crossnet?.how ?? null,
+        flows: dp?.flows ?? null,
+        chains: this.crossnet?.families ?? [],
+        error: this.crossnet?.error ?? null,
+      },
+      backendWarnings: (this.desired?.services ?? []).flatMap((s) => s.backends
+        .filter((b) => b.reason)
+        .map((b) => ({ service: s.name, container: b.container, reachable: b.reachable !== false, reason: b.reason }))),
       lastReconcile: this.last,
       config: this.cfg.config,
       configSources: this.cfg.sources,

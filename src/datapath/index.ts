@@ -19,6 +19,7 @@ import { hostNsPid, resolveCgroupRoot, type CgroupRoot } from './cgroup';
 import { ensureRoutes, removeRoutes, routeMetric } from './routes';
 import { DatapathError, DatapathErrorCode } from './errors';
 import { inBpffs, mkdirp } from '../util/mounts';
+import { loadFlows, removeFlows, type FlowsState } from './flows';
 
 export const OBJECT_NAME = 'sock_lb';
 export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_sk_revnat', 'berth_counters', 'berth_config', 'berth_doomed'] as const;
@@ -36,7 +37,7 @@ export { DatapathError, DatapathErrorCode } from './errors';
 
 /** 'cgroup/connect4' -> 'connect4'. */
 function hookName(section: string): string {
-  return section.replace(/^cgroup\//, '');
+  return section.replace(/^cgroup(_skb)?\//, '');
 }
 
 function errText(e: unknown): string {
@@ -72,6 +73,8 @@ export class Datapath implements DatapathApi {
   private queue: Promise<unknown> = Promise.resolve();
   /** Maps the kernel has no batch operations for (written element by element). */
   private readonly batchless = new Set<MapName>();
+  /** The balanced-flow programs of crossNetwork `allow` (flows.ts). */
+  flows: FlowsState = { matchPin: null, recording: false, error: 'not loaded' };
 
   private constructor(
     private readonly native: NativeAddon,
@@ -110,12 +113,22 @@ export class Datapath implements DatapathApi {
       throw e;
     }
     const attached: string[] = [];
+    let flows: FlowsState = { matchPin: null, recording: false, error: 'crossNetwork docker: not loaded' };
     let ok = false;
     try {
       for (const p of obj.programs) {
         if (!p.section.startsWith('cgroup/')) continue;
         attachCgroup(native, opts.pinDir, cg, p.name, p.fd, p.attachTypeId, log);
         attached.push(hookName(p.section));
+      }
+      // crossNetwork `allow`: the balanced-flow recorder on the same root (flows.ts).
+      if ((opts.crossNetwork ?? 'allow') === 'allow') {
+        flows = loadFlows(native, opts, (name, fd, type) => attachCgroup(native, opts.pinDir, cg, name, fd, type, log));
+        if (flows.recording) attached.push('egress');
+        else log.warn({ reason: flows.error }, 'balanced-flow recording unavailable; crossNetwork allow falls back to opening the backends\' ports between networks');
+      } else {
+        const removed = removeFlows(native, opts.pinDir);
+        if (removed.length) log.info({ removed }, 'crossNetwork docker: balanced-flow recording removed');
       }
       const iter = obj.programs.find((p) => p.name === ITER_PROGRAM);
       if (!iter) throw new DatapathError(DatapathErrorCode.OBJECT, `${OBJECT_NAME}.bpf.o has no ${ITER_PROGRAM} program`);
@@ -143,6 +156,7 @@ export class Datapath implements DatapathApi {
     // berthd's own, which is where it runs Envoy.
     native.mapUpdate(fds.berth_config, codec.encodeU32(0), codec.encodeConfig({ hostNetnsCookie: native.netnsCookie() }));
     const dp = new Datapath(native, opts, { path: cg.path, isHostRoot: cg.isHostRoot }, attached, fds, iterFd);
+    dp.flows = flows;
     // Count what an earlier berthd left in the maps (adopted as is until the first sync).
     dp.readCurrent();
     return dp;
@@ -407,6 +421,7 @@ export class Datapath implements DatapathApi {
       cgroupIsHostRoot: this.cgroup.isHostRoot,
       attached: [...this.attached],
       counts: { ...this.counts },
+      flows: { ...this.flows },
     };
   }
 

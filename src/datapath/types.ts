@@ -12,6 +12,8 @@ export interface DatapathOptions {
   runDir: string;
   serviceCidr: string;
   serviceCidr6: string;
+  /** crossNetwork (SPEC); default 'allow': load and attach the balanced-flow programs (flows.ts). */
+  crossNetwork?: 'allow' | 'docker';
   logger: Logger;
 }
 
@@ -24,6 +26,8 @@ export interface DatapathStatus {
   attached: string[];
   /** Entries currently in the maps. */
   counts: { services: number; backends: number };
+  /** crossNetwork `allow`'s balanced-flow programs (additive: optional). */
+  flows?: { matchPin: string | null; recording: boolean; error: string | null };
 }
 
 export interface SyncResult {

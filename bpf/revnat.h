@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * revnat.h — reading a socket's reverse-NAT storage (struct berth_sk_revnat, bpf/lb.h). Shared by
+ * sock_lb.bpf.c (which writes it at connect) and flows.bpf.c (which asks it whether a packet's
+ * destination is a backend berth balanced this socket to). BPF programs only.
+ */
+#ifndef BERTH_REVNAT_H
+#define BERTH_REVNAT_H
+
+static __always_inline bool __revnat_is(const struct berth_sk_revnat_ent *e, const __u32 *addr, __u16 port)
+{
+	return e->be_port == port && e->be_addr[0] == addr[0] && e->be_addr[1] == addr[1] &&
+	       e->be_addr[2] == addr[2] && e->be_addr[3] == addr[3];
+}
+
+/* The slot of this socket's translation for a backend, or NULL. */
+static __always_inline struct berth_sk_revnat_ent *__revnat_find(struct berth_sk_revnat *st, const __u32 *addr, __u16 port)
+{
+	for (int i = 0; i < BERTH_SK_REVNAT_SLOTS; i++) {
+		if (__revnat_is(&st->ent[i], addr, port))
+			return &st->ent[i];
+	}
+	return NULL;
+}
+
+#endif /* BERTH_REVNAT_H */
