@@ -31,6 +31,25 @@
 
 /* berth_svc_val.flags */
 #define BERTH_SVC_F_HOST_NETNS 0x1 /* rewrite only for sockets in the host network namespace */
+#define BERTH_SVC_F_NETS 0x2       /* master of list 0 only: per-network lists exist (look the
+                                      client's networks up in berth_netns) */
+
+/*
+ * Per-client-network backend lists. A client container is known by its network namespace's
+ * cookie (bpf_get_netns_cookie; berthd learns each container's via SO_NETNS_COOKIE), mapped to
+ * the Docker networks it is on, as berth's small network numbers. For a frontend flagged
+ * BERTH_SVC_F_NETS the connect hook tries the client's networks in order: a network without a
+ * list of its own uses list 0; a list with backends is used; an empty list (crossNetwork docker:
+ * no backend on that network) moves on; when every network of the client has an empty list the
+ * connect is refused. Clients not in berth_netns (the host, unknown namespaces) use list 0.
+ */
+#define BERTH_CLIENT_NETS 4          /* networks per client looked at (in berth's order) */
+#define BERTH_MAX_NETNS (1u << 16)   /* client network namespaces */
+
+/* berth_netns value (key: __u64 netns cookie). */
+struct berth_client_nets {
+	__u16 net[BERTH_CLIENT_NETS]; /* network numbers 1..65535, 0 = unused (the rest too) */
+};
 
 #define BERTH_FAMILY_V4 4
 #define BERTH_FAMILY_V6 6
@@ -42,7 +61,8 @@ struct berth_svc_key {
 	__u8 proto;     /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
 	__u8 family;    /* BERTH_FAMILY_V4 or BERTH_FAMILY_V6 */
 	__u16 slot;     /* 0 = master entry, 1..count = backend slots */
-	__u16 pad;      /* zero */
+	__u16 net;      /* 0 = the list for every client; n = the list for clients on Docker network
+	                   n (berth_netns), present only where it differs from list 0 (issue 15) */
 };
 
 /* services map value. */
@@ -175,6 +195,7 @@ _Static_assert(sizeof(struct berth_counters) == 16, "berth_counters size");
 _Static_assert(sizeof(struct berth_config) == 16, "berth_config size");
 _Static_assert(sizeof(struct berth_destroy_key) == 20, "berth_destroy_key size");
 _Static_assert(sizeof(struct berth_flow_key) == 40, "berth_flow_key size");
+_Static_assert(sizeof(struct berth_client_nets) == 8, "berth_client_nets size");
 _Static_assert(sizeof(struct berth_redir4_key) == 8, "berth_redir4_key size");
 _Static_assert(sizeof(struct berth_redir6_key) == 20, "berth_redir6_key size");
 _Static_assert(sizeof(struct berth_redir_val) == 4, "berth_redir_val size");

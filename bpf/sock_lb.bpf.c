@@ -70,6 +70,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_counters SEC(".maps");
 
+/* Client netns cookie -> the Docker networks it is on (per-network backend lists, lb.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BERTH_MAX_NETNS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct berth_client_nets);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_netns SEC(".maps");
+
 /* [0] -> the host netns cookie (for host-netns-only services). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -107,6 +117,39 @@ static __always_inline bool __in_host_netns(void *ctx)
 }
 
 /*
+ * The backend list for this client (lb.h, "Per-client-network backend lists"): list 0 (svc)
+ * unless the client's netns is on networks with lists of their own. Leaves key->net at the
+ * chosen list, so the slot lookups that follow read that list. Returns a master entry, whose
+ * count may be 0 (every network of the client has an empty list: refuse).
+ */
+static __always_inline struct berth_svc_val *__lb_net_list(struct bpf_sock_addr *ctx, struct berth_svc_key *key,
+							   struct berth_svc_val *svc)
+{
+	struct berth_svc_val *alt = NULL, *empty = NULL;
+	struct berth_client_nets *cn;
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+
+	cn = bpf_map_lookup_elem(&berth_netns, &cookie);
+	if (!cn)
+		return svc;
+	for (int i = 0; i < BERTH_CLIENT_NETS; i++) {
+		if (!cn->net[i])
+			break;
+		key->net = cn->net[i];
+		alt = bpf_map_lookup_elem(&berth_services, key);
+		if (!alt)
+			break; /* this network sees list 0 */
+		if (alt->count)
+			return alt;
+		empty = alt;
+	}
+	if (empty && alt)
+		return empty; /* every network looked at has an empty list */
+	key->net = 0;
+	return svc;
+}
+
+/*
  * Look the destination up and pick a backend. key holds the VIP with slot 0.
  * Returns 0 when the destination is no service (or not one for this socket), 1 with *out set,
  * or -ECONNREFUSED when the service has no usable backend: failing connect() at once is the
@@ -127,6 +170,8 @@ static __always_inline int __lb_pick(struct bpf_sock_addr *ctx, struct berth_svc
 		return 0;
 	if ((svc->flags & BERTH_SVC_F_HOST_NETNS) && !__in_host_netns(ctx))
 		return 0;
+	if (svc->flags & BERTH_SVC_F_NETS)
+		svc = __lb_net_list(ctx, key, svc);
 	svc_id = svc->id;
 	count = svc->count;
 	cnt = bpf_map_lookup_elem(&berth_counters, &svc_id);

@@ -34,12 +34,12 @@ export function isNativeError(e: unknown): e is NativeError {
 export interface LbSizes {
   svcKey: number; svcVal: number; backendKey: number; backend: number;
   skRevnat: number; skRevnatEnt: number; counters: number; config: number; destroyKey: number;
-  redir4Key: number; redir6Key: number; redirVal: number;
+  redir4Key: number; redir6Key: number; redirVal: number; flowKey: number; clientNets: number;
 }
 
 /** Field offsets of bpf/lb.h that codec.ts relies on. */
 export interface LbOffsets {
-  svcKeyPort: number; svcKeyProto: number; svcKeyFamily: number; svcKeySlot: number;
+  svcKeyPort: number; svcKeyProto: number; svcKeyFamily: number; svcKeySlot: number; svcKeyNet: number;
   svcValCount: number; svcValFlags: number; backendPort: number; backendFamily: number;
   skRevnatEntVip: number; skRevnatNext: number; countersNoBackend: number;
   destroyKeyPort: number; destroyKeyFamily: number; redir4KeyPort: number; redir6KeyPort: number;
@@ -167,8 +167,9 @@ export interface NativeAddon {
   hostCgroup2(o: { hostProc: string; target: string; enterCgroupns?: boolean; pid?: number }): Promise<{ fd: number; path: string; mounted: boolean }>;
   /** In PID <pid>'s (default 1) mount namespace: umount target (if mounted) and rmdir it. */
   hostUmount(o: { hostProc: string; target: string; pid?: number }): Promise<{ path: string; unmounted: boolean }>;
-  /** The cookie of the caller's network namespace (SO_NETNS_COOKIE). */
-  netnsCookie(): bigint;
+  /** The cookie of berthd's network namespace, or of the one at nsPath (e.g. /proc/<pid>/ns/net), as
+   * bpf_get_netns_cookie() sees it (SO_NETNS_COOKIE from a socket made in it by a thread of its own). */
+  netnsCookie(nsPath?: string): bigint;
   /** Mount a bpf filesystem at dir unless one is there; true when it mounted. */
   mountBpffs(dir: string): boolean;
   /** open(path, O_RDONLY|O_DIRECTORY|O_CLOEXEC). */

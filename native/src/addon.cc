@@ -21,6 +21,8 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   sizes.Set("redir4Key", sizeof(struct berth_redir4_key));
   sizes.Set("redir6Key", sizeof(struct berth_redir6_key));
   sizes.Set("redirVal", sizeof(struct berth_redir_val));
+  sizes.Set("flowKey", sizeof(struct berth_flow_key));
+  sizes.Set("clientNets", sizeof(struct berth_client_nets));
   exports.Set("sizes", sizes);
 
   Napi::Object offs = Napi::Object::New(env);
@@ -28,6 +30,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   offs.Set("svcKeyProto", offsetof(struct berth_svc_key, proto));
   offs.Set("svcKeyFamily", offsetof(struct berth_svc_key, family));
   offs.Set("svcKeySlot", offsetof(struct berth_svc_key, slot));
+  offs.Set("svcKeyNet", offsetof(struct berth_svc_key, net));
   offs.Set("svcValCount", offsetof(struct berth_svc_val, count));
   offs.Set("svcValFlags", offsetof(struct berth_svc_val, flags));
   offs.Set("backendPort", offsetof(struct berth_backend, port));
@@ -48,6 +51,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   c.Set("SK_REVNAT_SLOTS", BERTH_SK_REVNAT_SLOTS);
   c.Set("MAX_DESTROY", BERTH_MAX_DESTROY);
   c.Set("MAX_SLOTS", BERTH_MAX_SLOTS);
+  c.Set("CLIENT_NETS", BERTH_CLIENT_NETS);
   c.Set("SVC_F_HOST_NETNS", BERTH_SVC_F_HOST_NETNS);
   c.Set("FAMILY_V4", BERTH_FAMILY_V4);
   c.Set("FAMILY_V6", BERTH_FAMILY_V6);

@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "errors.h"
@@ -231,17 +232,55 @@ Napi::Value HostUmount(const Napi::CallbackInfo &info) {
 
 // netnsCookie() -> bigint: the cookie of the calling thread's network namespace (the one the
 // BPF helper bpf_get_netns_cookie() returns for sockets created here).
-Napi::Value NetnsCookie(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
+// The netns cookie of the calling thread's network namespace (SO_NETNS_COOKIE, 5.14+), or
+// -errno with *op naming the failed call.
+int64_t OwnNetnsCookie(uint64_t *cookie, const char **op) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) ThrowErrno(env, "socket", errno);
-  uint64_t cookie = 0;
-  socklen_t len = sizeof cookie;
-  int rc = getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  if (s < 0) {
+    *op = "socket";
+    return -errno;
+  }
+  socklen_t len = sizeof *cookie;
+  int rc = getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len);
   int err = errno;
   close(s);
-  if (rc) ThrowErrno(env, "getsockopt(SO_NETNS_COOKIE)", err);
+  if (rc) {
+    *op = "getsockopt(SO_NETNS_COOKIE)";
+    return -err;
+  }
+  return 0;
+}
+
+// netnsCookie([nsPath]) -> bigint: the cookie of berthd's own network namespace, or of the one
+// at nsPath (e.g. <hostProc>/<pid>/ns/net of a container), which is what bpf_get_netns_cookie()
+// returns for that container's sockets. The socket must be made inside that netns, so a thread
+// of its own enters it: setns(CLONE_NEWNET) changes only the calling thread, and a throwaway
+// thread never has to come back (the main thread's netns is never touched).
+Napi::Value NetnsCookie(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint64_t cookie = 0;
+  const char *op = "";
+  int64_t rc;
+  if (info.Length() < 1 || info[0].IsUndefined()) {
+    rc = OwnNetnsCookie(&cookie, &op);
+  } else {
+    std::string path = info[0].As<Napi::String>();
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) ThrowErrno(env, "open " + path, errno);
+    rc = 0;
+    std::thread t([&] {
+      if (setns(fd, CLONE_NEWNET)) {
+        op = "setns(CLONE_NEWNET)";
+        rc = -errno;
+        return;
+      }
+      rc = OwnNetnsCookie(&cookie, &op);
+    });
+    t.join();
+    close(fd);
+  }
+  if (rc < 0) ThrowErrno(env, op, static_cast<int>(-rc));
   return Napi::BigInt::New(env, cookie);
 }
 

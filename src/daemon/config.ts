@@ -168,11 +168,6 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
     parse: (raw) => {
       const s = str(raw);
       if (s !== 'allow' && s !== 'docker') throw new Error("must be 'allow' or 'docker'");
-      // WORKAROUND (issue 15, unfinished): 'docker' needs the connect hook to know the client's
-      // networks (netns cookie -> networks) and to pick only backends on a shared one; until
-      // that lands, accepting it would leave clients on other networks hanging in Docker's
-      // isolation, which is exactly what must never happen silently.
-      if (s === 'docker') throw new Error("'docker' is not available in this build yet (the per-client network check in the connect hook is missing); use 'allow'");
       return s;
     },
     help: 'VIPs across Docker networks: allow (every client) or docker (Docker isolation decides)',

@@ -24,6 +24,7 @@ import { Metrics } from '../api/metrics';
 import { Notifier } from './notify';
 import { ServiceDns } from '../dns';
 import { applyCrossnet, crossnetHow, type CrossnetStatus } from '../datapath/crossnet';
+import { clientNetworks, networkNumbers } from '../datapath/netlists';
 
 export const VERSION: string = (() => {
   try {
@@ -232,9 +233,19 @@ export class Daemon {
       }
       // The DNS VIP is one more datapath entry (not a model service: no labels, not listed).
       const dnsFront = this.dns ? [await this.dns.frontend(snap.networks)] : [];
-      rec.sync = await this.datapath.sync([...state.services, ...dnsFront], { prune: true });
+      // Per-client-network lists (datapath/netlists.ts): which backend address, or whether any,
+      // a client on each Docker network gets. (The DNS entry's backend is the host: no networks,
+      // so every client keeps it.)
+      const numbers = networkNumbers(snap.networks);
+      rec.sync = await this.datapath.sync([...state.services, ...dnsFront], { prune: true, nets: { mode: this.c.crossNetwork, numbers } });
       // After the sync: a name resolves only once its VIP works.
       this.dns?.setServices(state.services);
+      try {
+        const cl = this.datapath.syncClients?.(clientNetworks(snap.containers, numbers));
+        if (cl?.unresolved.length) this.log.debug({ containers: cl.unresolved.length }, 'client network namespaces not found yet (list 0 until the next reconcile)');
+      } catch (e) {
+        this.log.error({ err: e }, 'writing the client networks failed');
+      }
       this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
       this.metrics.mapOperations.inc({ op: 'delete' }, rec.sync.deletes);
       this.metrics.mapErrors.inc(rec.sync.errors.length);

@@ -18,14 +18,18 @@ export const FAMILY_V6 = 6;
 export type Family = typeof FAMILY_V4 | typeof FAMILY_V6;
 
 export const SVC_F_HOST_NETNS = 0x1;
+/** BERTH_SVC_F_NETS: per-network backend lists exist for this frontend (lb.h). */
+export const SVC_F_NETS = 0x2;
+/** BERTH_CLIENT_NETS: networks per client the connect hook looks at. */
+export const CLIENT_NETS = 4;
 
 /** Layout this module writes; must equal the addon's (bpf/lb.h as compiled). */
 export const SIZES: LbSizes = {
   svcKey: 24, svcVal: 8, backendKey: 4, backend: 20, skRevnat: 152, skRevnatEnt: 36, counters: 16, config: 16, destroyKey: 20,
-  redir4Key: 8, redir6Key: 20, redirVal: 4,
+  redir4Key: 8, redir6Key: 20, redirVal: 4, flowKey: 40, clientNets: 8,
 };
 export const OFFSETS: LbOffsets = {
-  svcKeyPort: 16, svcKeyProto: 18, svcKeyFamily: 19, svcKeySlot: 20, svcValCount: 4, svcValFlags: 6,
+  svcKeyPort: 16, svcKeyProto: 18, svcKeyFamily: 19, svcKeySlot: 20, svcKeyNet: 22, svcValCount: 4, svcValFlags: 6,
   backendPort: 16, backendFamily: 18, skRevnatEntVip: 20, skRevnatNext: 144, countersNoBackend: 8,
   destroyKeyPort: 16, destroyKeyFamily: 18, redir4KeyPort: 4, redir6KeyPort: 16,
 };
@@ -139,6 +143,8 @@ export interface SvcKey {
   port: number;
   protocol: Protocol;
   slot: number;
+  /** Per-network list number (lb.h `net`); absent or 0 = list 0. */
+  net?: number;
 }
 
 export function encodeSvcKey(k: SvcKey): Buffer {
@@ -148,6 +154,7 @@ export function encodeSvcKey(k: SvcKey): Buffer {
   b[OFFSETS.svcKeyProto] = PROTO_NUM[k.protocol];
   b[OFFSETS.svcKeyFamily] = familyOf(k.vip);
   u16(b, OFFSETS.svcKeySlot, k.slot);
+  if (k.net) u16(b, OFFSETS.svcKeyNet, k.net);
   return b;
 }
 
@@ -157,11 +164,13 @@ export function decodeSvcKey(b: Buffer, off = 0): SvcKey {
   if ((family !== FAMILY_V4 && family !== FAMILY_V6) || !protocol) {
     throw new CodecError(`berth_svc_key with family ${family} proto ${b[off + OFFSETS.svcKeyProto]}`);
   }
+  const net = r16(b, off + OFFSETS.svcKeyNet);
   return {
     vip: bytesToIp(b, family, off),
     port: b.readUInt16BE(off + OFFSETS.svcKeyPort),
     protocol,
     slot: r16(b, off + OFFSETS.svcKeySlot),
+    ...(net ? { net } : {}),
   };
 }
 
@@ -277,4 +286,36 @@ export function encodeRedirVal(listenerPort: number): Buffer {
   const b = Buffer.alloc(SIZES.redirVal);
   u16(b, 0, listenerPort);
   return b;
+}
+
+/** berth_netns key: a network namespace cookie (__u64, host order). */
+export function encodeNetnsKey(cookie: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  if (LE) b.writeBigUInt64LE(cookie); else b.writeBigUInt64BE(cookie);
+  return b;
+}
+
+export function decodeNetnsKey(b: Buffer, off = 0): bigint {
+  return r64(b, off);
+}
+
+/** struct berth_client_nets: up to CLIENT_NETS network numbers (1..65535), the rest zero. */
+export function encodeClientNets(nets: number[]): Buffer {
+  if (nets.length > CLIENT_NETS) throw new CodecError(`berth_client_nets holds at most ${CLIENT_NETS} networks, got ${nets.length}`);
+  const b = Buffer.alloc(SIZES.clientNets);
+  nets.forEach((n, i) => {
+    if (!Number.isInteger(n) || n < 1 || n > 0xffff) throw new CodecError(`network number ${n} is outside 1-65535`);
+    u16(b, i * 2, n);
+  });
+  return b;
+}
+
+export function decodeClientNets(b: Buffer, off = 0): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < CLIENT_NETS; i++) {
+    const n = r16(b, off + i * 2);
+    if (n === 0) break;
+    out.push(n);
+  }
+  return out;
 }

@@ -20,9 +20,10 @@ import { ensureRoutes, removeRoutes, routeMetric } from './routes';
 import { DatapathError, DatapathErrorCode } from './errors';
 import { inBpffs, mkdirp } from '../util/mounts';
 import { loadFlows, removeFlows, type FlowsState } from './flows';
+import type { NetContext } from './netlists';
 
 export const OBJECT_NAME = 'sock_lb';
-export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_sk_revnat', 'berth_counters', 'berth_config', 'berth_doomed'] as const;
+export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_sk_revnat', 'berth_counters', 'berth_config', 'berth_doomed', 'berth_netns'] as const;
 type MapName = (typeof MAP_NAMES)[number];
 export const ITER_PROGRAM = 'berth_udp_destroy';
 const COUNTS_MAX_AGE_MS = 5000;
@@ -73,6 +74,8 @@ export class Datapath implements DatapathApi {
   private queue: Promise<unknown> = Promise.resolve();
   /** Maps the kernel has no batch operations for (written element by element). */
   private readonly batchless = new Set<MapName>();
+  /** Container id -> its netns cookie (syncClients). */
+  private readonly cookies = new Map<string, bigint>();
   /** The balanced-flow programs of crossNetwork `allow` (flows.ts). */
   flows: FlowsState = { matchPin: null, recording: false, error: 'not loaded' };
 
@@ -331,13 +334,13 @@ export class Datapath implements DatapathApi {
   }
 
   /** Syncs run one at a time (each plans against the maps the previous one left). */
-  sync(services: Service[], opts: { prune: boolean }): Promise<SyncResult> {
+  sync(services: Service[], opts: { prune: boolean; nets?: NetContext }): Promise<SyncResult> {
     const next = this.queue.then(() => this.syncNow(services, opts));
     this.queue = next.catch(() => undefined);
     return next;
   }
 
-  private async syncNow(services: Service[], opts: { prune: boolean }): Promise<SyncResult> {
+  private async syncNow(services: Service[], opts: { prune: boolean; nets?: NetContext }): Promise<SyncResult> {
     if (this.closed) throw new DatapathError(DatapathErrorCode.CLOSED, 'datapath is closed');
     const started = process.hrtime.bigint();
     const cur = this.readCurrent();
@@ -345,7 +348,7 @@ export class Datapath implements DatapathApi {
       maxServiceIds: this.native.constants.MAX_SERVICE_IDS,
       maxBackends: this.native.constants.MAX_BACKENDS,
       maxSlots: this.native.constants.MAX_SLOTS,
-    });
+    }, opts.nets);
     const errors = [...p.errors];
     let updates = 0, deletes = 0;
     const failed = new Set<string>();
@@ -396,6 +399,74 @@ export class Datapath implements DatapathApi {
     } finally {
       for (const a of batch) n.mapDelete(fd, codec.encodeDestroyKey(a));
     }
+  }
+
+  /**
+   * Make berth_netns map each client container's netns cookie to its network numbers
+   * (netlists.ts clientNetworks), writing only the difference. A container's cookie is learned
+   * once (cached by container id): its first process from the container's cgroup v2
+   * `cgroup.procs` (cgroupfs and systemd drivers), then SO_NETNS_COOKIE from a socket made in
+   * `<hostProc>/<pid>/ns/net`. No Docker call: a cold start with thousands of containers makes no
+   * inspect. Containers whose netns cannot be found yet are left out (they get list 0 until the
+   * next reconcile) and counted in the result.
+   */
+  syncClients(clients: { id: string; nets: number[] }[]): { written: number; deleted: number; unresolved: string[] } {
+    const n = this.native;
+    const want = new Map<bigint, number[]>();
+    const unresolved: string[] = [];
+    const live = new Set<string>();
+    for (const c of clients) {
+      live.add(c.id);
+      let cookie = this.cookies.get(c.id);
+      if (cookie === undefined) {
+        const got = this.cookieOf(c.id);
+        if (got === null) {
+          unresolved.push(c.id);
+          continue;
+        }
+        cookie = got;
+        this.cookies.set(c.id, cookie);
+      }
+      want.set(cookie, c.nets);
+    }
+    for (const id of [...this.cookies.keys()]) if (!live.has(id)) this.cookies.delete(id);
+    const have = new Map<bigint, string>();
+    const dump = n.mapDump(this.fds.berth_netns);
+    const ks = 8, vs = codec.SIZES.clientNets;
+    for (let i = 0; i < dump.count; i++) have.set(codec.decodeNetnsKey(dump.keys, i * ks), codec.decodeClientNets(dump.values, i * vs).join(','));
+    let written = 0, deleted = 0;
+    for (const [cookie, nets] of want) {
+      if (have.get(cookie) === nets.join(',')) continue;
+      n.mapUpdate(this.fds.berth_netns, codec.encodeNetnsKey(cookie), codec.encodeClientNets(nets));
+      written++;
+    }
+    for (const cookie of have.keys()) {
+      if (want.has(cookie)) continue;
+      n.mapDelete(this.fds.berth_netns, codec.encodeNetnsKey(cookie));
+      deleted++;
+    }
+    return { written, deleted, unresolved };
+  }
+
+  /** A running container's netns cookie, or null when its cgroup or process cannot be found. */
+  private cookieOf(id: string): bigint | null {
+    const root = this.cgroup.path;
+    for (const dir of [`docker/${id}`, `system.slice/docker-${id}.scope`]) {
+      let pid = '';
+      try {
+        pid = fs.readFileSync(path.join(root, dir, 'cgroup.procs'), 'utf8').split('\n')[0].trim();
+      } catch {
+        continue;
+      }
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        return this.native.netnsCookie(path.join(this.opts.hostProc, pid, 'ns', 'net'));
+      } catch (e) {
+        this.opts.logger.debug({ container: id, err: errText(e) }, 'netns cookie of a container not readable');
+        return null;
+      }
+    }
+    return null;
   }
 
   /**

@@ -15,7 +15,8 @@
  *    first, so no connect ever sees a count larger than its slots.
  */
 import type { Service } from '../model/types';
-import { canonicalIp, familyOf, SVC_F_HOST_NETNS, FAMILY_V4, type BackendAddr, type SvcKey, type SvcVal } from './codec';
+import { canonicalIp, familyOf, SVC_F_HOST_NETNS, SVC_F_NETS, FAMILY_V4, type BackendAddr, type SvcKey, type SvcVal } from './codec';
+import { networkLists, type NetContext } from './netlists';
 
 /** Where the v6 ingress VIP sends host clients: a v4-mapped loopback reaches Envoy's 127.0.0.1 listener. */
 export const INGRESS_V4 = '127.0.0.1';
@@ -25,6 +26,8 @@ export interface Frontend {
   vip: string;
   port: number;
   protocol: 'tcp' | 'udp';
+  /** Per-client-network list number (netlists.ts); absent or 0 = list 0. */
+  net?: number;
 }
 
 /** One frontend as berth wants it. */
@@ -80,7 +83,7 @@ export const DEFAULT_LIMITS: Limits = { maxServiceIds: 1 << 17, maxBackends: 1 <
 // canonicalizes the model's, the codec decodes to canonical), so no re-parsing here: at 100k
 // services this is the hot path of a no-op sync.
 export function frontendId(f: Frontend): string {
-  return `${f.protocol}/${f.vip}/${f.port}`;
+  return f.net ? `${f.protocol}/${f.vip}/${f.port}#${f.net}` : `${f.protocol}/${f.vip}/${f.port}`;
 }
 
 export function backendId(a: BackendAddr): string {
@@ -143,7 +146,24 @@ class IdPool {
 }
 
 function key(f: Frontend, slot: number): SvcKey {
-  return { vip: f.vip, port: f.port, protocol: f.protocol, slot };
+  return f.net ? { vip: f.vip, port: f.port, protocol: f.protocol, slot, net: f.net } : { vip: f.vip, port: f.port, protocol: f.protocol, slot };
+}
+
+/**
+ * A service's frontends with their per-client-network lists (netlists.ts): list 0 of a frontend
+ * that has any gets SVC_F_NETS, so the connect hook looks the client up only then.
+ */
+export function frontendsWithNetworks(s: Service, limits: Limits, nets: NetContext | undefined): { frontends: DesiredFrontend[]; errors: string[] } {
+  const d = desiredFrontends(s, limits);
+  if (!nets || s.kind !== 'service') return d;
+  const out: DesiredFrontend[] = [];
+  for (const f of d.frontends) {
+    const p = s.ports.find((x) => x.port === f.port && x.protocol === f.protocol);
+    const lists = p ? networkLists(s, f.vip, p.targetPort, f.backends, nets, limits.maxSlots) : new Map<number, BackendAddr[]>();
+    out.push(lists.size ? { ...f, flags: f.flags | SVC_F_NETS } : f);
+    for (const [net, backends] of [...lists].sort((a, b) => a[0] - b[0])) out.push({ ...f, net, backends });
+  }
+  return { frontends: out, errors: d.errors };
 }
 
 /**
@@ -151,7 +171,7 @@ function key(f: Frontend, slot: number): SvcKey {
  * Docker list) never deletes anything: frontends nobody asked for stay, and a wanted frontend
  * keeps its current backends next to the new ones.
  */
-export function plan(services: Service[], current: CurrentState, opts: { prune: boolean }, limits: Limits = DEFAULT_LIMITS): Plan {
+export function plan(services: Service[], current: CurrentState, opts: { prune: boolean }, limits: Limits = DEFAULT_LIMITS, nets?: NetContext): Plan {
   const perService = new Map<string, Op[]>();
   const cleanup: Op[] = [];
   const serviceIds = new Map<string, number>();
@@ -161,14 +181,14 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
   const desired = new Map<string, DesiredFrontend>();
   const byService = new Map<string, DesiredFrontend[]>();
   for (const s of [...services].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    const d = desiredFrontends(s, limits);
+    const d = frontendsWithNetworks(s, limits, nets);
     for (const e of d.errors) errors.push({ service: s.name, error: e });
     const mine: DesiredFrontend[] = [];
     for (const f of d.frontends) {
       const id = frontendId(f);
       const other = desired.get(id);
       if (other) {
-        errors.push({ service: s.name, error: `${f.vip}:${f.port}/${f.protocol} is already service ${other.service}'s` });
+        if (!f.net) errors.push({ service: s.name, error: `${f.vip}:${f.port}/${f.protocol} is already service ${other.service}'s` });
         continue;
       }
       desired.set(id, f);
@@ -310,7 +330,7 @@ export function currentFrom(svcEntries: { key: SvcKey; val: SvcVal }[], backendE
     const fid = frontendId(k);
     let cf = frontends.get(fid);
     if (!cf) {
-      cf = { vip: k.vip, port: k.port, protocol: k.protocol, master: null, slots: new Map() };
+      cf = { vip: k.vip, port: k.port, protocol: k.protocol, ...(k.net ? { net: k.net } : {}), master: null, slots: new Map() };
       frontends.set(fid, cf);
     }
     if (k.slot === 0) cf.master = val;

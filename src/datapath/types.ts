@@ -54,7 +54,9 @@ export interface DatapathApi {
    * Ingress services are programmed for host-netns sockets only: VIP:listen -> 127.0.0.1:proxyPort.
    * Backends that disappear get their connected UDP sockets destroyed (TCP left alone).
    */
-  sync(services: Service[], opts: { prune: boolean }): Promise<SyncResult>;
+  sync(services: Service[], opts: { prune: boolean; nets?: import('./netlists').NetContext }): Promise<SyncResult>;
+  /** berth_netns := these client containers' netns cookies -> network numbers (additive: optional). */
+  syncClients?(clients: { id: string; nets: number[] }[]): { written: number; deleted: number; unresolved: string[] };
   status(): DatapathStatus;
   /** Per service name, from the BPF counters. */
   counters(): Map<string, ServiceCounters>;
