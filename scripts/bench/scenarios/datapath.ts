@@ -9,6 +9,7 @@
  *   P      Docker's userland proxy (127.0.0.1:port published → docker-proxy → container)
  * and three transaction kinds: crr (a connection per request), rr (a kept connection), udp.
  */
+import fs from 'node:fs';
 import type { DatapathApi, DatapathOptions } from '../../../src/datapath/types';
 import type { Service } from '../../../src/model/types';
 import { cleanup } from '../lib/cleanup';
@@ -131,18 +132,21 @@ async function hookCost(pinDir: string, cpu: number | null): Promise<DatapathRep
   await run('sysctl', ['-qw', 'kernel.bpf_stats_enabled=1']);
   const out: DatapathReport['hookCost'] = [];
   try {
+    // flow_record: crossNetwork allow's cgroup_skb/egress recorder (bpf/flows.bpf.c), the one
+    // per-PACKET program berth adds; through S every packet is a balanced one (its full path).
+    const flows = fs.existsSync(`${pinDir}/link_berth_flow_record`) ? ['flow_record'] : [];
     const steps: [string, Mode, string[]][] = [
-      ['', 'crr', ['connect']],
-      ['', 'udpu', ['sendmsg', 'recvmsg']],
+      ['', 'crr', ['connect', ...flows]],
+      ['', 'udpu', ['sendmsg', 'recvmsg', ...flows]],
     ];
     for (const [state, mode, hooks] of steps) {
-      const pins = hooks.map((h) => `${pinDir}/link_berth_sock4_${h}`);
+      const pins = hooks.map((h) => (h === 'flow_record' ? `${pinDir}/link_berth_flow_record` : `${pinDir}/link_berth_sock4_${h}`));
       const a = await Promise.all(pins.map(progStats));
       await loadgen(mode, S_VIP, mode === 'crr' ? VIP_TCP : VIP_UDP, { seconds: 1, cpu: cpu ?? undefined });
       const b = await Promise.all(pins.map(progStats));
       hooks.forEach((h, i) => {
         const runs = b[i].runs - a[i].runs;
-        out.push({ hook: `sock4_${h}${state ? `, ${state}` : ''}`, mode, runs, avgNs: runs ? (b[i].ns - a[i].ns) / runs : NaN });
+        out.push({ hook: `${h === 'flow_record' ? 'flow_record (per packet)' : `sock4_${h}`}${state ? `, ${state}` : ''}`, mode, runs, avgNs: runs ? (b[i].ns - a[i].ns) / runs : NaN });
       });
     }
   } finally {
