@@ -14,6 +14,7 @@ import { probeFromHost, probeFromContainer, tags, type ProbeMode, type ProbeResu
 import type { ServiceView } from '../../src/cli/format';
 import { run } from '../../src/util/exec';
 import { CROSSNET_CHAIN, DOCKER_USER } from '../../src/datapath/crossnet';
+import { dockerAnswers, startDockerd, stopDockerd } from '../helpers/dockerd';
 
 const SUITE = 'crossnet';
 const d = new Berthd({ name: 'xnet', serviceCidr: '10.96.0.0/16' });
@@ -53,6 +54,7 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
+  if (!(await dockerAnswers())) await startDockerd();
   await removeTestContainers(SUITE);
   for (const n of ['bt-xa', 'bt-xb', 'bt-xc']) await removeTestNetwork(n).catch(() => undefined);
   await d.cleanup();
@@ -169,4 +171,20 @@ test.serial('a firewall reload that removes berth\'s chain and jump is repaired 
     return first?.includes(CROSSNET_CHAIN) ? true : undefined;
   }, 15000);
   allFast(t, await probeFromContainer(clients.other, 'udp', dns.vip, 53, 3), 'other-network client after the repair');
+});
+
+test.serial('a dockerd restart (Docker rebuilds its chains) leaves cross-network VIPs working', async (t) => {
+  await stopDockerd();
+  await startDockerd(); // its original flags: the containers stopped with it
+  for (const name of ['bt-xnet-dns', 'bt-xnet-c-other']) await docker.getContainer(name).start().catch(() => undefined);
+  const dns = await svc('xdns', (x) => x.backends.length === 1);
+  const r = await run('iptables', ['-w', '5', '-S', DOCKER_USER]);
+  t.regex(r.stdout.split('\n').find((l) => l.startsWith('-A ')) ?? '', new RegExp(CROSSNET_CHAIN), 'berth\'s jump is DOCKER-USER\'s first rule');
+  t.regex((await run('iptables', ['-w', '5', '-S', 'DOCKER-ISOLATION-STAGE-1'])).stdout, /DOCKER-ISOLATION-STAGE-2/, 'Docker\'s isolation is back');
+  const other = (await docker.getContainer('bt-xnet-c-other').inspect()).Id;
+  await waitFor('the other-network client served after the restart', async () => {
+    const res = await probeFromContainer(other, 'udp', dns.vip, 53, 1);
+    return res[0].ok ? true : undefined;
+  }, 15000, 250);
+  allFast(t, await probeFromContainer(other, 'udp', dns.vip, 53, 3), 'other-network client after the dockerd restart');
 });
