@@ -241,7 +241,11 @@ export class Daemon {
       // After the sync: a name resolves only once its VIP works.
       this.dns?.setServices(state.services);
       try {
-        const cl = this.datapath.syncClients?.(clientNetworks(snap.containers, numbers));
+        // Client lookups matter only where per-network lists can exist: always in docker mode,
+        // in allow only for backends on several networks. Otherwise the map is kept empty and
+        // no container's netns is resolved (a cold start with 40,000 containers pays nothing).
+        const needed = this.c.crossNetwork === 'docker' || state.services.some((s) => s.backends.some((b) => (b.networks?.length ?? 0) > 1));
+        const cl = this.datapath.syncClients?.(needed ? clientNetworks(snap.containers, numbers) : []);
         if (cl?.unresolved.length) this.log.debug({ containers: cl.unresolved.length }, 'client network namespaces not found yet (list 0 until the next reconcile)');
       } catch (e) {
         this.log.error({ err: e }, 'writing the client networks failed');
