@@ -404,7 +404,8 @@ export class Datapath implements DatapathApi {
   /**
    * Make berth_netns map each client container's netns cookie to its network numbers
    * (netlists.ts clientNetworks), writing only the difference. A container's cookie is learned
-   * once (cached by container id): its first process from the container's cgroup v2
+   * once (cached by container id; dropped as soon as the container is not in `clients`, i.e.
+   * stopped, so a restarted container, which has a new netns, is resolved again): its first process from the container's cgroup v2
    * `cgroup.procs` (cgroupfs and systemd drivers), then SO_NETNS_COOKIE from a socket made in
    * `<hostProc>/<pid>/ns/net`. No Docker call: a cold start with thousands of containers makes no
    * inspect. Containers whose netns cannot be found yet are left out (they get list 0 until the
