@@ -102,7 +102,9 @@ test.after.always(async () => {
 test('open: programs attached at the verified host root, routes in place before traffic', async (t) => {
   const st = dp.status();
   t.true(st.cgroupIsHostRoot, st.cgroupRoot);
-  t.deepEqual([...st.attached].sort(), ['connect4', 'connect6', 'getpeername4', 'getpeername6', 'recvmsg4', 'recvmsg6', 'sendmsg4', 'sendmsg6']);
+  // egress: crossNetwork allow's (the default) balanced-flow recorder, bpf/flows.bpf.c.
+  t.deepEqual([...st.attached].sort(), ['connect4', 'connect6', 'egress', 'getpeername4', 'getpeername6', 'recvmsg4', 'recvmsg6', 'sendmsg4', 'sendmsg6']);
+  t.truthy(st.flows?.matchPin, 'the xt_bpf match program is pinned');
   t.true(await hasRoute(OPTS.serviceCidr, routeMetric(OPTS.pinDir)));
   t.true(await hasRoute(OPTS.serviceCidr6, routeMetric(OPTS.pinDir)));
   const tree = (await run('bpftool', ['cgroup', 'show', st.cgroupRoot])).stdout;
