@@ -130,6 +130,32 @@ export function desiredFrontends(s: Service, limits: Limits = DEFAULT_LIMITS): {
   return { frontends: out, errors };
 }
 
+/**
+ * The service-map ops that make frontend `f` (currently `cf`, or absent) hold backend ids `ids`
+ * under service id `sid`: slots 1..n where they differ, then the master, then the slots beyond
+ * the new count (with prune=false only those beyond the old count: orphans). Ordered for a
+ * concurrent connect (see the module comment).
+ */
+export function frontendOps(f: Frontend & { flags: number }, cf: CurrentFrontend | undefined, sid: number, ids: number[], prune: boolean): Op[] {
+  const ops: Op[] = [];
+  const count = ids.length;
+  const oldCount = cf?.master?.count ?? 0;
+  for (let s = 1; s <= count; s++) {
+    if (cf?.slots.get(s) !== ids[s - 1]) ops.push({ op: 'svc-put', key: key(f, s), val: { id: ids[s - 1], count: 0, flags: 0 } });
+  }
+  const m = cf?.master;
+  if (!m || m.id !== sid || m.count !== count || m.flags !== f.flags) {
+    ops.push({ op: 'svc-put', key: key(f, 0), val: { id: sid, count, flags: f.flags } });
+  }
+  // Slots beyond the new count (also orphans left by an interrupted write).
+  if (cf) {
+    for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) {
+      if (s > count && (prune || s > oldCount)) ops.push({ op: 'svc-del', key: key(f, s) });
+    }
+  }
+  return ops;
+}
+
 /** Lowest free ids, skipping the ones in use. */
 class IdPool {
   private next = 1;
@@ -262,22 +288,7 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
         ids.push(id);
       }
       if (failed) break;
-      const count = ids.length;
-      const oldCount = cf?.master?.count ?? 0;
-      // Slots 1..count, only where they differ.
-      for (let s = 1; s <= count; s++) {
-        if (cf?.slots.get(s) !== ids[s - 1]) ops.push({ op: 'svc-put', key: key(f, s), val: { id: ids[s - 1], count: 0, flags: 0 } });
-      }
-      const m = cf?.master;
-      if (!m || m.id !== sid || m.count !== count || m.flags !== f.flags) {
-        ops.push({ op: 'svc-put', key: key(f, 0), val: { id: sid, count, flags: f.flags } });
-      }
-      // Slots beyond the new count (also orphans left by an interrupted write).
-      if (cf) {
-        for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) {
-          if (s > count && (opts.prune || s > oldCount)) ops.push({ op: 'svc-del', key: key(f, s) });
-        }
-      }
+      for (const op of frontendOps(f, cf, sid, ids, opts.prune)) ops.push(op);
     }
   }
 

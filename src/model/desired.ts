@@ -36,13 +36,13 @@ export interface BuildOptions {
   reserved?: string[];
 }
 
-interface Member {
+export interface Member {
   info: ContainerInfo;
   spec: ContainerSpec;
 }
 
 /** A service or ingress being placed. */
-interface Entity {
+export interface Entity {
   kind: ServiceKind;
   name: string;
   /** Service: its accepted containers, first one first. Ingress: empty. */
@@ -53,12 +53,7 @@ interface Entity {
 }
 
 export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: BuildOptions): DesiredState {
-  const range4 = rangeOf(opts.serviceCidr, 4, 'serviceCidr');
-  const range6 = rangeOf(opts.serviceCidr6, 6, 'serviceCidr6');
-  const rules: Record<Family, VipRules> = {
-    4: makeVipRules(range4, host, snap.networks, opts.reserved),
-    6: makeVipRules(range6, host, snap.networks, opts.reserved),
-  };
+  const rules = vipRulesOf(opts.serviceCidr, opts.serviceCidr6, host, snap.networks, opts.reserved);
   const errors: LabelError[] = [];
 
   // 1. Creation order. Docker lists newest first, so without `created` the caller must pass the
@@ -87,22 +82,61 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
     group.push({ info, spec });
   }
 
-  const services: Entity[] = [...groups.entries()].map(([name, members]) => ({
-    kind: 'service',
-    name,
-    members,
-    pin: { 4: members[0].spec.vip, 6: members[0].spec.vip6 },
-    vip: { 4: null, 6: null },
-    rejected: false,
-  }));
+  const services: Entity[] = [...groups.entries()].map(([name, members]) => serviceEntity(name, members));
+  const placed = placeEntities(services, containers, rules, opts.store, errors);
+  // By name; a service before the ingress of the same name.
+  const out = [...placed.services.values()].sort(serviceOrder);
+  return { services: out, labelErrors: errors };
+}
+
+/** The VIP rules of both families for these ranges, host addresses and Docker networks. */
+export function vipRulesOf(serviceCidr: string, serviceCidr6: string, host: HostInfo, networks: DockerSnapshot['networks'], reserved?: string[]): Record<Family, VipRules> {
+  return {
+    4: makeVipRules(rangeOf(serviceCidr, 4, 'serviceCidr'), host, networks, reserved),
+    6: makeVipRules(rangeOf(serviceCidr6, 6, 'serviceCidr6'), host, networks, reserved),
+  };
+}
+
+/** A service entity from its accepted members (first one first); its first member fixes the pins. */
+export function serviceEntity(name: string, members: Member[]): Entity {
+  return { kind: 'service', name, members, pin: { 4: members[0].spec.vip, 6: members[0].spec.vip6 }, vip: { 4: null, 6: null }, rejected: false };
+}
+
+/** By name; a service before the ingress of the same name (DesiredState.services order). */
+export function serviceOrder(a: Service, b: Service): number {
+  return cmp(a.name, b.name) || (a.kind === b.kind ? 0 : a.kind === 'service' ? -1 : 1);
+}
+
+/** What placeEntities decided, per entity key (storeKey: `kind/name`). */
+export interface Placement {
+  /** The services and ingresses that exist, by key (unsorted). */
+  services: Map<string, Service>;
+  /** Keys of service entities skipped for a VIP reason (pin forbidden, owned, range exhausted). */
+  rejected: Set<string>;
+  /**
+   * True when the placement was "clean": every entity that claimed a VIP is in `services`, and
+   * none lacks a VIP of either family. Then a rebuild from scratch gives every one of them its
+   * stored VIP again, which is what lets the incremental model place a new service alone.
+   */
+  clean: boolean;
+}
+
+/**
+ * Steps 3 to 5 of buildDesiredState over every service entity: VIPs (pins, stored, derived),
+ * ingress routes and the assembled services; pushes label errors to `errors` and records the
+ * final assignments in the store (forgetting the rest). `containers` must hold, in creation
+ * order, at least every container with an http route (others are skipped). Global by nature
+ * (VIP ownership is first-come by store seq), so the incremental model (incremental.ts) calls it
+ * only when the set of entities, a pin, a route or the VIP rules changed.
+ */
+export function placeEntities(services: Entity[], containers: ContainerInfo[], rules: Record<Family, VipRules>, store: VipStore, errors: LabelError[]): Placement {
   // Candidate ingresses: named by an accepted container's route. (If all their routes fall away in
   // step 4 they claimed a VIP for nothing in this rebuild, and are not stored.)
   const ingressNames = new Set(services.flatMap((s) => s.members.flatMap((m) => m.spec.routes.map((r) => r.ingress))));
   const ingresses: Entity[] = [...ingressNames].map((name) => ({
     kind: 'ingress', name, members: [], pin: { 4: null, 6: null }, vip: { 4: null, 6: null }, rejected: false,
   }));
-  const entities = ownershipOrder([...services, ...ingresses], opts.store);
-
+  const entities = ownershipOrder([...services, ...ingresses], store);
   // 3a. Pins that can never be a VIP.
   for (const e of entities) {
     for (const fam of [4, 6] as const) {
@@ -117,7 +151,7 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
   const owners: Record<Family, Map<bigint, Entity>> = { 4: new Map(), 6: new Map() };
   for (const e of entities) {
     if (e.rejected) continue;
-    const stored = opts.store.get(e.kind, e.name);
+    const stored = store.get(e.kind, e.name);
     const want: Record<Family, Addr | null> = { 4: null, 6: null };
     for (const fam of [4, 6] as const) {
       const pin = e.pin[fam];
@@ -175,16 +209,18 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
   }
 
   // 5. Assemble, and record the assignments.
-  const out: Service[] = [];
+  const out = new Map<string, Service>();
+  const rejected = new Set<string>();
+  for (const e of services) if (e.rejected) rejected.add(storeKey(e.kind, e.name));
   const keep = new Set<string>();
   for (const e of entities) {
     if (e.rejected || !e.vip[4] || (e.kind === 'ingress' && !routes.has(e.name))) continue;
     const vip = formatIp(e.vip[4]);
     const vip6 = e.vip[6] ? formatIp(e.vip[6]) : null;
-    opts.store.set(e.kind, e.name, vip, vip6);
+    store.set(e.kind, e.name, vip, vip6);
     keep.add(storeKey(e.kind, e.name));
     if (e.kind === 'service') {
-      out.push({
+      out.set(storeKey(e.kind, e.name), {
         name: e.name, kind: 'service', vip, vip6,
         ports: e.members[0].spec.ports.map((p) => ({ ...p })),
         backends: e.members.map((m) => backendOf(m.info)).filter((b): b is Backend => b !== null).sort((a, b) => cmp(a.id, b.id)),
@@ -193,7 +229,7 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
     } else {
       const r = routes.get(e.name)!;
       const listen = r.listen ?? DEFAULT_INGRESS_LISTEN;
-      out.push({
+      out.set(storeKey(e.kind, e.name), {
         name: e.name, kind: 'ingress', vip, vip6,
         ports: [{ port: listen, protocol: 'tcp', targetPort: listen }],
         backends: [], routes: r.routes,
@@ -202,10 +238,9 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
       });
     }
   }
-  opts.store.retain(keep);
-  // By name; a service before the ingress of the same name.
-  out.sort((a, b) => cmp(a.name, b.name) || (a.kind === b.kind ? 0 : a.kind === 'service' ? -1 : 1));
-  return { services: out, labelErrors: errors };
+  store.retain(keep);
+  const clean = rejected.size === 0 && serviceErrors.size === 0 && entities.every((e) => e.rejected || (e.kind === 'ingress' && !routes.has(e.name) ? !e.vip[4] && !e.vip[6] : true));
+  return { services: out, rejected, clean };
 }
 
 function rangeOf(text: string, family: Family, key: string): Cidr {
@@ -217,7 +252,7 @@ function rangeOf(text: string, family: Family, key: string): Cidr {
 }
 
 /** Plain code-unit order, independent of the locale the daemon runs under. */
-function cmp(a: string, b: string): number {
+export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
@@ -230,7 +265,7 @@ function portsText(ports: ServicePort[]): string {
 }
 
 /** Errors for each label on which `later` contradicts the service's first container. */
-function disagree(first: ContainerSpec, later: ContainerSpec): LabelError[] {
+export function disagree(first: ContainerSpec, later: ContainerSpec): LabelError[] {
   const out: LabelError[] = [];
   const c = later.container;
   if (portsKey(first.ports) !== portsKey(later.ports)) {
