@@ -28,7 +28,7 @@ export interface StatusView {
   attached: string[];
   maps: { services: number; backends: number } | null;
   redirect: string | null;
-  envoy: { state: string; pid: number | null; version?: string | null; restarts?: number; lastNack?: string | null; adopted?: boolean };
+  envoy: { state: string; pid: number | null; version?: string | null; restarts?: number; lastNack?: string | null; adopted?: boolean; ackedVersion?: string | null };
   /** Problems of the ingresses (publish port taken, TLS host not served, ...), additive. */
   ingressErrors?: { ingress: string; error: string; code?: string }[];
   labelErrors: { container: string; label: string; error: string }[];

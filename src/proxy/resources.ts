@@ -196,7 +196,11 @@ function hcm(ingress: string, routeConfig: string, o: BuildOptions): object {
     ...(o.accessLog ? {
       access_log: [{
         name: 'envoy.access_loggers.file',
-        typed_config: toAny(FILE_ACCESS_LOG_TYPE, { path: o.accessLog, log_format: { json_format: format } }),
+        // json_format is a google.protobuf.Struct; protobufjs bundles struct.proto with camelCase names.
+        typed_config: toAny(FILE_ACCESS_LOG_TYPE, {
+          path: o.accessLog,
+          log_format: { json_format: { fields: Object.fromEntries(Object.entries(format).map(([k, v]) => [k, { stringValue: v }])) } },
+        }),
       }],
     } : {}),
   };
