@@ -182,7 +182,8 @@ for (const mode of ['iptables', 'ebpf'] as const) {
       return r.status === 200 ? r : undefined;
     }, 20000, 250);
     t.regex(outside.body, /"path":"\/outside"/);
-    t.false((await d.status()).ingressErrors?.some((e) => /publish port/.test(e.error)), 'the error is gone');
+    const after = (await d.status()).ingressErrors ?? [];
+    t.false(after.some((e) => /publish port/.test(e.error)), `the error is gone: ${JSON.stringify(after)} ${(await run('ss', ['-ltnp'])).stdout}`);
 
     // ---- part 1: protocols, from the client container through the redirect.
     const vip = edge.vip;
