@@ -117,21 +117,6 @@ export async function stopEnvoyByPidFile(runDir: string, graceMs = 5000): Promis
   return stopped;
 }
 
-/** Synchronous SIGKILL variant for callers that cannot wait (kept for `berth cleanup`'s old callers). */
-export function stopOrphanEnvoy(runDir: string): number | null {
-  const p = envoyPaths(runDir);
-  const id = readIdentity(p.pidFile);
-  let stopped: number | null = null;
-  if (id && isOurEnvoy(id, p.bootstrap)) {
-    try {
-      process.kill(id.pid, 'SIGKILL');
-      stopped = id.pid;
-    } catch { /* gone */ }
-  }
-  fs.rmSync(p.pidFile, { force: true });
-  return stopped;
-}
-
 /**
  * The bootstrap is Envoy's own start-up file (not an xDS resource): everything else comes over
  * ADS. Pure, so the unit tests can check it.
@@ -145,7 +130,9 @@ export function bootstrap(nodeId: string, p: EnvoyPaths): object {
       ads_config: {
         api_type: 'GRPC',
         transport_api_version: 'V3',
-        grpc_services: [{ envoy_grpc: { cluster_name: XDS_CLUSTER } }],
+        // Reconnect fast when berthd restarts (Envoy's default backoff grows to 30 s): the new
+        // berthd's xDS server is back within seconds, and Envoy serves its last config meanwhile.
+        grpc_services: [{ envoy_grpc: { cluster_name: XDS_CLUSTER, retry_policy: { retry_back_off: { base_interval: '0.1s', max_interval: '1s' } } } }],
         set_node_on_first_message_only: true,
       },
       cds_config: ads,
