@@ -182,8 +182,8 @@ for (const mode of ['iptables', 'ebpf'] as const) {
       return r.status === 200 ? r : undefined;
     }, 20000, 250);
     t.regex(outside.body, /"path":"\/outside"/);
-    const after = (await d.status()).ingressErrors ?? [];
-    t.false(after.some((e) => /publish port/.test(e.error)), `the error is gone: ${JSON.stringify(after)} ${(await run('ss', ['-ltnp'])).stdout}`);
+    // The status is that of the last finished reconcile: the redirect may serve a moment before.
+    await waitFor('the publish-port error is gone', async () => !((await d.status()).ingressErrors ?? []).some((e) => /publish port/.test(e.error)), 10000, 200);
 
     // ---- part 1: protocols, from the client container through the redirect.
     const vip = edge.vip;
@@ -194,7 +194,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     t.is(seen.headers['x-forwarded-for'], client.ip!, 'X-Forwarded-For carries the real client address');
     const h10 = await fetchIn(client.id, ['--http1.0', `http://${vip}/old`]);
     t.is(h10.status, 200, 'HTTP/1.0 is answered');
-    t.is(h10.version, '1.0');
+    t.regex(h10.version, /^1(\.0)?$/, 'an HTTP/1.0 exchange (curl prints 1 or 1.0)');
     const h2c = await fetchIn(client.id, ['--http2-prior-knowledge', `http://${vip}/h2c`]);
     t.is(h2c.status, 200);
     t.is(h2c.version, '2', 'h2c with prior knowledge');
