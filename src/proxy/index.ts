@@ -172,7 +172,8 @@ export class Proxy implements ProxyApi {
     this.routeStats = built.routeStats;
     errors.push(...built.errors);
     if (this.ads) {
-      if (built.snapshot.version !== this.ads.snapshot.version) {
+      // The first update releases the start-up hold even when its state is empty (same version).
+      if (this.ads.held || built.snapshot.version !== this.ads.snapshot.version) {
         this.ads.setSnapshot(built.snapshot);
         if (this.ads.isAcked()) this.ackedVersion = built.snapshot.version;
       }
