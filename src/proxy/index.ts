@@ -179,14 +179,20 @@ export class Proxy implements ProxyApi {
       }
     }
 
-    const entries: RedirectEntry[] = ingresses.filter((i) => i.ingress.proxyPort !== null).map((i) => ({
-      ingress: i.name,
-      vip: i.vip,
-      vip6: i.vip6,
-      listen: i.ingress.listen,
-      publish: publishOk.get(i.name) ? i.ingress.publish : null,
-      listenerPort: i.ingress.proxyPort!,
-    }));
+    // One entry per VIP port: `listen`, and `tlsListen` of a TLS ingress (the same listener takes
+    // both; tls_inspector tells them apart). The publish port rides on the first.
+    const entries: RedirectEntry[] = ingresses.filter((i) => i.ingress.proxyPort !== null).flatMap((i) => {
+      const ports = [i.ingress.listen];
+      if (i.ingress.tlsListen != null && i.ingress.tlsListen !== i.ingress.listen) ports.push(i.ingress.tlsListen);
+      return ports.map((listen, n) => ({
+        ingress: i.name,
+        vip: i.vip,
+        vip6: i.vip6,
+        listen,
+        publish: n === 0 && publishOk.get(i.name) ? i.ingress.publish : null,
+        listenerPort: i.ingress.proxyPort!,
+      }));
+    });
     if (this.redirector) {
       try {
         const written = await this.redirector.apply(entries);
