@@ -16,6 +16,8 @@ export interface MetricsSource {
   ready(): boolean;
   /** Per service name, from the BPF counters (may throw if the datapath is not open). */
   serviceCounters(): Map<string, ServiceCounters>;
+  /** More Prometheus text appended at scrape time (additive: Envoy's ingress stats, proxy/stats.ts). */
+  extraText?(): Promise<string>;
 }
 
 export class Metrics {
@@ -29,7 +31,7 @@ export class Metrics {
   readonly driftRepaired: client.Counter<'kind'>;
   readonly eventToMaps: client.Histogram<string>;
 
-  constructor(src: MetricsSource) {
+  constructor(private readonly src: MetricsSource) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry, prefix: 'berthd_' });
     new client.Gauge({
@@ -98,8 +100,10 @@ export class Metrics {
     };
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    const own = await this.registry.metrics();
+    const extra = await this.src.extraText?.().catch(() => '') ?? '';
+    return extra ? `${own}${own.endsWith('\n') ? '' : '\n'}${extra}` : own;
   }
 
   get contentType(): string {

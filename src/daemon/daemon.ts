@@ -108,6 +108,7 @@ export class Daemon {
       dockerReconnects: () => this.watcher?.reconnects ?? 0,
       envoyRestarts: () => this.proxy?.status().envoy.restarts ?? 0,
       ready: () => this.ready,
+      extraText: () => this.proxy?.metricsText?.() ?? Promise.resolve(''),
       serviceCounters: () => {
         if (!this.datapath) throw new Error('datapath not open');
         return this.datapath.counters();
@@ -171,6 +172,9 @@ export class Daemon {
       serviceCidr6: c.serviceCidr6,
       bpfPinDir: c.bpfPinDir,
       logger: this.log.child({ part: 'proxy' }),
+      tlsDir: c.tlsDir,
+      accessLog: c.accessLog,
+      requestReconcile: () => this.schedule(),
     });
     this.proxy = proxy;
     // Started alongside the Docker list (its probes and Envoy's start take a few hundred ms);
@@ -429,7 +433,11 @@ export class Daemon {
     this.log.info({ everyMs }, 'systemd watchdog enabled');
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stop. `keepEnvoy`: a restart or upgrade of berthd, Envoy keeps serving ingress traffic and
+   * the next berthd adopts it (README "Restarts").
+   */
+  async stop(opts: { keepEnvoy?: boolean } = {}): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.notifier.stopping();
@@ -439,7 +447,7 @@ export class Daemon {
     await this.running?.catch(() => undefined);
     await this.watcher?.stop();
     await this.proxyStarted;
-    await this.proxy?.stop().catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
+    await this.proxy?.stop({ keepEnvoy: opts.keepEnvoy }).catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
     await this.api.close();
     this.dns?.close();
     this.datapath?.close();
@@ -503,6 +511,7 @@ export class Daemon {
       maps: dp?.counts ?? null,
       redirect: px?.redirect ?? null,
       envoy: px?.envoy ?? { state: 'stopped', pid: null },
+      ingressErrors: px?.ingressErrors ?? [],
       labelErrors: this.labelErrors(),
       dns: this.dns?.status() ?? null,
       lastReconcile: this.last,

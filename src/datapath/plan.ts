@@ -97,12 +97,17 @@ export function desiredFrontends(s: Service, limits: Limits = DEFAULT_LIMITS): {
     // (containers) are left to the proxy's redirect, since their 127.0.0.1 is not the host's.
     if (!s.ingress) return { frontends: out, errors: ['ingress without ingress spec'] };
     const proxyPort = s.ingress.proxyPort;
-    for (const vip of vips) {
-      const lo = familyOf(vip) === FAMILY_V4 ? INGRESS_V4 : INGRESS_V6;
-      out.push({
-        service: s.name, vip: canonicalIp(vip), port: s.ingress.listen, protocol: 'tcp', flags: SVC_F_HOST_NETNS,
-        backends: proxyPort ? [{ ip: lo, port: proxyPort }] : [],
-      });
+    // Every port of the ingress (listen, and tlsListen for a TLS ingress) reaches the same
+    // listener: Envoy tells TLS from plain HTTP by the first bytes (tls_inspector).
+    const ports = s.ports.length ? s.ports.map((p) => p.port) : [s.ingress.listen];
+    for (const port of ports) {
+      for (const vip of vips) {
+        const lo = familyOf(vip) === FAMILY_V4 ? INGRESS_V4 : INGRESS_V6;
+        out.push({
+          service: s.name, vip: canonicalIp(vip), port, protocol: 'tcp', flags: SVC_F_HOST_NETNS,
+          backends: proxyPort ? [{ ip: lo, port: proxyPort }] : [],
+        });
+      }
     }
     return { frontends: out, errors };
   }

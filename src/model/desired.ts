@@ -27,6 +27,8 @@ import { storeKey, type VipStore } from './vipstore';
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
 export const DEFAULT_SERVICE_CIDR6 = 'fd00:96::/112';
 export const DEFAULT_INGRESS_LISTEN = 80;
+/** Where a `tls=true` ingress takes HTTPS on its VIP unless `tlsListen` says otherwise. */
+export const DEFAULT_INGRESS_TLS_LISTEN = 443;
 
 export interface BuildOptions {
   serviceCidr: string;
@@ -229,11 +231,14 @@ export function placeEntities(services: Entity[], containers: ContainerInfo[], r
     } else {
       const r = routes.get(e.name)!;
       const listen = r.listen ?? DEFAULT_INGRESS_LISTEN;
+      const tlsListen = r.tls ? (r.tlsListen ?? DEFAULT_INGRESS_TLS_LISTEN) : null;
+      const ports: ServicePort[] = [{ port: listen, protocol: 'tcp', targetPort: listen }];
+      if (tlsListen !== null && tlsListen !== listen) ports.push({ port: tlsListen, protocol: 'tcp', targetPort: tlsListen });
       out.set(storeKey(e.kind, e.name), {
         name: e.name, kind: 'ingress', vip, vip6,
-        ports: [{ port: listen, protocol: 'tcp', targetPort: listen }],
+        ports,
         backends: [], routes: r.routes,
-        ingress: { listen, publish: r.publish, proxyPort: null },
+        ingress: { listen, publish: r.publish, proxyPort: null, tls: r.tls, tlsListen, redirectHttps: r.redirectHttps },
         errors: serviceErrors.get(e) ?? [],
       });
     }
@@ -295,10 +300,17 @@ function reject(e: Entity, errors: LabelError[], err: (container: string) => Lab
   for (const m of e.members) errors.push(err(m.info.name));
 }
 
+/** Labels that describe the ingress as a whole rather than one route. */
+const INGRESS_ATTRS = ['listen', 'publish', 'tlsListen', 'tls', 'redirectHttps'] as const;
+type IngressAttr = (typeof INGRESS_ATTRS)[number];
+
 interface IngressRoutes {
   routes: Route[];
   listen: number | null;
   publish: number | null;
+  tlsListen: number | null;
+  tls: boolean;
+  redirectHttps: boolean;
   /** Containers contributing a route, for errors about the ingress as a whole. */
   owners: string[];
 }
@@ -310,8 +322,7 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
 
   const out = new Map<string, IngressRoutes>();
   // Who set what first: per ingress listen/publish, per publish port its ingress, per route key.
-  const listenBy = new Map<string, { value: number; container: string }>();
-  const publishBy = new Map<string, { value: number; container: string }>();
+  const attrBy = new Map<string, { value: number | boolean; container: string }>();
   const publishOwner = new Map<number, string>();
   const routeBy = new Map<string, { route: Route; container: string }>();
 
@@ -321,14 +332,19 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
     for (const r of m.spec.routes) {
       const c = m.spec.container;
       const ing = r.ingress;
-      const listen = r.listen !== null ? listenBy.get(ing) : undefined;
-      if (listen && listen.value !== r.listen) {
-        errors.push(labelError(c, httpLabel(ing, 'listen'), 'BERTH_INGRESS_CONFLICT', ing, 'listen', String(r.listen), listen.container, String(listen.value)));
-        continue;
+      // Ingress-wide settings: the first container to say one wins; a later one that says
+      // otherwise loses its route (so the ingress never flips with container start order).
+      let clash: LabelError | null = null;
+      for (const a of INGRESS_ATTRS) {
+        const v = r[a];
+        const first = v !== null ? attrBy.get(`${ing}\u0000${a}`) : undefined;
+        if (first && first.value !== v) {
+          clash = labelError(c, httpLabel(ing, a), 'BERTH_INGRESS_CONFLICT', ing, a, String(v), first.container, String(first.value));
+          break;
+        }
       }
-      const publish = r.publish !== null ? publishBy.get(ing) : undefined;
-      if (publish && publish.value !== r.publish) {
-        errors.push(labelError(c, httpLabel(ing, 'publish'), 'BERTH_INGRESS_CONFLICT', ing, 'publish', String(r.publish), publish.container, String(publish.value)));
+      if (clash) {
+        errors.push(clash);
         continue;
       }
       const other = r.publish !== null ? publishOwner.get(r.publish) : undefined;
@@ -336,22 +352,25 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
         errors.push(labelError(c, httpLabel(ing, 'publish'), 'BERTH_PUBLISH_TAKEN', r.publish!, other));
         continue;
       }
-      const route: Route = { host: r.host, path: r.path, service: m.spec.service, port: r.port };
+      const route: Route = {
+        host: r.host, path: r.path, service: m.spec.service, port: r.port,
+        protocol: r.protocol, stripPrefix: r.stripPrefix, timeoutMs: r.timeoutMs, retries: r.retries,
+      };
       const key = `${ing}\u0000${r.host ?? ''}\u0000${r.path}`;
       const prev = routeBy.get(key);
-      if (prev && (prev.route.service !== route.service || prev.route.port !== route.port)) {
+      if (prev && JSON.stringify(prev.route) !== JSON.stringify(route)) {
         const where = `${r.host ?? '*'}${r.path}`;
         errors.push(labelError(c, httpLabel(ing, 'path'), 'BERTH_ROUTE_CONFLICT', ing, where, prev.container, `${prev.route.service}:${prev.route.port}`));
         continue;
       }
       // Accepted: commit what this route says.
-      if (r.listen !== null && !listenBy.has(ing)) listenBy.set(ing, { value: r.listen, container: c });
-      if (r.publish !== null && !publishBy.has(ing)) {
-        publishBy.set(ing, { value: r.publish, container: c });
-        publishOwner.set(r.publish, ing);
+      for (const a of INGRESS_ATTRS) {
+        const v = r[a];
+        if (v !== null && !attrBy.has(`${ing}\u0000${a}`)) attrBy.set(`${ing}\u0000${a}`, { value: v, container: c });
       }
+      if (r.publish !== null && !publishOwner.has(r.publish)) publishOwner.set(r.publish, ing);
       let ir = out.get(ing);
-      if (!ir) out.set(ing, (ir = { routes: [], listen: null, publish: null, owners: [] }));
+      if (!ir) out.set(ing, (ir = { routes: [], listen: null, publish: null, tlsListen: null, tls: false, redirectHttps: false, owners: [] }));
       if (!ir.owners.includes(c)) ir.owners.push(c);
       if (!prev) {
         routeBy.set(key, { route, container: c });
@@ -360,8 +379,12 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
     }
   }
   for (const [ing, ir] of out) {
-    ir.listen = listenBy.get(ing)?.value ?? null;
-    ir.publish = publishBy.get(ing)?.value ?? null;
+    const val = (a: IngressAttr) => attrBy.get(`${ing}\u0000${a}`)?.value ?? null;
+    ir.listen = val('listen') as number | null;
+    ir.publish = val('publish') as number | null;
+    ir.tlsListen = val('tlsListen') as number | null;
+    ir.tls = val('tls') === true;
+    ir.redirectHttps = val('redirectHttps') === true;
     ir.routes.sort(routeOrder);
   }
   return out;
