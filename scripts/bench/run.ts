@@ -4,6 +4,7 @@
  *   node dist/scripts/bench/run.js [--quick] [--only datapath,whatif,control,cold,l7,dns]
  *                                  [--rounds N] [--seconds S] [--levels 1,1000,...] [--containers K]
  *                                  [--cpu N|none]   (datapath: CPU client+server are pinned to)
+ *                                  [--services 1000,10000] [--churn-seconds 30]   (cold: sizes, churn)
  *
  * Sets up what it needs (the static load generator, a local busybox image, containers, an
  * iptables baseline, berthd), runs every scenario with its variants interleaved round by round,
@@ -23,7 +24,7 @@ import { loadDatapath, silentLogger } from './lib/berth';
 import { Berthd } from '../../test/helpers/berthd';
 import { datapathScenario, type DatapathConfig } from './scenarios/datapath';
 import { controlScenario, type ControlReport } from './scenarios/control';
-import { coldScenario, type ColdReport } from './scenarios/cold';
+import { coldScenario, type ColdConfig, type ColdReport } from './scenarios/cold';
 import { l7Scenario, type L7Report } from './scenarios/l7';
 import { whatIfScenario } from './scenarios/whatif';
 import { dnsScenario, dnsMarkdown, type DnsReport } from './scenarios/dns';
@@ -35,7 +36,7 @@ interface Config {
   only: Set<string>;
   datapath: DatapathConfig;
   control: { containers: number };
-  cold: { rounds: number; services: number; backends: number };
+  cold: ColdConfig;
   l7: { rounds: number; seconds: number; connections: number };
   dns: { rounds: number; seconds: number; concurrency: number };
 }
@@ -57,11 +58,19 @@ function parseArgs(argv: string[]): Config {
   if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
   if (!(seconds > 0 && seconds <= 10)) throw new Error('--seconds must be in (0, 10]');
   if (levels.some((n) => !(n >= 1 && n <= 100000))) throw new Error('--levels must be in 1..100000');
+  // Cold scenario sizes (services; × 4 containers): the largest also runs the churn.
+  const sizes = (get('services') ?? (quick ? '200,2000' : '1000,10000')).split(',').map(Number);
+  if (sizes.some((n) => !(Number.isInteger(n) && n >= 1 && n <= 15000))) throw new Error('--services must be a list of integers in 1..15000');
+  const churnSeconds = Number(get('churn-seconds') ?? (quick ? 5 : 30));
+  if (!(churnSeconds >= 0 && churnSeconds <= 120)) throw new Error('--churn-seconds must be in 0..120');
   return {
     only,
     datapath: { cpu: cpuArg === 'none' ? null : Number(cpuArg), rounds, seconds, warmupSeconds: 0.1, levels, modes: ['crr', 'rr', 'udp', 'udpu'] as Mode[] },
     control: { containers: Math.min(200, Number(get('containers') ?? (quick ? 20 : 50))) },
-    cold: { rounds: quick ? 2 : 3, services: quick ? 2000 : 10000, backends: 4 },
+    cold: {
+      rounds: Number(get('rounds') ?? (quick ? 2 : 3)), services: Math.max(...sizes), sizes, backends: 4,
+      churn: churnSeconds > 0 ? { perSecond: 100, seconds: churnSeconds, total: quick ? 1000 : 10000 } : null,
+    },
     l7: { rounds: quick ? 2 : 5, seconds: quick ? 1 : 3, connections: 8 },
     dns: { rounds: quick ? 2 : 3, seconds: quick ? 1 : 2, concurrency: 16 },
   };
@@ -124,22 +133,45 @@ function controlMarkdown(c: ControlReport): string {
 function coldMarkdown(k: ColdReport): string {
   if (k.status !== 'ok') return `Cold start: ${k.status}: ${k.reason}`;
   const s = (f: (r: ColdReport['runs'][number]) => number, d = 0) => fmtSummary(summarize(k.runs.map(f)), d);
-  const b = (f: (r: ColdReport['berthd'][number]) => number, d = 0) => fmtSummary(summarize(k.berthd.map(f)), d);
   const out: string[] = [];
   if (k.berthd.length) {
+    const sizes = [...new Set(k.berthd.map((r) => r.services))].sort((x, y) => x - y);
+    const at = (size: number, f: (r: ColdReport['berthd'][number]) => number, dd = 0) => fmtSummary(summarize(k.berthd.filter((r) => r.services === size).map(f)), dd);
+    const rounds = k.berthd.filter((r) => r.services === sizes[sizes.length - 1]).length;
     out.push(
-      `The real berthd, fresh pins, against a fake Docker engine listing ${k.berthd[0].containers.toLocaleString('en-US')} labelled containers (${k.services.toLocaleString('en-US')} services × ${k.backends}), ${k.berthd.length} rounds, median (min–max):`,
+      `The real berthd, fresh pins, against a fake Docker engine listing labelled containers (services × ${k.backends}), sizes interleaved, ${rounds} rounds, median (min–max):`,
       '',
-      '| berthd | value |',
-      '|---|---|',
-      `| **spawn → ready, every backend in the maps** | **${b((r) => r.readyMs)} ms** |`,
-      `| of which its first reconcile (model + maps, from /status) | ${b((r) => r.reconcileMs)} ms |`,
-      `| Docker API inspects during the cold start | ${b((r) => r.inspects)} |`,
-      `| RSS when ready; peak (VmHWM) | ${b((r) => r.rssMb, 1)} MB; ${b((r) => r.hwmMb, 1)} MB |`,
-      `| CPU time, spawn → ready | ${b((r) => r.cpuMs)} ms |`,
-      `| one Docker event at this size (new address): event → reconciled | ${b((r) => r.eventMs)} ms, ${b((r) => r.eventInspects)} inspect(s) |`,
+      `| berthd | ${sizes.map((x) => `${x.toLocaleString('en-US')} services`).join(' | ')} |`,
+      `|---|${sizes.map(() => '---|').join('')}`,
+      `| **spawn → ready, every backend in the maps** | ${sizes.map((x) => `**${at(x, (r) => r.readyMs)} ms**`).join(' | ')} |`,
+      `| of which its first reconcile (model + maps, from /status) | ${sizes.map((x) => `${at(x, (r) => r.reconcileMs)} ms`).join(' | ')} |`,
+      `| Docker API inspects during the cold start | ${sizes.map((x) => at(x, (r) => r.inspects)).join(' | ')} |`,
+      `| RSS when ready; peak (VmHWM) | ${sizes.map((x) => `${at(x, (r) => r.rssMb, 1)}; ${at(x, (r) => r.hwmMb, 1)} MB`).join(' | ')} |`,
+      `| CPU time, spawn → ready | ${sizes.map((x) => `${at(x, (r) => r.cpuMs)} ms`).join(' | ')} |`,
+      `| **one Docker event (new address) → maps, median of 20** | ${sizes.map((x) => `**${at(x, (r) => r.eventMs, 1)} ms**`).join(' | ')} |`,
+      `| a new service's container (docker run) → maps, median of 5 | ${sizes.map((x) => `${at(x, (r) => r.newServiceMs, 1)} ms`).join(' | ')} |`,
+      `| inspects for those events | ${sizes.map((x) => at(x, (r) => r.eventInspects)).join(' | ')} |`,
       '',
     );
+    if (sizes.length > 1) {
+      const ratios = sizes.slice(1).map((x) => `${x.toLocaleString('en-US')}/${sizes[0].toLocaleString('en-US')}: ${(summarize(k.berthd.filter((r) => r.services === x).map((r) => r.eventMs)).median / summarize(k.berthd.filter((r) => r.services === sizes[0]).map((r) => r.eventMs)).median).toFixed(2)}×`);
+      out.push(`Event → maps, ratio of medians between sizes: ${ratios.join(', ')}.`, '');
+    }
+    const ch = k.berthd.map((r) => r.churn).filter((c): c is NonNullable<typeof c> => c !== null);
+    if (ch.length) {
+      const c = (f: (r: (typeof ch)[number]) => number, dd = 0) => fmtSummary(summarize(ch.map(f)), dd);
+      out.push(
+        `Churn at ${sizes[sizes.length - 1].toLocaleString('en-US')} services: ${ch[0].perSecond} events/s for ${ch[0].seconds} s (each a container's new address), ${ch.length} rounds:`,
+        '',
+        '| churn | value |',
+        '|---|---|',
+        `| event → maps p50 / p99 / max | ${c((r) => r.p50Ms, 1)} / ${c((r) => r.p99Ms, 1)} / ${c((r) => r.maxMs, 1)} ms |`,
+        `| p99 first third → last third | ${c((r) => r.p99FirstThirdMs, 1)} → ${c((r) => r.p99LastThirdMs, 1)} ms |`,
+        `| backlog (sent − applied), largest per-second sample / at the end | ${c((r) => r.maxBacklog)} / ${c((r) => r.endBacklog)} |`,
+        `| RSS after ${ch[0].totalEvents.toLocaleString('en-US')} events | ${c((r) => r.rssAfterMb, 1)} MB |`,
+        '',
+      );
+    }
   } else if (k.berthdError) {
     out.push(`The real berthd against a fake engine: failed: ${k.berthdError}`, '');
   }

@@ -16,6 +16,8 @@ export interface MetricsSource {
   ready(): boolean;
   /** Per service name, from the BPF counters (may throw if the datapath is not open). */
   serviceCounters(): Map<string, ServiceCounters>;
+  /** More Prometheus text appended at scrape time (additive: Envoy's ingress stats, proxy/stats.ts). */
+  extraText?(): Promise<string>;
 }
 
 export class Metrics {
@@ -26,8 +28,10 @@ export class Metrics {
   readonly mapErrors: client.Counter<string>;
   /** What the DNS server (src/dns/server.ts) reports. */
   readonly dns: DnsMetricsSink;
+  readonly driftRepaired: client.Counter<'kind'>;
+  readonly eventToMaps: client.Histogram<string>;
 
-  constructor(src: MetricsSource) {
+  constructor(private readonly src: MetricsSource) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry, prefix: 'berthd_' });
     new client.Gauge({
@@ -67,6 +71,15 @@ export class Metrics {
     });
     this.reconciles = new client.Counter({ name: 'berth_reconciles_total', help: 'Reconciles by result', labelNames: ['result'], registers });
     this.mapOperations = new client.Counter({ name: 'berth_map_operations_total', help: 'BPF map writes and deletes', labelNames: ['op'], registers });
+    this.eventToMaps = new client.Histogram({
+      name: 'berth_event_to_maps_seconds', help: 'From a Docker container event to its change applied (maps written, proxy updated)',
+      buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers,
+    });
+    this.driftRepaired = new client.Counter({
+      name: 'berth_drift_repaired_total',
+      help: 'Drift a full resync found and repaired: container (Docker state the events missed), map_entry (kernel maps unlike berth\'s view), plan (writes still needed once the view was the kernel\'s)',
+      labelNames: ['kind'], registers,
+    });
     this.mapErrors = new client.Counter({ name: 'berth_map_errors_total', help: 'BPF map operations that failed (e.g. a full map)', registers });
     const dnsQueries = new client.Counter({ name: 'berth_dns_queries_total', help: 'DNS queries received, by transport', labelNames: ['transport'], registers });
     const dnsResponses = new client.Counter({ name: 'berth_dns_responses_total', help: 'DNS answers sent, by rcode', labelNames: ['rcode'], registers });
@@ -87,8 +100,10 @@ export class Metrics {
     };
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    const own = await this.registry.metrics();
+    const extra = await this.src.extraText?.().catch(() => '') ?? '';
+    return extra ? `${own}${own.endsWith('\n') ? '' : '\n'}${extra}` : own;
   }
 
   get contentType(): string {

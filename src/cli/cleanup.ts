@@ -11,7 +11,7 @@ import type { Config } from '../daemon/config';
 import { Datapath } from '../datapath';
 import { removeCrossnet } from '../datapath/crossnet';
 import { Proxy } from '../proxy';
-import { stopOrphanEnvoy } from '../proxy/envoy';
+import { stopEnvoyByPidFile } from '../proxy/envoy';
 import { silentLogger } from '../util/log';
 import { run } from '../util/exec';
 import { mountsBelow } from '../util/mounts';
@@ -20,8 +20,8 @@ import { revertSetup } from '../dns/setup';
 export async function cleanup(c: Config): Promise<string[]> {
   const removed: string[] = [];
   const logger = silentLogger();
-  // Before the runtime dir (and its pid file) goes: an Envoy orphaned by a kill -9'd berthd.
-  const envoy = stopOrphanEnvoy(c.runDir);
+  // Before the runtime dir (and its pid file) goes: berth's Envoy, which outlives berthd.
+  const envoy = await stopEnvoyByPidFile(c.runDir);
   if (envoy) removed.push(`envoy process ${envoy}`);
   const r1 = await Proxy.cleanupRedirect({ logger, bpfPinDir: c.bpfPinDir });
   removed.push(...r1);

@@ -33,7 +33,9 @@ export interface StatusView {
   attached: string[];
   maps: { services: number; backends: number } | null;
   redirect: string | null;
-  envoy: { state: string; pid: number | null; version?: string | null; restarts?: number; lastNack?: string | null };
+  envoy: { state: string; pid: number | null; version?: string | null; restarts?: number; lastNack?: string | null; adopted?: boolean; ackedVersion?: string | null };
+  /** Problems of the ingresses (publish port taken, TLS host not served, ...), additive. */
+  ingressErrors?: { ingress: string; error: string; code?: string }[];
   labelErrors: { container: string; label: string; error: string }[];
   /** berth's DNS (additive: absent from older berthd, null when dnsPort is off). */
   dns?: { domain: string; vip: string; vip6: string | null; port: number; listen: string[]; backend: string | null; upstreams: { ip: string; port: number }[]; upstreamSource: string; errors: string[] } | null;
@@ -113,7 +115,7 @@ export function formatStatus(st: StatusView): string {
     `maps:        ${st.maps ? `${st.maps.services} service entries, ${st.maps.backends} backends` : '-'}`,
     `redirect:    ${st.redirect ?? '-'}`,
     ...(st.crossNetwork ? [`networks:    ${crossNetworkText(st.crossNetwork)}`] : []),
-    `envoy:       ${st.envoy.state}${st.envoy.pid ? ` (pid ${st.envoy.pid})` : ''}${st.envoy.version ? ` ${st.envoy.version}` : ''}${st.envoy.restarts ? `, ${st.envoy.restarts} restarts` : ''}`,
+    `envoy:       ${st.envoy.state}${st.envoy.pid ? ` (pid ${st.envoy.pid})` : ''}${st.envoy.version ? ` ${st.envoy.version}` : ''}${st.envoy.restarts ? `, ${st.envoy.restarts} restarts` : ''}${st.envoy.adopted ? ', adopted from the previous berthd' : ''}`,
   ];
   if (st.envoy.lastNack) lines.push(`             last rejected config: ${st.envoy.lastNack}`);
   if (st.dns) {
@@ -131,6 +133,10 @@ export function formatStatus(st: StatusView): string {
   for (const [k, v] of Object.entries(st.config)) {
     const src = st.configSources[k];
     lines.push(`  ${k}: ${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}${src && src !== 'default' ? ` (${src})` : ''}`);
+  }
+  if (st.ingressErrors?.length) {
+    lines.push('ingress errors:');
+    for (const e of st.ingressErrors) lines.push(`  ingress ${e.ingress}: ${e.error}`);
   }
   if (st.backendWarnings?.length) {
     lines.push('backend warnings:');

@@ -47,6 +47,10 @@ export interface Config {
    * isolation is the policy.
    */
   crossNetwork: 'allow' | 'docker';
+  /** `<host>.crt` / `<host>.key` for TLS ingresses (SPEC). */
+  tlsDir: string;
+  /** Extension: write Envoy's JSON access log lines into berthd's log (part "access"). */
+  accessLog: boolean;
 }
 
 export type Source = 'default' | 'file' | 'env' | 'flag';
@@ -173,6 +177,18 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
     help: 'VIPs across Docker networks: allow (every client) or docker (Docker isolation decides)',
   },
   envoyPath: { default: () => 'envoy', parse: str, help: 'Envoy binary (PATH lookup for a bare name)' },
+  tlsDir: { default: () => '/etc/berth/tls', parse: absPath, help: 'directory of <host>.crt and <host>.key (PEM) for TLS ingresses' },
+  accessLog: {
+    default: () => true,
+    parse: (raw) => {
+      if (typeof raw === 'boolean') return raw; // YAML true/false
+      const s = str(raw).toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(s)) return true;
+      if (['false', '0', 'no', 'off'].includes(s)) return false;
+      throw new Error('must be true or false');
+    },
+    help: "log one JSON line per ingress request in berthd's log (part \"access\")",
+  },
   proxyPorts: { default: () => ({ from: 15000, to: 15999 }), parse: portRange, help: 'Envoy listener port range' },
   hostProc: { default: () => '/proc', parse: absPath, help: "where the host's /proc is visible" },
   dockerHost: {

@@ -1,24 +1,28 @@
 /**
  * berthd's life cycle and its one reconcile loop.
  *
- * Level-triggered: every reconcile starts from the watcher's last FULL Docker list, rebuilds the
- * whole desired state (model/), hands it to the proxy (listener ports, xDS, redirect rules) and to
- * the datapath (which applies only the difference to the pinned maps). Docker events merely make
- * the watcher re-list; there is no incremental state here to drift. While Docker is unreachable
- * the watcher keeps its last snapshot and no reconcile withdraws anything.
+ * Level-triggered, incremental where it pays and whole where it guards (DESIGN lessons 7, 13):
+ *  - a Docker event makes the watcher fetch that container's state (a list filtered by id); the
+ *    incremental model re-derives only its service, and the datapath writes only that service's
+ *    entries, planned against berth's in-memory view of the maps;
+ *  - every full list (start, each Docker reconnect, every resyncInterval) brings the model to
+ *    exactly that list and runs a full datapath sync: dump the maps, compare with the view,
+ *    repair, and report any drift (log line + berth_drift_repaired_total{kind}).
+ * While Docker is unreachable the model keeps the last state and no reconcile withdraws anything.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../util/log';
 import type { LoadedConfig } from './config';
-import type { DesiredState, DockerSnapshot, Service } from '../model/types';
+import type { ContainerInfo, DesiredState, DockerSnapshot, LabelError, Service } from '../model/types';
 import type { DatapathApi, SyncResult } from '../datapath/types';
 import type { ProxyApi } from '../proxy/types';
 import { Datapath } from '../datapath';
 import { Proxy } from '../proxy';
-import { DockerWatcher } from '../docker/watcher';
-import { buildDesiredState, VipStore } from '../model';
+import { DockerWatcher, type ContainerChanges } from '../docker/watcher';
+import { VipStore } from '../model';
+import { IncrementalModel, type ModelDelta } from '../model/incremental';
 import { AdminApi } from '../api/server';
 import { Metrics } from '../api/metrics';
 import { Notifier } from './notify';
@@ -61,8 +65,25 @@ export class Daemon {
   private readonly notifier = new Notifier();
   private store!: VipStore;
 
+  private model: IncrementalModel | null = null;
+  /** Set by the first reconcile from a full list (before it, nothing is known). */
   private desired: DesiredState | null = null;
-  private snapshot: DockerSnapshot | null = null;
+  /** A full list arrived since the last full sync. */
+  private fullPending = false;
+  private haveList = false;
+  /** Names of services/ingresses changed since the last reconcile. */
+  private dirtyNames = new Set<string>();
+  /** The proxy wants a pass (rule repair tick). */
+  private proxyPending = false;
+  /** Datapath and proxy errors per service name (the model's own are in Service.errors). */
+  private runErrors = new Map<string, string[]>();
+  private loggedLabelErrors = new Set<string>();
+  /** Docker's networks from the last full list (the DNS VIP's backend address depends on them). */
+  private networks: DockerSnapshot['networks'] = [];
+  /** Times of the Docker events whose changes the next reconcile applies. */
+  private eventTimes: number[] = [];
+  /** Event → maps latency (ms) of the most recent events (a ring), and how many were applied. */
+  private readonly eventLatency = { applied: 0, recentMs: [] as number[] };
   private last: ReconcileRecord | null = null;
   private ready = false;
   private becomingReady = false;
@@ -77,20 +98,32 @@ export class Daemon {
   private lastStatusLine = '';
   /** What the last crossNetwork apply found and did (null before the first). */
   private crossnet: CrossnetStatus | null = null;
+  /**
+   * Every container Docker lists (labelled or not; the watcher keeps them with no labels): the
+   * clients of per-client-network lists (berth_netns) and the targets of `container:` modes.
+   */
+  private allContainers = new Map<string, ContainerInfo>();
+  /** A container came, went or changed since berth_netns was last written. */
+  private clientsDirty = false;
+  /** Whether client lookups matter (docker mode, or a backend on several networks); from the last full pass. */
+  private clientsNeeded = false;
+  /** The network numbers the maps were last fully synced with (a change needs a full sync). */
+  private netKey = '';
   readonly startedAt = new Date();
 
   constructor(private readonly cfg: LoadedConfig, private readonly log: Logger) {
     this.api = new AdminApi(log);
     this.metrics = new Metrics({
       services: () => ({
-        service: this.desired?.services.filter((s) => s.kind === 'service').length ?? 0,
-        ingress: this.desired?.services.filter((s) => s.kind === 'ingress').length ?? 0,
+        service: this.desired ? this.model!.counts().service : 0,
+        ingress: this.desired ? this.model!.counts().ingress : 0,
       }),
-      backends: () => this.desired?.services.reduce((n, s) => n + (s.kind === 'service' ? s.backends.filter((b) => b.reachable !== false).length : 0), 0) ?? 0,
-      labelErrors: () => this.desired?.labelErrors.length ?? 0,
+      backends: () => (this.desired ? this.model!.services() : []).reduce((n, s) => n + (s.kind === 'service' ? s.backends.filter((b) => b.reachable !== false).length : 0), 0) ?? 0,
+      labelErrors: () => this.labelErrors().length,
       dockerReconnects: () => this.watcher?.reconnects ?? 0,
       envoyRestarts: () => this.proxy?.status().envoy.restarts ?? 0,
       ready: () => this.ready,
+      extraText: () => this.proxy?.metricsText?.() ?? Promise.resolve(''),
       serviceCounters: () => {
         if (!this.datapath) throw new Error('datapath not open');
         return this.datapath.counters();
@@ -129,7 +162,7 @@ export class Daemon {
     }
 
     await this.api.listenUnix(path.join(c.runDir, 'berth.sock'), {
-      '/services': () => this.servicesView(),
+      '/services': () => this.settled().then(() => this.servicesView()),
       '/status': () => this.statusView(),
       '/healthz': () => ({ ok: true, ready: this.ready }),
     }, this.metrics);
@@ -155,6 +188,9 @@ export class Daemon {
       serviceCidr6: c.serviceCidr6,
       bpfPinDir: c.bpfPinDir,
       logger: this.log.child({ part: 'proxy' }),
+      tlsDir: c.tlsDir,
+      accessLog: c.accessLog,
+      requestReconcile: () => this.schedule(),
     });
     this.proxy = proxy;
     // Started alongside the Docker list (its probes and Envoy's start take a few hundred ms);
@@ -165,10 +201,34 @@ export class Daemon {
     });
 
     this.notifier.status('starting: listing Docker');
-    const watcher = new DockerWatcher({ dockerHost: c.dockerHost, logger: this.log.child({ part: 'docker' }), resyncMs: c.resyncInterval * 1000 });
+    const watcher = new DockerWatcher({ dockerHost: c.dockerHost, logger: this.log.child({ part: 'docker' }), resyncMs: c.resyncInterval * 1000, berthOnly: true, clients: true });
     this.watcher = watcher;
+    this.model = new IncrementalModel({
+      serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, store: this.store, reserved: this.dns?.reserved,
+      containers: () => [...this.allContainers.values()],
+    }, { addresses: hostAddresses() });
     watcher.on('snapshot', (snap: DockerSnapshot) => {
-      this.snapshot = snap;
+      this.networks = snap.networks;
+      this.allContainers = new Map(snap.containers.map((c) => [c.id, c]));
+      this.clientsDirty = true;
+      const d = this.model!.resync(snap, { addresses: hostAddresses() });
+      if (this.haveList && d.containersChanged) {
+        // Only counted between full lists: a missed event, or Docker's state changed while unreachable.
+        this.metrics.driftRepaired.inc({ kind: 'container' }, d.containersChanged);
+        this.log.info({ containers: d.containersChanged }, 'full Docker list: containers differed from the last known state (missed events)');
+      }
+      this.haveList = true;
+      this.note(d);
+      this.fullPending = true;
+      this.schedule();
+    });
+    watcher.on('changes', (ch: ContainerChanges) => {
+      if (!this.haveList) return; // the first full list brings them
+      for (const c of ch.upserts) this.allContainers.set(c.id, c);
+      for (const id of ch.removed) this.allContainers.delete(id);
+      this.clientsDirty = true;
+      this.note(this.model!.apply(ch.upserts, ch.removed));
+      for (const t of ch.eventTimes) this.eventTimes.push(t);
       this.schedule();
     });
     watcher.on('connection', (state: string) => {
@@ -177,9 +237,13 @@ export class Daemon {
     });
     watcher.start();
 
-    // Periodic reconcile even without Docker events: repairs what someone else removed (a
-    // firewall reload flushing berth's iptables rules, a deleted map entry) within seconds.
-    this.resyncTimer = setInterval(() => this.schedule(), 5000);
+    // The proxy's pass even without Docker events: repairs what someone else removed (a firewall
+    // reload flushing berth's iptables rules) within seconds. The maps are verified by the full
+    // sync of every full Docker list (resyncInterval).
+    this.resyncTimer = setInterval(() => {
+      this.proxyPending = true;
+      this.schedule();
+    }, 5000);
     this.resyncTimer.unref();
     this.startWatchdog();
   }
@@ -202,64 +266,143 @@ export class Daemon {
     });
   }
 
+  /** Remember what a model change touched, for the next reconcile. */
+  private note(d: ModelDelta): void {
+    for (const x of d.changed) this.dirtyNames.add(x.name);
+    for (const x of d.removed) this.dirtyNames.add(x.name);
+    if (d.labelErrors) this.logLabelErrors();
+    if (d.placed) this.proxyPending = true;
+  }
+
+  private logLabelErrors(): void {
+    const now = new Set<string>();
+    for (const e of this.model!.labelErrors()) {
+      const k = `${e.container}\u0000${e.label}\u0000${e.error}`;
+      now.add(k);
+      if (!this.loggedLabelErrors.has(k)) this.log.warn({ container: e.container, label: e.label }, `skipping: container ${e.container}, label ${e.label}: ${e.error}`);
+    }
+    this.loggedLabelErrors = now;
+  }
+
   private async reconcile(): Promise<void> {
-    const snap = this.snapshot;
+    const model = this.model;
     // Never reconcile from "Docker unreachable": without a full list there is nothing to say.
-    if (!snap || !this.datapath) return;
+    if (!model || !this.haveList || !this.datapath) return;
     await this.proxyStarted;
+    // Per-client-network lists (datapath/netlists.ts) are numbered by Docker network: new numbers
+    // may change every service's lists, which only a full sync rewrites.
+    const numbers = networkNumbers(this.networks);
+    const netKey = JSON.stringify([...numbers]);
+    const nets = { mode: this.c.crossNetwork, numbers };
+    const full = this.fullPending || netKey !== this.netKey;
+    const names = this.dirtyNames;
+    const clientsDirty = this.clientsDirty;
+    this.clientsDirty = false;
+    if (!full && names.size === 0 && !this.proxyPending && !clientsDirty) return;
+    const periodic = this.proxyPending;
+    this.fullPending = false;
+    this.dirtyNames = new Set();
+    const eventTimes = this.eventTimes;
+    this.eventTimes = [];
     const t0 = process.hrtime.bigint();
     const endTimer = this.metrics.reconcileDuration.startTimer();
     const rec: ReconcileRecord = { at: new Date().toISOString(), durationMs: 0, sync: null, proxyErrors: [], error: null };
     try {
-      const state = buildDesiredState(snap, { addresses: hostAddresses() }, {
-        serviceCidr: this.c.serviceCidr,
-        serviceCidr6: this.c.serviceCidr6,
-        store: this.store,
-        reserved: this.dns?.reserved,
-      });
-      this.store.save();
-      for (const e of state.labelErrors) {
-        if (!this.desired?.labelErrors.some((p) => p.container === e.container && p.label === e.label && p.error === e.error)) {
-          this.log.warn({ container: e.container, label: e.label }, `skipping: container ${e.container}, label ${e.label}: ${e.error}`);
-        }
+      // Host addresses are VIP rules too (cheap to read; a change re-places VIPs).
+      if (full || this.proxyPending) {
+        this.note(model.apply([], [], { host: { addresses: hostAddresses() } }));
+        for (const n of this.dirtyNames) names.add(n);
+        this.dirtyNames.clear();
       }
-      if (this.proxy) {
+      this.store.save();
+      const changed: Service[] = [];
+      const removed: string[] = [];
+      for (const name of names) {
+        const mine = [model.get('service', name), model.get('ingress', name)].filter((x): x is Service => !!x);
+        if (mine.length) changed.push(...mine); else removed.push(name);
+      }
+      // The proxy reads ingresses and the services they route to: a pass when one of those
+      // changed (or the periodic rule repair, or a full list).
+      const routed = new Set(model.ingresses().flatMap((x) => x.routes.map((r) => r.service)));
+      const proxyNeeded = full || this.proxyPending || changed.some((x) => x.kind === 'ingress' || routed.has(x.name)) || removed.some((n) => routed.has(n));
+      this.proxyPending = false;
+      const state: DesiredState = { services: proxyNeeded || full ? model.services() : [], labelErrors: [] };
+      if (this.proxy && proxyNeeded) {
         try {
           rec.proxyErrors = await this.proxy.update(state);
         } catch (e) {
           rec.proxyErrors = [{ ingress: '*', error: (e as Error).message }];
         }
-        for (const pe of rec.proxyErrors) state.services.find((s) => s.name === pe.ingress && s.kind === 'ingress')?.errors.push(pe.error);
+        for (const name of [...this.runErrors.keys()]) if (this.runErrors.get(name)!.some((x) => x.startsWith('proxy: '))) this.runErrors.delete(name);
+        for (const pe of rec.proxyErrors) this.addRunError(pe.ingress, `proxy: ${pe.error}`);
       }
-      // The DNS VIP is one more datapath entry (not a model service: no labels, not listed).
-      const dnsFront = this.dns ? [await this.dns.frontend(snap.networks)] : [];
-      // Per-client-network lists (datapath/netlists.ts): which backend address, or whether any,
-      // a client on each Docker network gets. (The DNS entry's backend is the host: no networks,
-      // so every client keeps it.)
-      const numbers = networkNumbers(snap.networks);
-      rec.sync = await this.datapath.sync([...state.services, ...dnsFront], { prune: true, nets: { mode: this.c.crossNetwork, numbers } });
-      // After the sync: a name resolves only once its VIP works.
-      this.dns?.setServices(state.services);
-      try {
-        // Client lookups matter only where per-network lists can exist: always in docker mode,
-        // in allow only for backends on several networks. Otherwise the map is kept empty and
-        // no container's netns is resolved (a cold start with 40,000 containers pays nothing).
-        const needed = this.c.crossNetwork === 'docker' || state.services.some((s) => s.backends.some((b) => (b.networks?.length ?? 0) > 1));
-        const cl = this.datapath.syncClients?.(needed ? clientNetworks(snap.containers, numbers) : []);
-        if (cl?.unresolved.length) this.log.debug({ containers: cl.unresolved.length }, 'client network namespaces not found yet (list 0 until the next reconcile)');
-      } catch (e) {
-        this.log.error({ err: e }, 'writing the client networks failed');
+      if (full) {
+        // The DNS VIP is one more datapath entry (not a model service: no labels, not listed).
+        const dnsFront = this.dns ? [await this.dns.frontend(this.networks)] : [];
+        // Per-client-network lists (datapath/netlists.ts): which backend address, or whether any,
+        // a client on each Docker network gets. (The DNS entry's backend is the host: no networks,
+        // so every client keeps it.)
+        rec.sync = await this.datapath.sync([...state.services, ...dnsFront], { prune: true, nets });
+        this.netKey = netKey;
+        this.runErrors = new Map([...this.runErrors].filter(([, v]) => v.some((x) => x.startsWith('proxy: '))).map(([k, v]) => [k, v.filter((x) => x.startsWith('proxy: '))]));
+        const drift = rec.sync.drift;
+        if (drift) {
+          if (drift.serviceEntries + drift.backends > 0) {
+            this.metrics.driftRepaired.inc({ kind: 'map_entry' }, drift.serviceEntries + drift.backends);
+            this.log.warn({ serviceEntries: drift.serviceEntries, backends: drift.backends }, 'full sync: the maps differed from berth\'s view (changed by someone else); repaired');
+          }
+          if (drift.plan > 0) {
+            this.metrics.driftRepaired.inc({ kind: 'plan' }, drift.plan);
+            this.log.warn({ writes: drift.plan }, 'full sync: the maps needed writes to reach the desired state (a missed or failed update); repaired');
+          }
+        }
+      } else if (changed.length || removed.length) {
+        rec.sync = await this.datapath.update(changed, removed, { nets });
+        for (const name of names) {
+          const kept = (this.runErrors.get(name) ?? []).filter((x) => x.startsWith('proxy: '));
+          if (kept.length) this.runErrors.set(name, kept); else this.runErrors.delete(name);
+        }
       }
-      this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
-      this.metrics.mapOperations.inc({ op: 'delete' }, rec.sync.deletes);
-      this.metrics.mapErrors.inc(rec.sync.errors.length);
-      for (const se of rec.sync.errors) {
-        this.log.error({ service: se.service }, `service ${se.service}: ${se.error}`);
-        state.services.find((s) => s.name === se.service)?.errors.push(se.error);
+      // After the maps: a name resolves only once its VIP works. (The zone is rebuilt from every
+      // service: O(services) per change, the one such step left on the event path.)
+      if (this.dns && (full || changed.length || removed.length)) this.dns.setServices(model.services());
+      if (rec.sync) {
+        this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
+        this.metrics.mapOperations.inc({ op: 'delete' }, rec.sync.deletes);
+        this.metrics.mapErrors.inc(rec.sync.errors.length);
+        for (const se of rec.sync.errors) {
+          this.log.error({ service: se.service }, `service ${se.service}: ${se.error}`);
+          this.addRunError(se.service, se.error);
+        }
       }
-      await this.applyCrossNetwork(state);
+      // Client lookups matter only where per-network lists can exist: always in docker mode, in
+      // allow only for backends on several networks. Otherwise berth_netns is kept empty and no
+      // container's netns is resolved (a cold start with 40,000 containers pays nothing). Between
+      // full passes a changed service can only turn the need on.
+      const multi = (s: Service) => s.backends.some((b) => (b.networks?.length ?? 0) > 1);
+      const wasNeeded = this.clientsNeeded;
+      if (full) this.clientsNeeded = this.c.crossNetwork === 'docker' || model.services().some(multi);
+      else if (changed.some(multi)) this.clientsNeeded = true;
+      if (full || clientsDirty || this.clientsNeeded !== wasNeeded) {
+        try {
+          const cl = this.datapath.syncClients?.(this.clientsNeeded ? clientNetworks([...this.allContainers.values()], numbers) : []);
+          if (cl?.unresolved.length) this.log.debug({ containers: cl.unresolved.length }, 'client network namespaces not found yet (list 0 until the next reconcile)');
+        } catch (e) {
+          this.log.error({ err: e }, 'writing the client networks failed');
+        }
+      }
+      // DOCKER-USER rules: on full passes, the periodic repair pass and when services changed.
+      if (full || periodic || changed.length || removed.length) await this.applyCrossNetwork(model.services());
       this.desired = state;
       this.metrics.reconciles.inc({ result: 'ok' });
+      const now = Date.now();
+      for (const t of eventTimes) {
+        const ms = Math.max(0, now - t);
+        this.metrics.eventToMaps.observe(ms / 1000);
+        this.eventLatency.applied++;
+        this.eventLatency.recentMs.push(ms);
+      }
+      if (this.eventLatency.recentMs.length > 4096) this.eventLatency.recentMs.splice(0, this.eventLatency.recentMs.length - 4096);
       // Not awaited: waiting for Envoy's ACK must not hold up the next reconcile.
       if (!this.ready && !this.becomingReady) {
         this.becomingReady = true;
@@ -267,6 +410,8 @@ export class Daemon {
       }
     } catch (e) {
       rec.error = (e as Error).message;
+      // Retry from a full sync: the view or the proxy may be behind.
+      this.fullPending = true;
       this.metrics.reconciles.inc({ result: 'error' });
       this.log.error({ err: e }, 'reconcile failed; retrying on the next change or resync');
     } finally {
@@ -283,11 +428,11 @@ export class Daemon {
    * reload is repaired within seconds. A failure is reported, never fatal: VIPs within one
    * network keep working.
    */
-  private async applyCrossNetwork(state: DesiredState): Promise<void> {
+  private async applyCrossNetwork(services: Service[]): Promise<void> {
     const matchPin = this.datapath?.status().flows?.matchPin ?? null;
     const how = crossnetHow(this.c.crossNetwork, matchPin);
     try {
-      const st = await applyCrossnet(how, this.c.crossNetwork, { matchPin, services: state.services, force: this.crossnet === null });
+      const st = await applyCrossnet(how, this.c.crossNetwork, { matchPin, services, force: this.crossnet === null });
       const was = this.crossnet;
       this.crossnet = st;
       if (st.error && st.error !== was?.error) this.log.error({ error: st.error }, 'crossNetwork: installing the rules in DOCKER-USER failed; containers on other networks cannot reach VIPs');
@@ -298,12 +443,22 @@ export class Daemon {
     }
   }
 
+  private addRunError(name: string, error: string): void {
+    const list = this.runErrors.get(name) ?? [];
+    if (!list.includes(error)) list.push(error);
+    this.runErrors.set(name, list);
+  }
+
+  private labelErrors(): LabelError[] {
+    return this.desired && this.model ? this.model.labelErrors() : [];
+  }
+
   /** READY=1: Docker listed, programs attached, maps reconciled, Envoy configured (or reported missing). */
   private async becomeReady(): Promise<void> {
     const deadline = Date.now() + 15000;
     while (this.proxy && !this.stopping && Date.now() < deadline) {
       const env = this.proxy.status().envoy;
-      const wantsConfig = this.desired?.services.some((s) => s.kind === 'ingress') ?? false;
+      const wantsConfig = (this.model?.ingresses().length ?? 0) > 0;
       if (env.state === 'missing' || env.state === 'stopped' || !wantsConfig || env.ackedVersion) break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -317,8 +472,8 @@ export class Daemon {
     const d = this.desired;
     const parts = [
       `Docker ${this.watcher?.connection ?? 'not started'}`,
-      d ? `${d.services.filter((s) => s.kind === 'service').length} services, ${d.services.filter((s) => s.kind === 'ingress').length} ingresses` : 'no Docker list yet',
-      d && d.labelErrors.length ? `${d.labelErrors.length} label errors` : '',
+      d ? `${this.model!.counts().service} services, ${this.model!.counts().ingress} ingresses` : 'no Docker list yet',
+      d && this.loggedLabelErrors.size ? `${this.loggedLabelErrors.size} label errors` : '',
       this.proxy ? `Envoy ${this.proxy.status().envoy.state}, redirect ${this.proxy.status().redirect}` : '',
     ].filter(Boolean);
     const line = parts.join('; ');
@@ -353,7 +508,11 @@ export class Daemon {
     this.log.info({ everyMs }, 'systemd watchdog enabled');
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stop. `keepEnvoy`: a restart or upgrade of berthd, Envoy keeps serving ingress traffic and
+   * the next berthd adopts it (README "Restarts").
+   */
+  async stop(opts: { keepEnvoy?: boolean } = {}): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this.notifier.stopping();
@@ -363,10 +522,21 @@ export class Daemon {
     await this.running?.catch(() => undefined);
     await this.watcher?.stop();
     await this.proxyStarted;
-    await this.proxy?.stop().catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
+    await this.proxy?.stop({ keepEnvoy: opts.keepEnvoy }).catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
     await this.api.close();
     this.dns?.close();
     this.datapath?.close();
+  }
+
+  /**
+   * Resolves once no reconcile is running (bounded to 2 s, under a client's timeout): the model
+   * takes a change at event time, its maps a moment later, and `berth services` must not show a
+   * change that is not in the maps yet (a client that sees a backend gone may rely on the VIP no
+   * longer using it). /status does not wait: it must answer during a long first reconcile.
+   */
+  private async settled(): Promise<void> {
+    const deadline = Date.now() + 2000;
+    while (this.running && Date.now() < deadline) await Promise.race([this.running, new Promise((r) => setTimeout(r, 100))]);
   }
 
   // ----- views for the admin API (SPEC: berth services --json / berth status --json) -----
@@ -379,8 +549,10 @@ export class Daemon {
       counters = this.datapath?.counters() ?? counters;
     } catch { /* counters are best effort */ }
     const serviceOf = new Map<string, string>();
-    for (const c of this.snapshot?.containers ?? []) if (c.labels['berth.service']) serviceOf.set(c.name, c.labels['berth.service']);
-    return d.services.map((s: Service) => ({
+    const labelErrors = this.labelErrors();
+    const errored = new Set(labelErrors.map((e) => e.container));
+    for (const c of this.model?.containers() ?? []) if (errored.has(c.name) && c.labels['berth.service']) serviceOf.set(c.name, c.labels['berth.service']);
+    return this.model!.services().map((s: Service) => ({
       name: s.name,
       kind: s.kind,
       vip: s.vip,
@@ -392,7 +564,8 @@ export class Daemon {
       connections: counters.get(s.name) ?? { connects: 0, noBackend: 0 },
       errors: [
         ...s.errors,
-        ...d.labelErrors.filter((e) => serviceOf.get(e.container) === s.name).map((e) => `container ${e.container}, label ${e.label}: ${e.error}`),
+        ...(this.runErrors.get(s.name) ?? []).filter((x) => s.kind === 'ingress' || !x.startsWith('proxy: ')).map((x) => x.replace(/^proxy: /, '')),
+        ...labelErrors.filter((e) => serviceOf.get(e.container) === s.name).map((e) => `container ${e.container}, label ${e.label}: ${e.error}`),
       ],
     }));
   }
@@ -413,7 +586,8 @@ export class Daemon {
       maps: dp?.counts ?? null,
       redirect: px?.redirect ?? null,
       envoy: px?.envoy ?? { state: 'stopped', pid: null },
-      labelErrors: this.desired?.labelErrors ?? [],
+      ingressErrors: px?.ingressErrors ?? [],
+      labelErrors: this.labelErrors(),
       dns: this.dns?.status() ?? null,
       crossNetwork: {
         mode: this.c.crossNetwork,
@@ -422,10 +596,12 @@ export class Daemon {
         chains: this.crossnet?.families ?? [],
         error: this.crossnet?.error ?? null,
       },
-      backendWarnings: (this.desired?.services ?? []).flatMap((s) => s.backends
+      backendWarnings: (this.desired && this.model ? this.model.services() : []).flatMap((s) => s.backends
         .filter((b) => b.reason)
         .map((b) => ({ service: s.name, container: b.container, reachable: b.reachable !== false, reason: b.reason }))),
       lastReconcile: this.last,
+      // Docker event → its change in the maps (and the proxy), ms: count, and the latest ones.
+      events: { applied: this.eventLatency.applied, recentMs: this.eventLatency.recentMs.slice() },
       config: this.cfg.config,
       configSources: this.cfg.sources,
       configFile: this.cfg.configFile,

@@ -6,6 +6,7 @@
  */
 import { ConfigError, loadConfig, usage } from './config';
 import { createLogger } from '../util/log';
+import { systemdRestartPending } from './restart';
 import { Daemon } from './daemon';
 
 async function main(): Promise<void> {
@@ -29,19 +30,25 @@ async function main(): Promise<void> {
   const daemon = new Daemon(cfg, log);
 
   let exiting = false;
+  // SIGUSR2: exit for a restart or upgrade, Envoy keeps serving and the next berthd adopts it.
+  // SIGTERM/SIGINT: stop everything, unless systemd is restarting this unit (restart.ts).
   const shutdown = (signal: string) => {
     if (exiting) return;
     exiting = true;
-    log.info({ signal }, 'shutting down');
     const force = setTimeout(() => process.exit(1), 10000);
     force.unref();
-    daemon.stop().then(() => process.exit(0), (e: Error) => {
+    const keep = signal === 'SIGUSR2' ? Promise.resolve(true) : systemdRestartPending().catch(() => false);
+    keep.then((keepEnvoy) => {
+      log.info({ signal, keepEnvoy }, keepEnvoy ? 'shutting down for a restart; Envoy keeps serving' : 'shutting down');
+      return daemon.stop({ keepEnvoy });
+    }).then(() => process.exit(0), (e: Error) => {
       log.error({ err: e }, 'error while stopping');
       process.exit(1);
     });
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGUSR2', () => shutdown('SIGUSR2'));
   process.on('uncaughtException', (e) => {
     log.fatal({ err: e }, 'uncaught exception');
     process.exit(1);

@@ -13,8 +13,10 @@ import path from 'node:path';
 import type { Service } from '../model/types';
 import { loadNative, bpfObjectPath, isNativeError, type BatchResult, type NativeAddon, type NativeError } from '../native';
 import type { DatapathApi, DatapathOptions, DatapathStatus, ServiceCounters, SyncResult } from './types';
+export { MapView } from './view';
 import * as codec from './codec';
-import { currentFrom, plan, type CurrentState, type Op } from './plan';
+import { currentFrom, plan, type CurrentState, type Limits, type Op, type Plan } from './plan';
+import { MapView, type ViewDrift } from './view';
 import { hostNsPid, resolveCgroupRoot, type CgroupRoot } from './cgroup';
 import { ensureRoutes, removeRoutes, routeMetric } from './routes';
 import { DatapathError, DatapathErrorCode } from './errors';
@@ -26,7 +28,6 @@ export const OBJECT_NAME = 'sock_lb';
 export const MAP_NAMES = ['berth_services', 'berth_backends', 'berth_sk_revnat', 'berth_counters', 'berth_config', 'berth_doomed', 'berth_netns'] as const;
 type MapName = (typeof MAP_NAMES)[number];
 export const ITER_PROGRAM = 'berth_udp_destroy';
-const COUNTS_MAX_AGE_MS = 5000;
 /** Elements per batched map write (bounds the encoded buffers alive at once). */
 const BATCH = 4096;
 /** Pin name of a cgroup program's link. */
@@ -67,9 +68,11 @@ function ensureBpffs(native: NativeAddon, pinDir: string): void {
 export class Datapath implements DatapathApi {
   private fds: Record<MapName, number>;
   private iterFd: number;
-  private serviceIds = new Map<string, number>();
+  /** What berth believes the services and backends maps hold (see view.ts). */
+  private view: MapView;
+  /** True once a full sync has made the view berth's own (before: adopted from a dump). */
+  private synced = false;
   private counts = { services: 0, backends: 0 };
-  private countsAt = 0;
   private closed = false;
   private queue: Promise<unknown> = Promise.resolve();
   /** Maps the kernel has no batch operations for (written element by element). */
@@ -89,6 +92,15 @@ export class Datapath implements DatapathApi {
   ) {
     this.fds = fds;
     this.iterFd = iterFd;
+    this.view = new MapView(this.limits);
+  }
+
+  private get limits(): Limits {
+    return {
+      maxServiceIds: this.native.constants.MAX_SERVICE_IDS,
+      maxBackends: this.native.constants.MAX_BACKENDS,
+      maxSlots: this.native.constants.MAX_SLOTS,
+    };
   }
 
   static async open(opts: DatapathOptions): Promise<Datapath> {
@@ -160,8 +172,8 @@ export class Datapath implements DatapathApi {
     native.mapUpdate(fds.berth_config, codec.encodeU32(0), codec.encodeConfig({ hostNetnsCookie: native.netnsCookie() }));
     const dp = new Datapath(native, opts, { path: cg.path, isHostRoot: cg.isHostRoot }, attached, fds, iterFd);
     dp.flows = flows;
-    // Count what an earlier berthd left in the maps (adopted as is until the first sync).
-    dp.readCurrent();
+    // Adopt what an earlier berthd left in the maps as the view (kept as is until the first sync).
+    dp.view = MapView.fromState(dp.readCurrent(), dp.limits);
     return dp;
   }
 
@@ -333,31 +345,61 @@ export class Datapath implements DatapathApi {
     return written;
   }
 
-  /** Syncs run one at a time (each plans against the maps the previous one left). */
+  /**
+   * Full sync: dump the maps, count where they differ from berth's view (drift someone else
+   * made: `drift`), adopt the dump as the view, plan every service with plan() and apply it (which
+   * repairs that drift and retries writes that failed before). Syncs and updates run one at a time.
+   */
   sync(services: Service[], opts: { prune: boolean; nets?: NetContext }): Promise<SyncResult> {
-    const next = this.queue.then(() => this.syncNow(services, opts));
+    return this.enqueue(() => {
+      const started = process.hrtime.bigint();
+      const cur = this.readCurrent();
+      const drift: ViewDrift | null = this.synced ? this.view.diff(cur) : null;
+      this.view = MapView.fromState(cur, this.limits, this.view.ids());
+      const p = plan(services, cur, opts, this.limits, opts.nets);
+      const r = this.applyPlan(p, services, cur);
+      this.view.adoptNames(r.serviceIds);
+      if (opts.prune) this.synced = true;
+      return r.done(started, drift ? { ...drift, plan: r.updates + r.deletes } : undefined);
+    });
+  }
+
+  /**
+   * Incremental update: only these services (changed: their current state; removed: names) are
+   * planned, against berth's in-memory view of the maps (no dump), and only their entries are
+   * written. The view is updated with exactly what the kernel accepted. `nets`: per-client-network
+   * lists (netlists.ts) of these services, written and removed with them.
+   */
+  update(changed: Service[], removed: string[], opts: { nets?: NetContext } = {}): Promise<SyncResult> {
+    return this.enqueue(() => {
+      const started = process.hrtime.bigint();
+      const p = this.view.plan(changed, removed, opts.nets);
+      return this.applyPlan(p, changed, this.view.state).done(started);
+    });
+  }
+
+  private enqueue(fn: () => Promise<SyncResult>): Promise<SyncResult> {
+    const next = this.queue.then(() => {
+      if (this.closed) throw new DatapathError(DatapathErrorCode.CLOSED, 'datapath is closed');
+      return fn();
+    });
     this.queue = next.catch(() => undefined);
     return next;
   }
 
-  private async syncNow(services: Service[], opts: { prune: boolean; nets?: NetContext }): Promise<SyncResult> {
-    if (this.closed) throw new DatapathError(DatapathErrorCode.CLOSED, 'datapath is closed');
-    const started = process.hrtime.bigint();
-    const cur = this.readCurrent();
-    const p = plan(services, cur, opts, {
-      maxServiceIds: this.native.constants.MAX_SERVICE_IDS,
-      maxBackends: this.native.constants.MAX_BACKENDS,
-      maxSlots: this.native.constants.MAX_SLOTS,
-    }, opts.nets);
+  /** Apply a plan, recording every accepted op in the view. */
+  private applyPlan(p: Plan, services: Service[], cur: CurrentState): { serviceIds: Map<string, number>; updates: number; deletes: number; done: (started: bigint, drift?: SyncResult['drift']) => Promise<SyncResult> } {
     const errors = [...p.errors];
     let updates = 0, deletes = 0;
     const failed = new Set<string>();
+    const record = (it: { op: Op; owner: string }): void => {
+      this.view.applied(it.op, it.owner);
+      if (it.op.op === 'svc-del' || it.op.op === 'backend-del') deletes++; else updates++;
+    };
     // E2BIG/ENOSPC on a full map: that service stays as it was (or half-grown, its master still
     // naming the old count); the others go on.
     const items = [...p.perService].flatMap(([service, ops]) => ops.map((op) => ({ op, owner: service })));
-    for (const it of this.applyOps(items, failed, (service, e) => errors.push({ service, error: `map update failed: ${errText(e)}` }))) {
-      if (it.op.op === 'svc-del' || it.op.op === 'backend-del') deletes++; else updates++;
-    }
+    for (const it of this.applyOps(items, failed, (service, e) => errors.push({ service, error: `map update failed: ${errText(e)}` }))) record(it);
     // Backends still referenced by a failed service's current slots must survive.
     const keep = new Set<number>();
     if (failed.size) {
@@ -372,15 +414,19 @@ export class Datapath implements DatapathApi {
     // Each cleanup op is its own owner: one failure does not stop the rest.
     const cleanupItems = p.cleanup.filter((op) => !(op.op === 'backend-del' && keep.has(op.id))).map((op, i) => ({ op, owner: `(cleanup)#${i}` }));
     for (const it of this.applyOps(cleanupItems, new Set(), (_, e) => errors.push({ service: '(cleanup)', error: errText(e) }))) {
-      deletes++;
+      record(it);
       if (it.op.op === 'backend-del') removedIds.add(it.op.id);
     }
-    for (const [name, id] of p.serviceIds) if (!failed.has(name) || this.serviceIds.get(name) === undefined) this.serviceIds.set(name, id);
-    for (const name of [...this.serviceIds.keys()]) if (!p.serviceIds.has(name) && opts.prune) this.serviceIds.delete(name);
+    this.view.settle();
+    const serviceIds = new Map([...p.serviceIds].filter(([name]) => !failed.has(name)));
     const gone = p.removedBackends.filter((b) => removedIds.has(b.id)).map((b) => b.addr);
-    if (gone.length) await this.destroyUdpSockets(gone);
-    this.countsAt = 0;
-    return { updates, deletes, errors, durationMs: Number(process.hrtime.bigint() - started) / 1e6 };
+    return {
+      serviceIds, updates, deletes,
+      done: async (started, drift) => {
+        if (gone.length) await this.destroyUdpSockets(gone);
+        return { updates, deletes, errors, durationMs: Number(process.hrtime.bigint() - started) / 1e6, ...(drift ? { drift } : {}) };
+      },
+    };
   }
 
   /**
@@ -470,24 +516,9 @@ export class Datapath implements DatapathApi {
     return null;
   }
 
-  /**
-   * Entry counts need full map walks (the kernel keeps no element count for hash maps): at 100k
-   * services that is most of a second, so status() refreshes them at most every few seconds.
-   */
+  /** Entry counts from berth's view of the maps (equal to the kernel's; no map walk). */
   status(): DatapathStatus {
-    const now = Date.now();
-    if (!this.closed && now - this.countsAt > COUNTS_MAX_AGE_MS) {
-      try {
-        const n = this.native;
-        this.counts = {
-          services: n.mapDump(this.fds.berth_services).count,
-          backends: n.mapDump(this.fds.berth_backends).count,
-        };
-        this.countsAt = now;
-      } catch (e) {
-        this.opts.logger.warn({ err: errText(e) }, 'reading map sizes failed');
-      }
-    }
+    if (!this.closed) this.counts = this.view.counts();
     return {
       cgroupRoot: this.cgroup.path,
       cgroupIsHostRoot: this.cgroup.isHostRoot,
@@ -500,7 +531,7 @@ export class Datapath implements DatapathApi {
   counters(): Map<string, ServiceCounters> {
     const out = new Map<string, ServiceCounters>();
     if (this.closed) return out;
-    for (const [name, id] of this.serviceIds) {
+    for (const [name, id] of this.view.ids()) {
       const v = this.native.mapLookup(this.fds.berth_counters, codec.encodeU32(id));
       out.set(name, v ? codec.decodeCountersPercpu(v) : { connects: 0, noBackend: 0 });
     }

@@ -100,12 +100,17 @@ export function desiredFrontends(s: Service, limits: Limits = DEFAULT_LIMITS): {
     // (containers) are left to the proxy's redirect, since their 127.0.0.1 is not the host's.
     if (!s.ingress) return { frontends: out, errors: ['ingress without ingress spec'] };
     const proxyPort = s.ingress.proxyPort;
-    for (const vip of vips) {
-      const lo = familyOf(vip) === FAMILY_V4 ? INGRESS_V4 : INGRESS_V6;
-      out.push({
-        service: s.name, vip: canonicalIp(vip), port: s.ingress.listen, protocol: 'tcp', flags: SVC_F_HOST_NETNS,
-        backends: proxyPort ? [{ ip: lo, port: proxyPort }] : [],
-      });
+    // Every port of the ingress (listen, and tlsListen for a TLS ingress) reaches the same
+    // listener: Envoy tells TLS from plain HTTP by the first bytes (tls_inspector).
+    const ports = s.ports.length ? s.ports.map((p) => p.port) : [s.ingress.listen];
+    for (const port of ports) {
+      for (const vip of vips) {
+        const lo = familyOf(vip) === FAMILY_V4 ? INGRESS_V4 : INGRESS_V6;
+        out.push({
+          service: s.name, vip: canonicalIp(vip), port, protocol: 'tcp', flags: SVC_F_HOST_NETNS,
+          backends: proxyPort ? [{ ip: lo, port: proxyPort }] : [],
+        });
+      }
     }
     return { frontends: out, errors };
   }
@@ -131,6 +136,32 @@ export function desiredFrontends(s: Service, limits: Limits = DEFAULT_LIMITS): {
     }
   }
   return { frontends: out, errors };
+}
+
+/**
+ * The service-map ops that make frontend `f` (currently `cf`, or absent) hold backend ids `ids`
+ * under service id `sid`: slots 1..n where they differ, then the master, then the slots beyond
+ * the new count (with prune=false only those beyond the old count: orphans). Ordered for a
+ * concurrent connect (see the module comment).
+ */
+export function frontendOps(f: Frontend & { flags: number }, cf: CurrentFrontend | undefined, sid: number, ids: number[], prune: boolean): Op[] {
+  const ops: Op[] = [];
+  const count = ids.length;
+  const oldCount = cf?.master?.count ?? 0;
+  for (let s = 1; s <= count; s++) {
+    if (cf?.slots.get(s) !== ids[s - 1]) ops.push({ op: 'svc-put', key: key(f, s), val: { id: ids[s - 1], count: 0, flags: 0 } });
+  }
+  const m = cf?.master;
+  if (!m || m.id !== sid || m.count !== count || m.flags !== f.flags) {
+    ops.push({ op: 'svc-put', key: key(f, 0), val: { id: sid, count, flags: f.flags } });
+  }
+  // Slots beyond the new count (also orphans left by an interrupted write).
+  if (cf) {
+    for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) {
+      if (s > count && (prune || s > oldCount)) ops.push({ op: 'svc-del', key: key(f, s) });
+    }
+  }
+  return ops;
 }
 
 /** Lowest free ids, skipping the ones in use. */
@@ -282,22 +313,7 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
         ids.push(id);
       }
       if (failed) break;
-      const count = ids.length;
-      const oldCount = cf?.master?.count ?? 0;
-      // Slots 1..count, only where they differ.
-      for (let s = 1; s <= count; s++) {
-        if (cf?.slots.get(s) !== ids[s - 1]) ops.push({ op: 'svc-put', key: key(f, s), val: { id: ids[s - 1], count: 0, flags: 0 } });
-      }
-      const m = cf?.master;
-      if (!m || m.id !== sid || m.count !== count || m.flags !== f.flags) {
-        ops.push({ op: 'svc-put', key: key(f, 0), val: { id: sid, count, flags: f.flags } });
-      }
-      // Slots beyond the new count (also orphans left by an interrupted write).
-      if (cf) {
-        for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) {
-          if (s > count && (opts.prune || s > oldCount)) ops.push({ op: 'svc-del', key: key(f, s) });
-        }
-      }
+      for (const op of frontendOps(f, cf, sid, ids, opts.prune)) ops.push(op);
     }
   }
 

@@ -37,6 +37,12 @@ export interface SyncResult {
   /** Per-service failures (e.g. E2BIG/ENOSPC on a full map); other services were applied. */
   errors: { service: string; error: string }[];
   durationMs: number;
+  /**
+   * Full syncs after the first: where the kernel's maps differed from berth's view (entries
+   * someone else changed), and the writes the full plan still needed once the view was the
+   * kernel's (a missed or failed incremental update). All zero in a healthy run.
+   */
+  drift?: { serviceEntries: number; backends: number; plan: number };
 }
 
 export interface ServiceCounters {
@@ -55,6 +61,14 @@ export interface DatapathApi {
    * Backends that disappear get their connected UDP sockets destroyed (TCP left alone).
    */
   sync(services: Service[], opts: { prune: boolean; nets?: import('./netlists').NetContext }): Promise<SyncResult>;
+  /**
+   * Incremental: plan and write only these services (their current state) and remove the named
+   * ones, against berth's in-memory view of the maps (no dump). Same ordering and failure rules
+   * as sync(); a write that fails leaves the view equal to the kernel, and the next sync retries.
+   * `nets`: the per-client-network lists (netlists.ts), as in sync(); the caller makes a full sync
+   * when the network numbers change (every service's lists may change then).
+   */
+  update(changed: Service[], removed: string[], opts?: { nets?: import('./netlists').NetContext }): Promise<SyncResult>;
   /** berth_netns := these client containers' netns cookies -> network numbers (additive: optional). */
   syncClients?(clients: { id: string; nets: number[] }[]): { written: number; deleted: number; unresolved: string[] };
   status(): DatapathStatus;

@@ -19,6 +19,41 @@ import { parseDockerHost } from './host';
 import { summaryToContainerInfo, toNetworkInfo, type InspectLike, type NetworkLike, type SummaryLike } from './convert';
 import { interpret, eventTimeMs, signalNumber, type DockerEvent } from './events';
 import { Backoff } from './backoff';
+import { sameContainer } from '../model/incremental';
+
+const BERTH_PREFIX = 'berth.';
+/** Shared copies of strings repeated across containers (network names and ids, label values). */
+const interned = new Map<string, string>();
+function intern(s: string): string {
+  const x = interned.get(s);
+  if (x !== undefined) return x;
+  if (interned.size >= 100000) interned.clear(); // bounded: a cache, not a registry
+  interned.set(s, s);
+  return s;
+}
+
+/** Drop labels berth does not read (berthOnly) and share repeated strings. */
+function compact(c: ContainerInfo, berthOnly: boolean): ContainerInfo {
+  const labels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(c.labels)) if (!berthOnly || k.startsWith(BERTH_PREFIX)) labels[intern(k)] = intern(v);
+  c.labels = labels;
+  c.state = intern(c.state);
+  for (const n of c.networks) {
+    n.name = intern(n.name);
+    n.id = intern(n.id);
+  }
+  return c;
+}
+
+/** The 'changes' event: containers fetched after their events (not emitted when nothing differs). */
+export interface ContainerChanges {
+  /** Their current state (from a list filtered by id). */
+  upserts: ContainerInfo[];
+  /** Ids Docker no longer lists. */
+  removed: string[];
+  /** When the events behind this fetch happened (ms since epoch, the engine's clock). */
+  eventTimes: number[];
+}
 
 export interface DockerWatcherOptions {
   /** unix:///var/run/docker.sock, /path/to.sock, tcp://host:port (see host.ts). */
@@ -26,8 +61,18 @@ export interface DockerWatcherOptions {
   logger: Logger;
   /** Full re-list this often even without events (default 30 s). */
   resyncMs?: number;
-  /** Coalesce bursts of events (e.g. `docker compose up`) into one list (default 20 ms). */
-  debounceMs?: number;
+  /**
+   * Keep only containers with a `berth.*` label, and of their labels only the `berth.*` ones
+   * (berthd: what the model reads, nothing more; default false: everything, for tools and tests).
+   */
+  berthOnly?: boolean;
+  /**
+   * With berthOnly: keep containers without berth labels too, with no labels (berthd: they are
+   * the clients of per-client-network lists, crossNetwork; the model ignores them).
+   */
+  clients?: boolean;
+  /** Per-event fetches of more containers than this become one full list (default 256). */
+  maxFetchIds?: number;
   /** Parallel inspects during a list (default 8): enough to be quick, not a stampede on dockerd. */
   inspectConcurrency?: number;
   /** A Docker call that does not answer within this is a lost connection (default 30 s). */
@@ -64,12 +109,19 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private readonly docker: Dockerode;
   private readonly log: Logger;
   private readonly resyncMs: number;
-  private readonly debounceMs: number;
+  private readonly berthOnly: boolean;
+  private readonly clients: boolean;
+  private readonly maxFetchIds: number;
   private readonly inspectConcurrency: number;
   private readonly callTimeoutMs: number;
   private readonly backoff: Backoff;
 
   private state: DockerConnection = 'connecting';
+  /** The containers as last listed or fetched (null before the first full list). */
+  private containers: Map<string, ContainerInfo> | null = null;
+  private networks: DockerSnapshot['networks'] = [];
+  private takenAt = 0;
+  /** The snapshot object handed out, until the next change (the getter builds it on demand). */
   private last: DockerSnapshot | null = null;
   private reconnectCount = 0;
   private everConnected = false;
@@ -78,13 +130,20 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private stopped = false;
   private loop: Promise<void> | null = null;
   private stream: EventStream | null = null;
-  private debounceTimer: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
   private wakeSleeper: (() => void) | null = null;
 
-  /** At most one list runs; at most one more is queued behind it (bursts coalesce into it). */
-  private running: Promise<void> | null = null;
-  private queued: Promise<void> | null = null;
+  /**
+   * One Docker call at a time: what events ask for accumulates while it runs (container ids to
+   * fetch, or a full list) and is fetched in one call after it, so bursts coalesce without a
+   * fixed delay and a single event is fetched at once.
+   */
+  private drain: Promise<void> | null = null;
+  /** Container id -> when its events happened (ms, the engine's clock), for event → maps latency. */
+  private pendingIds = new Map<string, number[]>();
+  private pendingFull = false;
+  /** Per-event fetches made (list calls filtered by container id). */
+  fetches = 0;
 
   /** Containers seen being stopped: id → event time (ms, the engine's clock). */
   private readonly stoppingSince = new Map<string, number>();
@@ -98,7 +157,9 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     this.docker = new Dockerode(parseDockerHost(opts.dockerHost));
     this.log = opts.logger;
     this.resyncMs = opts.resyncMs ?? 30000;
-    this.debounceMs = opts.debounceMs ?? 20;
+    this.berthOnly = opts.berthOnly ?? false;
+    this.clients = opts.clients ?? false;
+    this.maxFetchIds = opts.maxFetchIds ?? 256;
     this.inspectConcurrency = Math.max(1, opts.inspectConcurrency ?? 8);
     this.callTimeoutMs = opts.callTimeoutMs ?? 30000;
     this.backoff = new Backoff(opts.backoffMinMs ?? 250, opts.backoffMaxMs ?? 10000);
@@ -108,7 +169,10 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     return this.state;
   }
 
+  /** The containers as Docker last reported them (full list plus per-event fetches since). */
   get snapshot(): DockerSnapshot | null {
+    if (!this.containers) return null;
+    if (!this.last) this.last = { containers: [...this.containers.values()], networks: this.networks, takenAt: this.takenAt };
     return this.last;
   }
 
@@ -130,13 +194,11 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.resyncTimer) clearInterval(this.resyncTimer);
-    if (this.debounceTimer) clearTimeout(this.debounceTimer);
-    this.resyncTimer = this.debounceTimer = null;
+    this.resyncTimer = null;
     this.wakeSleeper?.();
     this.stream?.destroy();
     await this.loop?.catch(() => undefined);
-    await this.running?.catch(() => undefined);
-    await this.queued?.catch(() => undefined);
+    await this.drain?.catch(() => undefined);
   }
 
   // ---- connection loop -------------------------------------------------------------------------
@@ -249,41 +311,118 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       this.stoppingSince.delete(m.id);
       this.stopSignals.delete(m.id);
     }
-    if (m.relist) this.schedule(`${ev.Type ?? 'container'} ${ev.Action ?? ev.status ?? ''}`);
+    if (!m.relist) return;
+    const reason = `${ev.Type ?? 'container'} ${ev.Action ?? ev.status ?? ''}`;
+    // A container's own event: fetch that container. A network event naming a container
+    // (connect/disconnect): fetch it. A network created or removed changes the VIP rules: list.
+    const id = m.id ?? ev.Actor?.Attributes?.container ?? null;
+    this.schedule(reason, id && /^[0-9a-zA-Z_.-]+$/.test(id) ? id : null, eventTimeMs(ev));
   }
 
-  /** Debounced re-list: a burst of events within debounceMs becomes one list. */
-  private schedule(reason: string): void {
-    if (this.stopped || this.debounceTimer) return;
-    this.debounceTimer = setTimeout(() => {
-      this.debounceTimer = null;
-      this.relist().catch((e: Error) => {
-        // A failed list means the engine is gone or sick: end this session, reconnect and re-list.
-        this.log.debug({ err: e.message, reason }, 're-list failed');
-        this.stream?.destroy(e);
-      });
-    }, this.debounceMs);
+  /** Fetch this container (or, with null, list everything) as soon as no other call runs. */
+  private schedule(reason: string, id: string | null = null, at = Date.now()): void {
+    if (this.stopped) return;
+    if (id === null) this.pendingFull = true;
+    else {
+      const times = this.pendingIds.get(id);
+      if (times) {
+        if (times.length < 64) times.push(at);
+      } else {
+        this.pendingIds.set(id, [at]);
+      }
+    }
+    this.kick().catch((e: Error) => {
+      // A failed call means the engine is gone or sick: end this session, reconnect and re-list.
+      this.log.debug({ err: e.message, reason }, 'Docker fetch failed');
+      this.stream?.destroy(e);
+    });
   }
 
-  // ---- listing ---------------------------------------------------------------------------------
-
-  /** Never two lists at once; a request during a list queues exactly one more after it. */
+  /** Full list (never two calls at once; resolves once a list that began after this call ended). */
   private relist(): Promise<void> {
-    if (!this.running) {
-      this.running = this.list().finally(() => {
-        this.running = null;
+    this.pendingFull = true;
+    return this.kick();
+  }
+
+  private kick(): Promise<void> {
+    if (!this.drain) {
+      this.drain = (async () => {
+        // Let the events of this tick (one chunk of the stream) accumulate first.
+        await new Promise<void>((r) => setImmediate(r));
+        while (!this.stopped && (this.pendingFull || this.pendingIds.size)) {
+          if (this.pendingFull || this.pendingIds.size > this.maxFetchIds) {
+            this.pendingFull = false;
+            this.pendingIds.clear();
+            await this.list();
+          } else {
+            const batch = this.pendingIds;
+            this.pendingIds = new Map();
+            await this.fetch([...batch.keys()], [...batch.values()].flat());
+          }
+        }
+      })().finally(() => {
+        this.drain = null;
       });
-      return this.running;
     }
-    if (!this.queued) {
-      this.queued = this.running
-        .catch(() => undefined)
-        .then(() => {
-          this.queued = null;
-          return this.relist();
-        });
+    return this.drain;
+  }
+
+  /** Keep only what berth reads: berth-labelled containers, their berth labels, shared strings. */
+  private convert(s: SummaryLike): ContainerInfo | null {
+    if (this.berthOnly && !this.clients && !Object.keys(s.Labels ?? {}).some((k) => k.startsWith(BERTH_PREFIX))) return null;
+    return compact(summaryToContainerInfo(s, this.stoppingSince.has(s.Id)), this.berthOnly);
+  }
+
+  /**
+   * The level-triggered state of a few containers: the same list call as a full list, filtered
+   * by id (so their state comes from Docker, not from the events' payload); a container the list
+   * does not return is gone. Emits 'changes' with the containers that differ.
+   */
+  private async fetch(ids: string[], eventTimes: number[] = []): Promise<void> {
+    if (!this.containers) return this.list();
+    this.fetches++;
+    const summaries = (await bounded(this.callTimeoutMs, 'list containers by id', (abortSignal) =>
+      this.docker.listContainers({ all: true, filters: { id: ids }, abortSignal } as Dockerode.ContainerListOptions),
+    )) as unknown as SummaryLike[];
+    if (this.stopped) return;
+    // The id filter matches prefixes: keep exact matches (or the one container a short id named).
+    const byId = new Map<string, SummaryLike>();
+    for (const s of summaries) byId.set(s.Id, s);
+    await this.clearMissedStops(summaries.filter((s) => this.stoppingSince.has(s.Id)).map((s) => s.Id));
+    const upserts: ContainerInfo[] = [];
+    const removed: string[] = [];
+    for (const id of ids) {
+      const s = byId.get(id) ?? (id.length < 64 ? summaries.find((x) => x.Id.startsWith(id)) : undefined);
+      const fullId = s?.Id ?? id;
+      const c = s ? this.convert(s) : null;
+      if (c) {
+        const old = this.containers.get(fullId);
+        this.containers.set(fullId, c);
+        if (!old || !sameContainer(old, c)) upserts.push(c);
+      } else if (this.containers.delete(fullId)) {
+        removed.push(fullId);
+      }
+      if (!s) {
+        this.stoppingSince.delete(fullId);
+        this.stopSignals.delete(fullId);
+      }
     }
-    return this.queued;
+    if (!upserts.length && !removed.length) return;
+    this.last = null;
+    try {
+      this.emit('changes', { upserts, removed, eventTimes } satisfies ContainerChanges);
+    } catch (e) {
+      this.log.error({ err: (e as Error).stack }, "a 'changes' listener threw");
+    }
+  }
+
+  /** A start we missed (e.g. while disconnected) ends "stopping": only marked containers are inspected. */
+  private async clearMissedStops(marked: string[]): Promise<void> {
+    for (const c of await this.inspectAll(marked)) {
+      const mark = this.stoppingSince.get(c.Id);
+      const started = Date.parse(c.State?.StartedAt ?? '');
+      if (mark !== undefined && Number.isFinite(started) && started > mark) this.stoppingSince.delete(c.Id);
+    }
   }
 
   private async list(): Promise<void> {
@@ -301,26 +440,26 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     for (const id of [...this.stopSignals.keys()]) if (!listed.has(id)) this.stopSignals.delete(id);
     // A start we missed (e.g. while disconnected) ends "stopping": the run began after the mark.
     // Only the few marked containers are inspected, for their StartedAt.
-    const marked = [...this.stoppingSince.keys()];
-    for (const c of await this.inspectAll(marked)) {
-      const mark = this.stoppingSince.get(c.Id);
-      const started = Date.parse(c.State?.StartedAt ?? '');
-      if (mark !== undefined && Number.isFinite(started) && started > mark) this.stoppingSince.delete(c.Id);
-    }
+    await this.clearMissedStops([...this.stoppingSince.keys()]);
     if (this.stopped) return;
 
     // Oldest first: Docker lists newest first by exact creation time, and the model breaks ties
-    // of the list's whole-second Created by this order.
-    const containers: ContainerInfo[] = summaries.slice().reverse().map((s) => summaryToContainerInfo(s, this.stoppingSince.has(s.Id)));
-    const snap: DockerSnapshot = {
-      containers,
-      networks: nets.map(toNetworkInfo).sort((a, b) => a.name.localeCompare(b.name)),
-      takenAt: Date.now(),
-    };
-    this.last = snap;
+    // of the list's whole-second Created by this order. (The old map is dropped before the new
+    // one fills, so two full copies never live at once beyond the list's own JSON.)
+    this.containers = null;
+    this.last = null;
+    const containers = new Map<string, ContainerInfo>();
+    for (let i = summaries.length - 1; i >= 0; i--) {
+      const c = this.convert(summaries[i]);
+      if (c) containers.set(c.id, c);
+    }
+    this.containers = containers;
+    this.networks = nets.map(toNetworkInfo).sort((a, b) => a.name.localeCompare(b.name));
+    this.takenAt = Date.now();
+    const snap = this.snapshot!;
     // Listeners of the first snapshot after a (re)connect should already read 'connected'.
     if (this.stream) this.markConnected();
-    this.log.debug({ containers: containers.length, networks: snap.networks.length, ms: Date.now() - t0 }, 'Docker snapshot');
+    this.log.debug({ containers: containers.size, networks: snap.networks.length, ms: Date.now() - t0 }, 'Docker snapshot');
     try {
       this.emit('snapshot', snap);
     } catch (e) {
@@ -341,7 +480,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       if (interpret(ev, (x) => this.stopSignals.get(x) ?? null).stopping === 'mark' && !this.stoppingSince.has(id)) {
         this.stoppingSince.set(id, eventTimeMs(ev));
         this.log.debug({ id: id.slice(0, 12), signal: ev.Actor?.Attributes?.signal }, 'container stopping (its own StopSignal)');
-        this.schedule('kill with the container\'s StopSignal');
+        this.schedule('kill with the container\'s StopSignal', id);
       }
     } catch (e) {
       this.log.debug({ err: (e as Error).message, id: id.slice(0, 12) }, 'inspect for the StopSignal failed');

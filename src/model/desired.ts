@@ -29,6 +29,8 @@ import { type NetworkEnv, placeBackend } from './network';
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
 export const DEFAULT_SERVICE_CIDR6 = 'fd00:96::/112';
 export const DEFAULT_INGRESS_LISTEN = 80;
+/** Where a `tls=true` ingress takes HTTPS on its VIP unless `tlsListen` says otherwise. */
+export const DEFAULT_INGRESS_TLS_LISTEN = 443;
 
 export interface BuildOptions {
   serviceCidr: string;
@@ -38,13 +40,13 @@ export interface BuildOptions {
   reserved?: string[];
 }
 
-interface Member {
+export interface Member {
   info: ContainerInfo;
   spec: ContainerSpec;
 }
 
 /** A service or ingress being placed. */
-interface Entity {
+export interface Entity {
   kind: ServiceKind;
   name: string;
   /** Service: its accepted containers, first one first. Ingress: empty. */
@@ -55,12 +57,7 @@ interface Entity {
 }
 
 export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: BuildOptions): DesiredState {
-  const range4 = rangeOf(opts.serviceCidr, 4, 'serviceCidr');
-  const range6 = rangeOf(opts.serviceCidr6, 6, 'serviceCidr6');
-  const rules: Record<Family, VipRules> = {
-    4: makeVipRules(range4, host, snap.networks, opts.reserved),
-    6: makeVipRules(range6, host, snap.networks, opts.reserved),
-  };
+  const rules = vipRulesOf(opts.serviceCidr, opts.serviceCidr6, host, snap.networks, opts.reserved);
   const errors: LabelError[] = [];
   const env: NetworkEnv = { networks: snap.networks, containers: snap.containers };
 
@@ -90,22 +87,62 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
     group.push({ info, spec });
   }
 
-  const services: Entity[] = [...groups.entries()].map(([name, members]) => ({
-    kind: 'service',
-    name,
-    members,
-    pin: { 4: members[0].spec.vip, 6: members[0].spec.vip6 },
-    vip: { 4: null, 6: null },
-    rejected: false,
-  }));
+  const services: Entity[] = [...groups.entries()].map(([name, members]) => serviceEntity(name, members));
+  const placed = placeEntities(services, containers, rules, opts.store, errors, env);
+  // By name; a service before the ingress of the same name.
+  const out = [...placed.services.values()].sort(serviceOrder);
+  return { services: out, labelErrors: errors };
+}
+
+/** The VIP rules of both families for these ranges, host addresses and Docker networks. */
+export function vipRulesOf(serviceCidr: string, serviceCidr6: string, host: HostInfo, networks: DockerSnapshot['networks'], reserved?: string[]): Record<Family, VipRules> {
+  return {
+    4: makeVipRules(rangeOf(serviceCidr, 4, 'serviceCidr'), host, networks, reserved),
+    6: makeVipRules(rangeOf(serviceCidr6, 6, 'serviceCidr6'), host, networks, reserved),
+  };
+}
+
+/** A service entity from its accepted members (first one first); its first member fixes the pins. */
+export function serviceEntity(name: string, members: Member[]): Entity {
+  return { kind: 'service', name, members, pin: { 4: members[0].spec.vip, 6: members[0].spec.vip6 }, vip: { 4: null, 6: null }, rejected: false };
+}
+
+/** By name; a service before the ingress of the same name (DesiredState.services order). */
+export function serviceOrder(a: Service, b: Service): number {
+  return cmp(a.name, b.name) || (a.kind === b.kind ? 0 : a.kind === 'service' ? -1 : 1);
+}
+
+/** What placeEntities decided, per entity key (storeKey: `kind/name`). */
+export interface Placement {
+  /** The services and ingresses that exist, by key (unsorted). */
+  services: Map<string, Service>;
+  /** Keys of service entities skipped for a VIP reason (pin forbidden, owned, range exhausted). */
+  rejected: Set<string>;
+  /**
+   * True when the placement was "clean": every entity that claimed a VIP is in `services`, and
+   * none lacks a VIP of either family. Then a rebuild from scratch gives every one of them its
+   * stored VIP again, which is what lets the incremental model place a new service alone.
+   */
+  clean: boolean;
+}
+
+/**
+ * Steps 3 to 5 of buildDesiredState over every service entity: VIPs (pins, stored, derived),
+ * ingress routes and the assembled services; pushes label errors to `errors` and records the
+ * final assignments in the store (forgetting the rest). `containers` must hold, in creation
+ * order, at least every container with an http route (others are skipped). Global by nature
+ * (VIP ownership is first-come by store seq), so the incremental model (incremental.ts) calls it
+ * only when the set of entities, a pin, a route or the VIP rules changed. `env`: the Docker
+ * networks and containers where backends are placed (network.ts placeBackend).
+ */
+export function placeEntities(services: Entity[], containers: ContainerInfo[], rules: Record<Family, VipRules>, store: VipStore, errors: LabelError[], env: NetworkEnv = { networks: [], containers }): Placement {
   // Candidate ingresses: named by an accepted container's route. (If all their routes fall away in
   // step 4 they claimed a VIP for nothing in this rebuild, and are not stored.)
   const ingressNames = new Set(services.flatMap((s) => s.members.flatMap((m) => m.spec.routes.map((r) => r.ingress))));
   const ingresses: Entity[] = [...ingressNames].map((name) => ({
     kind: 'ingress', name, members: [], pin: { 4: null, 6: null }, vip: { 4: null, 6: null }, rejected: false,
   }));
-  const entities = ownershipOrder([...services, ...ingresses], opts.store);
-
+  const entities = ownershipOrder([...services, ...ingresses], store);
   // 3a. Pins that can never be a VIP.
   for (const e of entities) {
     for (const fam of [4, 6] as const) {
@@ -120,7 +157,7 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
   const owners: Record<Family, Map<bigint, Entity>> = { 4: new Map(), 6: new Map() };
   for (const e of entities) {
     if (e.rejected) continue;
-    const stored = opts.store.get(e.kind, e.name);
+    const stored = store.get(e.kind, e.name);
     const want: Record<Family, Addr | null> = { 4: null, 6: null };
     for (const fam of [4, 6] as const) {
       const pin = e.pin[fam];
@@ -178,16 +215,18 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
   }
 
   // 5. Assemble, and record the assignments.
-  const out: Service[] = [];
+  const out = new Map<string, Service>();
+  const rejected = new Set<string>();
+  for (const e of services) if (e.rejected) rejected.add(storeKey(e.kind, e.name));
   const keep = new Set<string>();
   for (const e of entities) {
     if (e.rejected || !e.vip[4] || (e.kind === 'ingress' && !routes.has(e.name))) continue;
     const vip = formatIp(e.vip[4]);
     const vip6 = e.vip[6] ? formatIp(e.vip[6]) : null;
-    opts.store.set(e.kind, e.name, vip, vip6);
+    store.set(e.kind, e.name, vip, vip6);
     keep.add(storeKey(e.kind, e.name));
     if (e.kind === 'service') {
-      out.push({
+      out.set(storeKey(e.kind, e.name), {
         name: e.name, kind: 'service', vip, vip6,
         ports: e.members[0].spec.ports.map((p) => ({ ...p })),
         backends: e.members.map((m) => backendOf(m.info, env)).filter((b): b is Backend => b !== null).sort((a, b) => cmp(a.id, b.id)),
@@ -196,19 +235,21 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
     } else {
       const r = routes.get(e.name)!;
       const listen = r.listen ?? DEFAULT_INGRESS_LISTEN;
-      out.push({
+      const tlsListen = r.tls ? (r.tlsListen ?? DEFAULT_INGRESS_TLS_LISTEN) : null;
+      const ports: ServicePort[] = [{ port: listen, protocol: 'tcp', targetPort: listen }];
+      if (tlsListen !== null && tlsListen !== listen) ports.push({ port: tlsListen, protocol: 'tcp', targetPort: tlsListen });
+      out.set(storeKey(e.kind, e.name), {
         name: e.name, kind: 'ingress', vip, vip6,
-        ports: [{ port: listen, protocol: 'tcp', targetPort: listen }],
+        ports,
         backends: [], routes: r.routes,
-        ingress: { listen, publish: r.publish, proxyPort: null },
+        ingress: { listen, publish: r.publish, proxyPort: null, tls: r.tls, tlsListen, redirectHttps: r.redirectHttps },
         errors: serviceErrors.get(e) ?? [],
       });
     }
   }
-  opts.store.retain(keep);
-  // By name; a service before the ingress of the same name.
-  out.sort((a, b) => cmp(a.name, b.name) || (a.kind === b.kind ? 0 : a.kind === 'service' ? -1 : 1));
-  return { services: out, labelErrors: errors };
+  store.retain(keep);
+  const clean = rejected.size === 0 && serviceErrors.size === 0 && entities.every((e) => e.rejected || (e.kind === 'ingress' && !routes.has(e.name) ? !e.vip[4] && !e.vip[6] : true));
+  return { services: out, rejected, clean };
 }
 
 function rangeOf(text: string, family: Family, key: string): Cidr {
@@ -220,7 +261,7 @@ function rangeOf(text: string, family: Family, key: string): Cidr {
 }
 
 /** Plain code-unit order, independent of the locale the daemon runs under. */
-function cmp(a: string, b: string): number {
+export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
@@ -233,7 +274,7 @@ function portsText(ports: ServicePort[]): string {
 }
 
 /** Errors for each label on which `later` contradicts the service's first container. */
-function disagree(first: ContainerSpec, later: ContainerSpec): LabelError[] {
+export function disagree(first: ContainerSpec, later: ContainerSpec): LabelError[] {
   const out: LabelError[] = [];
   const c = later.container;
   if (portsKey(first.ports) !== portsKey(later.ports)) {
@@ -263,10 +304,17 @@ function reject(e: Entity, errors: LabelError[], err: (container: string) => Lab
   for (const m of e.members) errors.push(err(m.info.name));
 }
 
+/** Labels that describe the ingress as a whole rather than one route. */
+const INGRESS_ATTRS = ['listen', 'publish', 'tlsListen', 'tls', 'redirectHttps'] as const;
+type IngressAttr = (typeof INGRESS_ATTRS)[number];
+
 interface IngressRoutes {
   routes: Route[];
   listen: number | null;
   publish: number | null;
+  tlsListen: number | null;
+  tls: boolean;
+  redirectHttps: boolean;
   /** Containers contributing a route, for errors about the ingress as a whole. */
   owners: string[];
 }
@@ -278,8 +326,7 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
 
   const out = new Map<string, IngressRoutes>();
   // Who set what first: per ingress listen/publish, per publish port its ingress, per route key.
-  const listenBy = new Map<string, { value: number; container: string }>();
-  const publishBy = new Map<string, { value: number; container: string }>();
+  const attrBy = new Map<string, { value: number | boolean; container: string }>();
   const publishOwner = new Map<number, string>();
   const routeBy = new Map<string, { route: Route; container: string }>();
 
@@ -289,14 +336,19 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
     for (const r of m.spec.routes) {
       const c = m.spec.container;
       const ing = r.ingress;
-      const listen = r.listen !== null ? listenBy.get(ing) : undefined;
-      if (listen && listen.value !== r.listen) {
-        errors.push(labelError(c, httpLabel(ing, 'listen'), 'BERTH_INGRESS_CONFLICT', ing, 'listen', String(r.listen), listen.container, String(listen.value)));
-        continue;
+      // Ingress-wide settings: the first container to say one wins; a later one that says
+      // otherwise loses its route (so the ingress never flips with container start order).
+      let clash: LabelError | null = null;
+      for (const a of INGRESS_ATTRS) {
+        const v = r[a];
+        const first = v !== null ? attrBy.get(`${ing}\u0000${a}`) : undefined;
+        if (first && first.value !== v) {
+          clash = labelError(c, httpLabel(ing, a), 'BERTH_INGRESS_CONFLICT', ing, a, String(v), first.container, String(first.value));
+          break;
+        }
       }
-      const publish = r.publish !== null ? publishBy.get(ing) : undefined;
-      if (publish && publish.value !== r.publish) {
-        errors.push(labelError(c, httpLabel(ing, 'publish'), 'BERTH_INGRESS_CONFLICT', ing, 'publish', String(r.publish), publish.container, String(publish.value)));
+      if (clash) {
+        errors.push(clash);
         continue;
       }
       const other = r.publish !== null ? publishOwner.get(r.publish) : undefined;
@@ -304,22 +356,25 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
         errors.push(labelError(c, httpLabel(ing, 'publish'), 'BERTH_PUBLISH_TAKEN', r.publish!, other));
         continue;
       }
-      const route: Route = { host: r.host, path: r.path, service: m.spec.service, port: r.port };
+      const route: Route = {
+        host: r.host, path: r.path, service: m.spec.service, port: r.port,
+        protocol: r.protocol, stripPrefix: r.stripPrefix, timeoutMs: r.timeoutMs, retries: r.retries,
+      };
       const key = `${ing}\u0000${r.host ?? ''}\u0000${r.path}`;
       const prev = routeBy.get(key);
-      if (prev && (prev.route.service !== route.service || prev.route.port !== route.port)) {
+      if (prev && JSON.stringify(prev.route) !== JSON.stringify(route)) {
         const where = `${r.host ?? '*'}${r.path}`;
         errors.push(labelError(c, httpLabel(ing, 'path'), 'BERTH_ROUTE_CONFLICT', ing, where, prev.container, `${prev.route.service}:${prev.route.port}`));
         continue;
       }
       // Accepted: commit what this route says.
-      if (r.listen !== null && !listenBy.has(ing)) listenBy.set(ing, { value: r.listen, container: c });
-      if (r.publish !== null && !publishBy.has(ing)) {
-        publishBy.set(ing, { value: r.publish, container: c });
-        publishOwner.set(r.publish, ing);
+      for (const a of INGRESS_ATTRS) {
+        const v = r[a];
+        if (v !== null && !attrBy.has(`${ing}\u0000${a}`)) attrBy.set(`${ing}\u0000${a}`, { value: v, container: c });
       }
+      if (r.publish !== null && !publishOwner.has(r.publish)) publishOwner.set(r.publish, ing);
       let ir = out.get(ing);
-      if (!ir) out.set(ing, (ir = { routes: [], listen: null, publish: null, owners: [] }));
+      if (!ir) out.set(ing, (ir = { routes: [], listen: null, publish: null, tlsListen: null, tls: false, redirectHttps: false, owners: [] }));
       if (!ir.owners.includes(c)) ir.owners.push(c);
       if (!prev) {
         routeBy.set(key, { route, container: c });
@@ -328,8 +383,12 @@ function buildRoutes(live: Entity[], containers: ContainerInfo[], errors: LabelE
     }
   }
   for (const [ing, ir] of out) {
-    ir.listen = listenBy.get(ing)?.value ?? null;
-    ir.publish = publishBy.get(ing)?.value ?? null;
+    const val = (a: IngressAttr) => attrBy.get(`${ing}\u0000${a}`)?.value ?? null;
+    ir.listen = val('listen') as number | null;
+    ir.publish = val('publish') as number | null;
+    ir.tlsListen = val('tlsListen') as number | null;
+    ir.tls = val('tls') === true;
+    ir.redirectHttps = val('redirectHttps') === true;
     ir.routes.sort(routeOrder);
   }
   return out;

@@ -5,7 +5,7 @@
  */
 import type { LabelError } from './types';
 
-const KNOWN = 'berth.service, berth.ports, berth.vip, berth.vip6, berth.http.<ingress>.{path,port,host,listen,publish}';
+const KNOWN = 'berth.service, berth.ports, berth.vip, berth.vip6, berth.http.<ingress>.{path,port,host,listen,publish,protocol,tls,tlsListen,redirectHttps,stripPrefix,timeout,retries}';
 const DNS_LABEL = "a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'";
 
 /** Message builders by code. Arguments are already-formatted strings or numbers. */
@@ -36,6 +36,11 @@ export const LABEL_ERRORS = {
   BERTH_BAD_ROUTE_PORT: (v: string, service: string, tcp: string) => `port ${v} is not a tcp port of service ${service} (tcp ports: ${tcp || 'none'})`,
   BERTH_NO_TCP_PORT: (service: string) => `service ${service} has no tcp port to route HTTP to`,
   BERTH_BAD_LISTEN_PORT: (attr: string, v: string) => `${attr} "${v}" is not a port in 1..65535`,
+  BERTH_BAD_BOOL: (v: string) => `"${v}" is not true or false`,
+  BERTH_REDIRECT_WITHOUT_TLS: (ingress: string) => `redirectHttps needs tls=true on ingress ${ingress} (there is no HTTPS to redirect to)`,
+  BERTH_BAD_HTTP_PROTOCOL: (v: string) => `protocol "${v}" is neither http nor h2c`,
+  BERTH_BAD_TIMEOUT: (v: string) => `timeout "${v}" is not a duration like 500ms, 30s, 5m or 1h (at most 24h; 0 = none)`,
+  BERTH_BAD_RETRIES: (v: string, max: number) => `retries "${v}" is not a whole number 0..${max}`,
   BERTH_INGRESS_CONFLICT: (ingress: string, attr: string, mine: string, first: string, theirs: string) =>
     `ingress ${ingress}: ${attr} ${mine} conflicts with ${attr} ${theirs} set by the earlier container ${first}`,
   BERTH_PUBLISH_TAKEN: (port: number, other: string) => `publish port ${port} is already used by ingress ${other}`,

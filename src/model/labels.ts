@@ -19,7 +19,7 @@ export const LABEL_PORTS = 'berth.ports';
 export const LABEL_VIP = 'berth.vip';
 export const LABEL_VIP6 = 'berth.vip6';
 const HTTP_PREFIX = 'berth.http.';
-const HTTP_ATTRS = ['path', 'port', 'host', 'listen', 'publish'] as const;
+const HTTP_ATTRS = ['path', 'port', 'host', 'listen', 'publish', 'protocol', 'tls', 'tlsListen', 'redirectHttps', 'stripPrefix', 'timeout', 'retries'] as const;
 type HttpAttr = (typeof HTTP_ATTRS)[number];
 
 export function httpLabel(ingress: string, attr: HttpAttr): string {
@@ -38,6 +38,15 @@ export interface HttpRouteSpec {
   /** Explicit `listen`/`publish`, null when this container does not say (no opinion). */
   listen: number | null;
   publish: number | null;
+  /** `tlsListen`, `tls`, `redirectHttps`: ingress-wide, null when this container does not say. */
+  tlsListen: number | null;
+  tls: boolean | null;
+  redirectHttps: boolean | null;
+  /** Per route: protocol to the backend, strip the matched prefix, timeout (ms), retries. */
+  protocol: 'http' | 'h2c';
+  stripPrefix: boolean;
+  timeoutMs: number | null;
+  retries: number | null;
 }
 
 /** What one container's labels ask for, syntactically valid. */
@@ -99,6 +108,35 @@ export function parsePorts(value: string): PortsResult {
     ports.push(p);
   }
   return { ports };
+}
+
+/** Upper bound of `retries` (more only multiplies load on a failing backend). */
+export const MAX_RETRIES = 10;
+/** Upper bound of `timeout`: one day, in ms. */
+export const MAX_TIMEOUT_MS = 86_400_000;
+
+/** `true`/`false` (also 1/0, yes/no, on/off, any case), else null. */
+export function parseBool(v: string): boolean | null {
+  const s = v.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(s)) return true;
+  if (['false', '0', 'no', 'off'].includes(s)) return false;
+  return null;
+}
+
+/**
+ * A duration like Go's time.ParseDuration subset Traefik labels use: `250ms`, `30s`, `5m`, `1h`,
+ * or combinations (`1m30s`); `0` disables the timeout. Returns ms, or null when malformed or over
+ * a day.
+ */
+export function parseDuration(v: string): number | null {
+  const s = v.trim();
+  if (s === '0') return 0;
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(s)) return null;
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let ms = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) ms += Number(m[1]) * unit[m[2]];
+  ms = Math.round(ms);
+  return ms <= MAX_TIMEOUT_MS ? ms : null;
 }
 
 /** A label value that must be a port number 1..65535, or null. */
@@ -240,7 +278,7 @@ function decodeRoute(
     errors.push(labelError(container, httpLabel(ingress, 'port'), 'BERTH_NO_TCP_PORT', service));
   }
 
-  const num = (a: 'listen' | 'publish'): number | null => {
+  const num = (a: 'listen' | 'publish' | 'tlsListen'): number | null => {
     const l = get(a);
     if (!l) return null;
     const n = parsePortNumber(l.value);
@@ -249,7 +287,42 @@ function decodeRoute(
   };
   const listen = num('listen');
   const publish = num('publish');
+  const tlsListen = num('tlsListen');
+
+  const bool = (a: 'tls' | 'redirectHttps' | 'stripPrefix'): boolean | null => {
+    const l = get(a);
+    if (!l) return null;
+    const v = parseBool(l.value);
+    if (v === null) errors.push(labelError(container, l.label, 'BERTH_BAD_BOOL', l.value));
+    return v;
+  };
+  const tls = bool('tls');
+  const redirectHttps = bool('redirectHttps');
+  const stripPrefix = bool('stripPrefix') ?? false;
+  if (redirectHttps && !tls) errors.push(labelError(container, get('redirectHttps')!.label, 'BERTH_REDIRECT_WITHOUT_TLS', ingress));
+
+  let protocol: 'http' | 'h2c' = 'http';
+  const protoL = get('protocol');
+  if (protoL) {
+    const v = protoL.value.trim().toLowerCase();
+    if (v === 'http' || v === 'h2c') protocol = v;
+    else errors.push(labelError(container, protoL.label, 'BERTH_BAD_HTTP_PROTOCOL', protoL.value));
+  }
+
+  let timeoutMs: number | null = null;
+  const timeoutL = get('timeout');
+  if (timeoutL) {
+    timeoutMs = parseDuration(timeoutL.value);
+    if (timeoutMs === null) errors.push(labelError(container, timeoutL.label, 'BERTH_BAD_TIMEOUT', timeoutL.value));
+  }
+  let retries: number | null = null;
+  const retriesL = get('retries');
+  if (retriesL) {
+    const v = retriesL.value.trim();
+    retries = /^\d{1,2}$/.test(v) && Number(v) <= MAX_RETRIES ? Number(v) : null;
+    if (retries === null) errors.push(labelError(container, retriesL.label, 'BERTH_BAD_RETRIES', retriesL.value, MAX_RETRIES));
+  }
 
   if (errors.length > 0) return { errors };
-  return { route: { ingress, path, host, port, listen, publish } };
+  return { route: { ingress, path, host, port, listen, publish, tlsListen, tls, redirectHttps, protocol, stripPrefix, timeoutMs, retries } };
 }

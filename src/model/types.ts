@@ -120,6 +120,15 @@ export interface Route {
   service: string;
   /** Target service port (the service's VIP port). */
   port: number;
+  // The fields below are additive (optional; the model always sets them): absent = default.
+  /** Protocol Envoy speaks to the backend: HTTP/1.1 (`http`) or HTTP/2 cleartext (`h2c`, gRPC). */
+  protocol?: 'http' | 'h2c';
+  /** Remove the matched path prefix before forwarding (`/api/x` -> `/x`). */
+  stripPrefix?: boolean;
+  /** Per-request timeout in ms (0 = none), or null for Envoy's default (15 s). */
+  timeoutMs?: number | null;
+  /** Retries on connect failure, reset and 5xx (gateway errors), or null for none. */
+  retries?: number | null;
 }
 
 export interface IngressSpec {
@@ -132,6 +141,13 @@ export interface IngressSpec {
    * The datapath sends host clients of the ingress VIP straight to 127.0.0.1:proxyPort.
    */
   proxyPort: number | null;
+  // Additive (optional; the model always sets them): absent = no TLS, no redirect.
+  /** Terminate TLS (cert/key per route host from tlsDir) on the VIP's `tlsListen` port. */
+  tls?: boolean;
+  /** The VIP port that takes TLS when `tls` (label `tlsListen`, default 443), else null. */
+  tlsListen?: number | null;
+  /** Answer plain HTTP for hosts that have a served certificate with a redirect to HTTPS. */
+  redirectHttps?: boolean;
 }
 
 export interface Service {

@@ -109,6 +109,11 @@ export class VipStore {
     this.changed = true;
   }
 
+  /** Forgets one assignment (the name no longer exists). */
+  forget(kind: ServiceKind, name: string): void {
+    if (this.byKey.delete(storeKey(kind, name))) this.changed = true;
+  }
+
   /** Forgets every assignment whose key is not in `keep` (the name no longer exists). */
   retain(keep: Set<string>): void {
     for (const key of [...this.byKey.keys()]) {

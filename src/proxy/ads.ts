@@ -107,7 +107,7 @@ class AdsStream {
   maybeSend(type: TypeUrl): void {
     const ts = this.types.get(type);
     const snap = this.server.snapshot.types.get(type);
-    if (!ts || !snap) return;
+    if (!ts || !snap || this.server.held) return;
     if (ts.sentVersion === snap.version && sameNames(ts.sentNames, ts.names)) return;
     const resources = [...snap.resources.values()]
       .filter((r) => ts.names === null || ts.names.has(r.name))
@@ -129,10 +129,18 @@ export class AdsServer extends EventEmitter {
   /** Responses sent, ACKs and NACKs received, over all streams since start. */
   readonly stats = { pushes: 0, acks: 0, nacks: 0 };
   snapshot: Snapshot;
+  /**
+   * True until the first setSnapshot() when constructed with `hold`: requests are recorded but not
+   * answered. A restarted berthd must not answer the Envoy it adopted with its empty start-up
+   * snapshot (Envoy would drop every listener); it answers once it has computed the real state,
+   * which is then the very version Envoy already runs (versions are content hashes).
+   */
+  held: boolean;
 
-  constructor(initial: Snapshot, private readonly log: Logger) {
+  constructor(initial: Snapshot, private readonly log: Logger, opts: { hold?: boolean } = {}) {
     super();
     this.snapshot = initial;
+    this.held = opts.hold ?? false;
   }
 
   nextNonce(): string {
@@ -187,6 +195,7 @@ export class AdsServer extends EventEmitter {
   /** Swap in a new snapshot and push what changed to every stream, in CDS, EDS, LDS, RDS order. */
   setSnapshot(s: Snapshot): void {
     this.snapshot = s;
+    this.held = false;
     for (const st of this.streams) for (const t of PUSH_ORDER) st.maybeSend(t);
   }
 

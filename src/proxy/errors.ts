@@ -18,6 +18,8 @@ export const ProxyErrorCode = {
   ENVOY_MISSING: 'BERTH_PROXY_ENVOY_MISSING',
   /** Installing or removing redirect rules/programs failed. */
   REDIRECT: 'BERTH_PROXY_REDIRECT',
+  /** A TLS host's certificate/key is missing, unreadable or mismatched (its TLS chain is skipped). */
+  TLS_CERT: 'BERTH_PROXY_TLS_CERT',
   /** The requested redirect mode is not supported on this host. */
   REDIRECT_UNSUPPORTED: 'BERTH_PROXY_REDIRECT_UNSUPPORTED',
 } as const;

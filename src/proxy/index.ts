@@ -10,7 +10,9 @@ import type { EnvoyStatus, ProxyApi, ProxyOptions, RedirectMode } from './types'
 import { AdsServer } from './ads';
 import { EnvoySupervisor } from './envoy';
 import { PortAssignments, listeningPorts } from './ports';
-import { buildSnapshot, emptySnapshot } from './resources';
+import { buildSnapshot, emptySnapshot, type HostCert } from './resources';
+import { certFilesStamp, loadCerts } from './tls';
+import { ingressMetrics } from './stats';
 import { DEFAULT_REDIRECT_NAMES, cleanupRedirect, createRedirector, resolveMode, type RedirectEntry, type RedirectNames, type Redirector } from './redirect';
 import { ProxyErrorCode } from './errors';
 import { TypeUrl } from './protos';
@@ -54,10 +56,24 @@ export class Proxy implements ProxyApi {
   /** The redirect entries last applied, to tell a repair from a change of ours. */
   private appliedEntries = '';
   private loggedErrors = '[]';
+  /** Route stat prefixes of the current snapshot -> ingress and route name (metrics). */
+  private routeStats = new Map<string, { ingress: string; route: string }>();
+  /** Host names TLS ingresses need certificates for, and the stamp of their files. */
+  private tlsHosts: string[] = [];
+  private certStamp = '';
+  private certTimer: NodeJS.Timeout | null = null;
+  /** Problems of the last update, for `berth status` (publish port taken, TLS host skipped, ...). */
+  private lastErrors: { ingress: string; error: string; code?: string }[] = [];
 
   constructor(private readonly o: ProxyOptions) {
     this.log = o.logger;
-    this.envoy = new EnvoySupervisor({ envoyPath: o.envoyPath, runDir: o.runDir, logger: o.logger.child({ part: 'envoy' }) });
+    const access = o.logger.child({ part: 'access' });
+    this.envoy = new EnvoySupervisor({
+      envoyPath: o.envoyPath, runDir: o.runDir, logger: o.logger.child({ part: 'envoy' }),
+      // One JSON line per request in berthd's log (part "access"); the fields are Envoy's (see
+      // ACCESS_LOG_FORMAT), the message is the request line and status.
+      onAccess: o.accessLog === false ? undefined : (e) => access.info({ access: e }, `${String(e.method)} ${String(e.host)}${String(e.path)} ${String(e.status)}`),
+    });
     this.ports = new PortAssignments(o.stateDir, o.proxyPorts);
   }
 
@@ -75,7 +91,9 @@ export class Proxy implements ProxyApi {
     this.log.info({ redirect: mode, reason, removedOtherMode: removed }, `ingress redirect mode: ${mode}`);
 
     fs.mkdirSync(this.o.runDir, { recursive: true });
-    const ads = new AdsServer(emptySnapshot(), this.log.child({ part: 'xds' }));
+    // Held until the first update(): an Envoy adopted from the previous berthd keeps serving its
+    // config instead of being sent the empty start-up snapshot.
+    const ads = new AdsServer(emptySnapshot(), this.log.child({ part: 'xds' }), { hold: true });
     ads.on('ack', () => {
       if (ads.isAcked()) this.ackedVersion = ads.snapshot.version;
     });
@@ -89,6 +107,22 @@ export class Proxy implements ProxyApi {
     await ads.listen(this.envoy.paths.xdsSocket);
     this.ads = ads;
     await this.envoy.start();
+    // Certificate rotation: a changed file triggers a reconcile (which reloads and re-pushes
+    // the secret over SDS); the periodic reconcile would find it too, only later.
+    this.certTimer = setInterval(() => {
+      if (!this.tlsHosts.length) return;
+      const stamp = certFilesStamp(this.tlsDir, this.tlsHosts);
+      if (stamp !== this.certStamp) {
+        this.certStamp = stamp;
+        this.log.info({ hosts: this.tlsHosts }, 'TLS files changed; reloading');
+        this.o.requestReconcile?.();
+      }
+    }, 1000);
+    this.certTimer.unref();
+  }
+
+  private get tlsDir(): string {
+    return this.o.tlsDir ?? '/etc/berth/tls';
   }
 
   async update(state: DesiredState): Promise<{ ingress: string; error: string }[]> {
@@ -129,23 +163,36 @@ export class Proxy implements ProxyApi {
       }
     }
 
-    const built = buildSnapshot(state, { ipv6: this.ipv6 });
+    // TLS material of every host a TLS ingress routes, read fresh on each update.
+    const tlsHosts = [...new Set(ingresses.filter((i) => i.ingress.tls).flatMap((i) => i.routes.map((r) => r.host)).filter((h): h is string => h !== null))].sort();
+    this.tlsHosts = tlsHosts;
+    this.certStamp = certFilesStamp(this.tlsDir, tlsHosts);
+    const certs: Map<string, HostCert> = tlsHosts.length ? loadCerts(this.tlsDir, tlsHosts) : new Map();
+    const built = buildSnapshot(state, { ipv6: this.ipv6, certs, accessLog: this.o.accessLog === false ? null : this.envoy.paths.accessLog });
+    this.routeStats = built.routeStats;
     errors.push(...built.errors);
     if (this.ads) {
-      if (built.snapshot.version !== this.ads.snapshot.version) {
+      // The first update releases the start-up hold even when its state is empty (same version).
+      if (this.ads.held || built.snapshot.version !== this.ads.snapshot.version) {
         this.ads.setSnapshot(built.snapshot);
         if (this.ads.isAcked()) this.ackedVersion = built.snapshot.version;
       }
     }
 
-    const entries: RedirectEntry[] = ingresses.filter((i) => i.ingress.proxyPort !== null).map((i) => ({
-      ingress: i.name,
-      vip: i.vip,
-      vip6: i.vip6,
-      listen: i.ingress.listen,
-      publish: publishOk.get(i.name) ? i.ingress.publish : null,
-      listenerPort: i.ingress.proxyPort!,
-    }));
+    // One entry per VIP port: `listen`, and `tlsListen` of a TLS ingress (the same listener takes
+    // both; tls_inspector tells them apart). The publish port rides on the first.
+    const entries: RedirectEntry[] = ingresses.filter((i) => i.ingress.proxyPort !== null).flatMap((i) => {
+      const ports = [i.ingress.listen];
+      if (i.ingress.tlsListen != null && i.ingress.tlsListen !== i.ingress.listen) ports.push(i.ingress.tlsListen);
+      return ports.map((listen, n) => ({
+        ingress: i.name,
+        vip: i.vip,
+        vip6: i.vip6,
+        listen,
+        publish: n === 0 && publishOk.get(i.name) ? i.ingress.publish : null,
+        listenerPort: i.ingress.proxyPort!,
+      }));
+    });
     if (this.redirector) {
       try {
         const written = await this.redirector.apply(entries);
@@ -168,11 +215,31 @@ export class Proxy implements ProxyApi {
       this.loggedErrors = key;
       for (const e of errors) this.log.warn({ ingress: e.ingress, code: e.code }, e.error);
     }
+    this.lastErrors = errors;
     return errors.map(({ ingress, error }) => ({ ingress, error }));
   }
 
-  status(): { envoy: EnvoyStatus; redirect: RedirectMode } {
-    return { envoy: { ...this.envoy.st, ackedVersion: this.ackedVersion, lastNack: this.lastNack }, redirect: this.mode };
+  status(): { envoy: EnvoyStatus; redirect: RedirectMode; ingressErrors: { ingress: string; error: string; code?: string }[] } {
+    return {
+      envoy: { ...this.envoy.st, ackedVersion: this.ackedVersion, lastNack: this.lastNack },
+      redirect: this.mode,
+      ingressErrors: this.lastErrors,
+    };
+  }
+
+  /**
+   * Envoy's per-ingress and per-route request counters and latency histograms, renamed into
+   * berth's metric names (Prometheus text; empty when Envoy does not answer).
+   */
+  async metricsText(): Promise<string> {
+    if (this.envoy.st.pid === null) return '';
+    let text: string;
+    try {
+      text = await this.envoy.adminGet('/stats/prometheus?usedonly', 2000);
+    } catch {
+      return '';
+    }
+    return ingressMetrics(text, this.routeStats);
   }
 
   /** xDS counters (tests, metrics): responses pushed, ACKs/NACKs received, open streams. */
@@ -187,8 +254,15 @@ export class Proxy implements ProxyApi {
     return out;
   }
 
-  async stop(): Promise<void> {
-    await this.envoy.stop();
+  /**
+   * Stop the xDS server; Envoy too, unless `keepEnvoy` (a restart or upgrade of berthd: Envoy
+   * keeps serving its last config and the next berthd adopts it).
+   */
+  async stop(opts: { keepEnvoy?: boolean } = {}): Promise<void> {
+    if (this.certTimer) clearInterval(this.certTimer);
+    this.certTimer = null;
+    if (opts.keepEnvoy) this.envoy.detach();
+    else await this.envoy.stop();
     await this.ads?.close();
     this.ads = null;
   }

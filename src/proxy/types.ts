@@ -31,6 +31,12 @@ export interface ProxyOptions {
    * scratch instances set their own so they never touch another berthd's.
    */
   redirectNames?: Partial<import('./redirect-types').RedirectNames>;
+  /** `<host>.crt` / `<host>.key` for TLS ingresses (additive; default /etc/berth/tls). */
+  tlsDir?: string;
+  /** false: no access log (additive; default: on, into berthd's log via <runDir>/access.log). */
+  accessLog?: boolean;
+  /** Asks the daemon for a reconcile soon (additive): TLS files changed. */
+  requestReconcile?: () => void;
 }
 
 export interface EnvoyStatus {
@@ -41,6 +47,8 @@ export interface EnvoyStatus {
   /** Last xDS version Envoy ACKed, and the last NACK reason if any. */
   ackedVersion: string | null;
   lastNack: string | null;
+  /** This berthd adopted an Envoy that the previous one had started (additive). */
+  adopted?: boolean;
 }
 
 /** The contract of src/proxy/index.ts (class Proxy implements it). */
@@ -54,7 +62,9 @@ export interface ProxyApi {
    * Errors (port taken, bad route) are returned per ingress and do not affect the others.
    */
   update(state: DesiredState): Promise<{ ingress: string; error: string }[]>;
-  status(): { envoy: EnvoyStatus; redirect: RedirectMode };
-  /** Stop Envoy and the xDS server; redirect rules stay (like the datapath). */
-  stop(): Promise<void>;
+  status(): { envoy: EnvoyStatus; redirect: RedirectMode; ingressErrors?: { ingress: string; error: string; code?: string }[] };
+  /** Stop the xDS server and Envoy (unless keepEnvoy); redirect rules stay (like the datapath). */
+  stop(opts?: { keepEnvoy?: boolean }): Promise<void>;
+  /** Envoy's ingress stats as berth metrics (Prometheus text), additive. */
+  metricsText?(): Promise<string>;
 }

@@ -65,6 +65,8 @@ export interface RunContainerOptions {
   capAdd?: string[];
   /** DNS servers for the container (docker run --dns). */
   dns?: string[];
+  /** Bind mounts, Docker's `src:dst[:ro]` form. */
+  binds?: string[];
   /** Wait until these ports answer inside the container (probed with berth-probe from within). */
   waitFor?: { tcp?: number; udp?: number; timeoutMs?: number };
 }
@@ -111,7 +113,7 @@ export async function runContainer(o: RunContainerOptions): Promise<RunningConta
     Healthcheck: hc
       ? { Test: hc.test, Interval: ms2ns(hc.intervalMs), Timeout: ms2ns(hc.timeoutMs ?? 2000), Retries: hc.retries, StartPeriod: ms2ns(hc.startPeriodMs) }
       : undefined,
-    HostConfig: { NetworkMode: o.network ?? 'bridge', Init: o.init, Privileged: o.privileged, CapAdd: o.capAdd, Dns: o.dns },
+    HostConfig: { NetworkMode: o.network ?? 'bridge', Init: o.init, Privileged: o.privileged, CapAdd: o.capAdd, Dns: o.dns, Binds: o.binds },
   });
   await ctr.start();
   const info = await ctr.inspect();

@@ -40,6 +40,8 @@ export class FakeEngine {
   requests: string[] = [];
   recordRequests = true;
   lists = 0;
+  /** Lists filtered by container id (the watcher's per-event fetches); also counted in lists. */
+  idLists = 0;
   inspects = 0;
   listsInFlight = 0;
   maxListsInFlight = 0;
@@ -128,7 +130,14 @@ export class FakeEngine {
       if (this.listDelayMs) await new Promise((r) => setTimeout(r, this.listDelayMs));
       this.listsInFlight--;
       if (this.failList) return json(500, { message: 'engine trouble' });
-      return json(200, [...this.containers.values()].map((c) => this.summary(c)));
+      // Docker's `filters={"id":[...]}` matches id prefixes.
+      const ids = (JSON.parse(url.searchParams.get('filters') ?? '{}') as { id?: string[] }).id;
+      if (ids) this.idLists++;
+      // (Exact ids are looked up, not scanned: the bench fetches one of 40,000 per event.)
+      const exact = ids?.map((id) => this.containers.get(id));
+      const found = ids && exact!.every((c) => c !== undefined) ? exact as FakeContainer[] : null;
+      const all = found ?? [...this.containers.values()];
+      return json(200, (ids && !found ? all.filter((c) => ids.some((id) => c.Id.startsWith(id))) : all).map((c) => this.summary(c)));
     }
     const m = /^\/containers\/([^/]+)\/json$/.exec(p);
     if (m) {

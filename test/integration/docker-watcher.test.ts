@@ -40,22 +40,31 @@ function watch(dockerHost: string, opts: { resyncMs?: number; callTimeoutMs?: nu
   return { w, logs, states, snapshots };
 }
 
-/** Resolve with the first snapshot (current or future) that satisfies pred; bounded. */
+/**
+ * Resolve with the first snapshot (current or future: after a full list, or after the per-event
+ * fetch of a few containers, 'changes') that satisfies pred; bounded.
+ */
 function until<T>(w: DockerWatcher, what: string, pred: (s: DockerSnapshot) => T | undefined | false, timeoutMs = 20000): Promise<T> {
   return new Promise((resolve, reject) => {
+    const onChanges = (): void => {
+      check(w.snapshot);
+    };
     const check = (s: DockerSnapshot | null): boolean => {
       const v = s ? pred(s) : undefined;
       if (v === undefined || v === false) return false;
       clearTimeout(timer);
       w.off('snapshot', check);
+      w.off('changes', onChanges);
       resolve(v as T);
       return true;
     };
     const timer = setTimeout(() => {
       w.off('snapshot', check);
+      w.off('changes', onChanges);
       reject(new Error(`timed out waiting for: ${what}; last snapshot: ${JSON.stringify(w.snapshot?.containers.filter((c) => c.labels['berth-test'] === SUITE))}`));
     }, timeoutMs);
     w.on('snapshot', check);
+    w.on('changes', onChanges);
     check(w.snapshot);
   });
 }
@@ -194,12 +203,19 @@ test.serial('a burst of starts is coalesced and every container is in the end st
   w.start();
   await until(w, 'first snapshot', (s) => s);
   const before = snapshots.length;
+  const fetchesBefore = w.fetches;
+  let changes = 0;
+  w.on('changes', () => changes++);
   const names = Array.from({ length: 5 }, (_, i) => `bt-dw-burst-${i}`);
   await Promise.all(names.map((name) => runContainer({ suite: SUITE, name, labels: {}, cmd: ['sleep', '600'] })));
   await until(w, 'all five running', (s) => names.every((n) => byName(n)(s)?.state === 'running'));
-  // 5 creates + 5 starts (+ network connects) were many events; lists are fewer than events.
-  t.log(`${snapshots.length - before} snapshots for the burst`);
-  t.true(snapshots.length - before >= 1);
+  // 5 starts + 5 network connects were 10 relevant events: each fetches only the containers it
+  // names (a list filtered by id), coalesced while a call runs: no full list, fewer calls than events.
+  const fetches = w.fetches - fetchesBefore;
+  t.log(`${fetches} fetches and ${changes} change sets for the burst, ${snapshots.length - before} full lists`);
+  t.true(fetches >= 1 && fetches <= 10, `${fetches} fetches`);
+  t.true(changes >= 1);
+  t.is(snapshots.length - before, 0, 'no full list for container events');
   await Promise.all(names.map((name) => docker.getContainer(name).remove({ force: true })));
   await until(w, 'all five gone', (s) => names.every((n) => !byName(n)(s)));
 });

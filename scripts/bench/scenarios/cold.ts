@@ -20,8 +20,13 @@ import { getJson } from '../../../src/api/server';
 
 export interface ColdConfig {
   rounds: number;
+  /** The largest size (the in-memory reconcile and the churn run at it). */
   services: number;
+  /** Sizes the real berthd is started at, interleaved per round (default: just `services`). */
+  sizes?: number[];
   backends: number;
+  /** Churn at the largest size: events/s and seconds, then events up to `churnTotal` (RSS after). */
+  churn?: { perSecond: number; seconds: number; total: number } | null;
 }
 
 export interface ColdRun {
@@ -50,8 +55,29 @@ export interface ColdRun {
   rssAfterGcMb: number;
 }
 
+/** Churn at size: events at a fixed rate, each a container's new address. */
+export interface ChurnRun {
+  perSecond: number;
+  seconds: number;
+  sent: number;
+  /** Event → maps over the churn (ms, from berthd's /status events.recentMs). */
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** p99 of the first and the last third of the churn: a growing backlog shows as last ≫ first. */
+  p99FirstThirdMs: number;
+  p99LastThirdMs: number;
+  /** Events sent but not yet applied, sampled every second: the largest, and at the end. */
+  maxBacklog: number;
+  endBacklog: number;
+  /** Total events applied when RSS was read (churn + a faster run up to `total`). */
+  totalEvents: number;
+  rssAfterMb: number;
+}
+
 /** The real berthd against the fake engine. */
 export interface BerthdColdRun {
+  services: number;
   containers: number;
   /** spawn → ready with every backend in the maps (node start-up included). */
   readyMs: number;
@@ -65,9 +91,17 @@ export interface BerthdColdRun {
   hwmMb: number;
   /** CPU time (user + system) of berthd from spawn to ready. */
   cpuMs: number;
-  /** One event (a container's address changed): from the event to its reconcile's end, and the inspects it took. */
+  /**
+   * One Docker event (a container's address changed) → maps updated: median of `eventSamples`
+   * events one at a time (berthd's own measure, /status events.recentMs: engine's event time →
+   * its reconcile done), and the inspects they took.
+   */
   eventMs: number;
+  eventSamplesMs: number[];
   eventInspects: number;
+  /** A container of a NEW service (a `docker run` at this size): event → maps, median of 5. */
+  newServiceMs: number;
+  churn: ChurnRun | null;
 }
 
 export interface BatchRun {
@@ -98,19 +132,32 @@ function procUsage(pid: number): { rssMb: number; hwmMb: number; cpuMs: number }
   return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024, cpuMs: (Number(f[11]) + Number(f[12])) * 10 };
 }
 
-interface StatusLike { ready: boolean; maps: { services: number; backends: number } | null; lastReconcile: { at: string; durationMs: number; sync: { updates: number } | null } | null }
+interface StatusLike {
+  ready: boolean;
+  maps: { services: number; backends: number } | null;
+  lastReconcile: { at: string; durationMs: number; sync: { updates: number } | null } | null;
+  events?: { applied: number; recentMs: number[] };
+}
+
+function pct(xs: number[], p: number): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)];
+}
 
 /** A: the real berthd, cold, against a fake engine of services × backends containers. */
-async function berthdColdStart(services: number, backends: number): Promise<BerthdColdRun> {
+async function berthdColdStart(services: number, backends: number, churn: ColdConfig['churn']): Promise<BerthdColdRun> {
   const engine = await FakeEngine.start();
   engine.recordRequests = false;
   engine.networks = [{ Id: 'n1', Name: 'bench-syn', IPAM: { Config: [{ Subnet: '127.1.0.0/16' }] } }];
   const n = services * backends;
-  if (n > 65000) throw new Error('at most 65,000 containers (127.1.0.0/16)');
+  const extraIps = 2 + 40 + (churn ? churn.total : 0);
+  if (n + extraIps > 65000) throw new Error('at most 65,000 containers and event addresses (127.1.0.0/16)');
   const ipOf = (j: number) => `127.1.${(j + 2) >> 8}.${(j + 2) & 255}`;
+  const idOf = (j: number) => `c${j.toString(16).padStart(63, '0')}`;
   for (let j = 0; j < n; j++) {
     const svc = Math.floor(j / backends);
-    engine.add(`c${j.toString(16).padStart(63, '0')}`, `svc-${svc}-${j % backends}`, { Labels: { 'berth.service': `svc-${svc}`, 'berth.ports': '80:8080' } }, '2026-01-01T00:00:00.000000000Z', ipOf(j));
+    engine.add(idOf(j), `svc-${svc}-${j % backends}`, { Labels: { 'berth.service': `svc-${svc}`, 'berth.ports': '80:8080' } }, '2026-01-01T00:00:00.000000000Z', ipOf(j));
   }
   const d = new Berthd({
     name: 'bench-coldd', serviceCidr: RANGES.cold, serviceCidr6: RANGES.cold6,
@@ -134,25 +181,108 @@ async function berthdColdStart(services: number, backends: number): Promise<Bert
     const readyMs = nowMs() - t0;
     const use = procUsage(d.proc!.pid!);
     const inspects = engine.inspects;
-    // One event at this size: a container comes back with a new address.
-    const c0 = engine.containers.get(`c${(0).toString(16).padStart(63, '0')}`)!;
-    c0.NetworkSettings.Networks.bridge.IPAddress = ipOf(n);
-    const sent = Date.now();
-    engine.event({ Type: 'container', Action: 'start', Actor: { ID: c0.Id, Attributes: {} }, timeNano: sent * 1e6 });
-    let eventMs = NaN;
-    for (let i = 0; i < 3000 && Number.isNaN(eventMs); i++) {
-      await sleep(5);
-      const r = (await getJson<StatusLike>(d.socket, '/status')).lastReconcile;
-      if (r && Date.parse(r.at) >= sent && (r.sync?.updates ?? 0) > 0) eventMs = Date.parse(r.at) + r.durationMs - sent;
+    const events = async () => (await getJson<StatusLike>(d.socket, '/status')).events ?? { applied: 0, recentMs: [] };
+    let nextIp = n;
+    /** Send one event for container j with a new address; resolves its event → maps ms. */
+    const one = async (id: string, mutate: () => void): Promise<number> => {
+      const before = (await events()).applied;
+      mutate();
+      engine.event({ Type: 'container', Action: 'start', Actor: { ID: id, Attributes: {} }, timeNano: Date.now() * 1e6 });
+      for (let i = 0; i < 4000; i++) {
+        await sleep(2);
+        const e = await events();
+        if (e.applied > before) return e.recentMs[e.recentMs.length - 1];
+      }
+      return NaN;
+    };
+    // Single events at this size: a container comes back with a new address (one at a time).
+    const samples: number[] = [];
+    for (let k = 0; k < 21; k++) {
+      const c = engine.containers.get(idOf(k * backends))!;
+      samples.push(await one(c.Id, () => {
+        c.NetworkSettings.Networks.bridge.IPAddress = ipOf(nextIp++);
+      }));
     }
+    const eventInspects = engine.inspects - inspects;
+    // `docker run` of a new service at this size (its VIP is placed, its entries written).
+    const fresh: number[] = [];
+    for (let k = 0; k < 5; k++) {
+      const id = `d${k.toString(16).padStart(63, '0')}`;
+      fresh.push(await one(id, () => engine.add(id, `new-${k}`, { Labels: { 'berth.service': `new-svc-${k}`, 'berth.ports': '80:8080' } }, '2026-01-01T00:00:01.000000000Z', ipOf(nextIp++))));
+    }
+    let churnRun: ChurnRun | null = null;
+    if (churn) churnRun = await runChurn(churn, engine, d, events, idOf, ipOf, () => nextIp++, n);
     return {
-      containers: n, readyMs, reconcileMs: st.lastReconcile?.durationMs ?? NaN, inspects,
+      services, containers: n, readyMs, reconcileMs: st.lastReconcile?.durationMs ?? NaN, inspects,
       mapBackends: st.maps.backends, mapServiceEntries: st.maps.services, ...use,
-      eventMs, eventInspects: engine.inspects - inspects,
+      eventMs: pct(samples.slice(1), 0.5), eventSamplesMs: samples, eventInspects,
+      newServiceMs: pct(fresh, 0.5), churn: churnRun,
     };
   } finally {
     await cleanup.unwindTo(mark);
   }
+}
+
+/**
+ * Churn: `perSecond` events for `seconds` (each a container's new address, round robin over all
+ * containers), backlog sampled every second; then events at ~500/s up to `total`, and RSS.
+ */
+async function runChurn(
+  cfg: NonNullable<ColdConfig['churn']>, engine: FakeEngine, d: Berthd,
+  events: () => Promise<{ applied: number; recentMs: number[] }>,
+  idOf: (j: number) => string, ipOf: (j: number) => string, nextIp: () => number, n: number,
+): Promise<ChurnRun> {
+  const start = await events();
+  let sent = 0;
+  const send = () => {
+    const c = engine.containers.get(idOf((sent * 7919) % n))!;
+    c.NetworkSettings.Networks.bridge.IPAddress = ipOf(nextIp());
+    engine.event({ Type: 'container', Action: 'start', Actor: { ID: c.Id, Attributes: {} }, timeNano: Date.now() * 1e6 });
+    sent++;
+  };
+  const planned = cfg.perSecond * cfg.seconds;
+  const t0 = nowMs();
+  let maxBacklog = 0;
+  let nextSample = t0 + 1000;
+  while (sent < planned) {
+    const due = Math.min(planned, Math.floor(((nowMs() - t0) / 1000) * cfg.perSecond) + 1);
+    while (sent < due) send();
+    if (nowMs() >= nextSample) {
+      nextSample += 1000;
+      const e = await events();
+      maxBacklog = Math.max(maxBacklog, sent - (e.applied - start.applied));
+    } else {
+      await sleep(2);
+    }
+  }
+  let e = await events();
+  const endBacklog = sent - (e.applied - start.applied);
+  for (let i = 0; i < 1000 && e.applied - start.applied < sent; i++) {
+    await sleep(10);
+    e = await events();
+  }
+  const lat = e.recentMs.slice(-(e.applied - start.applied));
+  const third = Math.floor(lat.length / 3);
+  // Up to `total` events at ~500/s, then RSS (after everything settled).
+  const t1 = nowMs();
+  while (sent < cfg.total) {
+    const due = Math.min(cfg.total, planned + Math.floor(((nowMs() - t1) / 1000) * 500) + 1);
+    while (sent < due) send();
+    await sleep(5);
+  }
+  for (let i = 0; i < 3000; i++) {
+    e = await events();
+    if (e.applied - start.applied >= sent) break;
+    await sleep(10);
+  }
+  await sleep(500);
+  return {
+    perSecond: cfg.perSecond, seconds: cfg.seconds, sent: planned,
+    p50Ms: pct(lat, 0.5), p99Ms: pct(lat, 0.99), maxMs: Math.max(...lat),
+    p99FirstThirdMs: pct(lat.slice(0, third), 0.99), p99LastThirdMs: pct(lat.slice(-third), 0.99),
+    maxBacklog, endBacklog, totalEvents: e.applied - start.applied,
+    rssAfterMb: procUsage(d.proc!.pid!).rssMb,
+  };
 }
 
 const BATCH_PIN = '/sys/fs/bpf/berth-bench-batch';
@@ -202,10 +332,13 @@ export async function coldScenario(cfg: ColdConfig): Promise<ColdReport> {
     });
     for (let round = 0; round < cfg.rounds; round++) {
       log(`cold start round ${round + 1}/${cfg.rounds}: ${cfg.services} services × ${cfg.backends}`);
-      try {
-        report.berthd.push(await berthdColdStart(cfg.services, cfg.backends));
-      } catch (e) {
-        report.berthdError = (e as Error).message.slice(0, 500);
+      // Sizes interleaved within the round (smallest first), so their ratio is taken in one run.
+      for (const size of [...(cfg.sizes ?? [cfg.services])].sort((a, b) => a - b)) {
+        try {
+          report.berthd.push(await berthdColdStart(size, cfg.backends, size === cfg.services ? (cfg.churn ?? null) : null));
+        } catch (e) {
+          report.berthdError = (e as Error).message.slice(0, 500);
+        }
       }
       const r = await run(process.execPath, ['--expose-gc', child, '--services', String(cfg.services), '--backends', String(cfg.backends), '--pin-dir', pinDir, '--run-dir', runDir, '--cidr', RANGES.cold, '--cidr6', RANGES.cold6], { timeoutMs: 180000 });
       const line = r.stdout.split('\n').find((l) => l.startsWith('{'));

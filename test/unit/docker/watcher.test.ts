@@ -11,7 +11,7 @@ import { FakeEngine } from '../../helpers/fake-engine';
 
 async function setup(t: import('ava').ExecutionContext, opts: { resyncMs?: number; debounceMs?: number } = {}) {
   const engine = await FakeEngine.start();
-  const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: opts.resyncMs ?? 600000, debounceMs: opts.debounceMs ?? 20, backoffMinMs: 20, backoffMaxMs: 100 });
+  const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: opts.resyncMs ?? 600000, backoffMinMs: 20, backoffMaxMs: 100 });
   const snaps: DockerSnapshot[] = [];
   w.on('snapshot', (s) => snaps.push(s));
   t.teardown(async () => {
@@ -79,8 +79,10 @@ test('a stopping container removed before its StartedAt inspect (404): listed as
   engine.event(ev('kill', 'b', { signal: '15' }));
   await until('b stopping', () => get(w.snapshot, 'b')?.stopping === true);
   engine.inspect404.add('b');
+  const fetched = engine.idLists;
   engine.event(ev('die', 'b'));
-  await until('a list after the 404', () => snaps.length >= 3);
+  await until('a fetch after the 404', () => engine.idLists > fetched && w.fetches >= 2);
+  await new Promise((r) => setTimeout(r, 50));
   t.deepEqual(w.snapshot!.containers.map((c) => c.name).sort(), ['alpha', 'gone']);
   t.true(get(w.snapshot, 'b')?.stopping, 'still marked: nothing says it started again');
   t.is(w.connection, 'connected');
@@ -190,4 +192,55 @@ test('creation order: oldest first (Docker lists newest first); whole-second Cre
   await until('first snapshot', () => snaps.length === 1);
   t.deepEqual(snaps[0].containers.map((c) => c.name), ['old', 'new']);
   t.is(snaps[0].containers[0].created, Date.parse('2026-01-01T00:00:00Z'));
+});
+
+test('an event fetches only its container (a list filtered by id, no full list); one Docker no longer lists is removed', async (t) => {
+  const { engine, w, snaps } = await setup(t);
+  engine.add('a', 'alpha');
+  engine.add('b', 'beta');
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  const changes: { upserts: { id: string; state: string }[]; removed: string[]; eventTimes: number[] }[] = [];
+  w.on('changes', (c) => changes.push(c));
+  const lists = engine.lists;
+  engine.containers.get('a')!.State.Status = 'exited';
+  const sent = ev('die', 'a');
+  engine.event(sent);
+  await until('a fetched', () => changes.length === 1);
+  t.deepEqual(changes[0].upserts.map((c) => [c.id, c.state]), [['a', 'exited']]);
+  t.deepEqual(changes[0].removed, []);
+  t.deepEqual(changes[0].eventTimes, [Math.floor(sent.timeNano / 1e6)], 'the event time travels with the change (event → maps latency)');
+  t.is(engine.lists - lists, 1, 'one call');
+  t.is(engine.idLists, 1, 'filtered by id');
+  t.is(snaps.length, 1, 'no full list');
+  engine.containers.delete('b');
+  engine.event(ev('destroy', 'b'));
+  await until('b removed', () => changes.length === 2);
+  t.deepEqual(changes[1], { upserts: [], removed: ['b'], eventTimes: changes[1].eventTimes });
+  t.deepEqual(w.snapshot!.containers.map((c) => c.id), ['a']);
+  // Nothing changed (same state): nothing emitted.
+  engine.event(ev('start', 'a'));
+  await until('fetched again', () => engine.idLists === 3);
+  await new Promise((r) => setTimeout(r, 50));
+  t.is(changes.length, 2);
+});
+
+test('berthOnly: containers without a berth label are not kept, and only berth labels are', async (t) => {
+  const engine = await FakeEngine.start();
+  const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: 600000, backoffMinMs: 20, backoffMaxMs: 100, berthOnly: true });
+  t.teardown(async () => {
+    await w.stop();
+    await engine.close();
+  });
+  engine.add('p', 'plain', { Labels: { 'com.example': 'x' } });
+  engine.add('w', 'web', { Labels: { 'berth.service': 'web', 'com.example': 'x' } });
+  w.start();
+  await until('listed', () => w.snapshot !== null);
+  t.deepEqual(w.snapshot!.containers.map((c) => [c.name, c.labels]), [['web', { 'berth.service': 'web' }]]);
+  const changes: unknown[] = [];
+  w.on('changes', (c) => changes.push(c));
+  engine.event(ev('start', 'p'));
+  await until('fetched', () => engine.idLists === 1);
+  await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(changes, [], 'an event for a container berth does not care about changes nothing');
 });

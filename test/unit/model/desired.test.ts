@@ -11,6 +11,11 @@ function build(containers: ContainerInfo[], opts: Partial<BuildOptions> = {}, ho
 
 const svc = (name: string, ports = '80:8080', more: Record<string, string> = {}) => ({ 'berth.service': name, 'berth.ports': ports, ...more });
 
+
+/** What the model sets on a route / ingress without the issue-10 labels. */
+const ROUTE_DEFAULTS = { protocol: 'http', stripPrefix: false, timeoutMs: null, retries: null } as const;
+const NO_TLS = { tls: false, tlsListen: null, redirectHttps: false } as const;
+
 test('services sorted by name, ports as labelled, VIPs of both families in range, backends sorted by id', (t) => {
   const st = build([
     container('web-2', svc('web'), { id: 'b'.repeat(64) }),
@@ -298,14 +303,14 @@ test('ingress: routes from all containers, longest path first then host; own VIP
   t.deepEqual(st.services.map((s) => `${s.kind}:${s.name}`), ['service:details', 'service:productpage', 'service:reviews', 'service:web', 'ingress:web']);
   const ing = st.services[4];
   t.deepEqual(ing.routes, [
-    { host: 'a.example', path: '/details', service: 'reviews', port: 9443 },
-    { host: 'b.example', path: '/details', service: 'reviews', port: 9443 },
-    { host: null, path: '/details', service: 'details', port: 9080 },
-    { host: null, path: '/web', service: 'web', port: 80 },
-    { host: null, path: '/', service: 'productpage', port: 9080 },
+    { host: 'a.example', path: '/details', service: 'reviews', port: 9443, ...ROUTE_DEFAULTS },
+    { host: 'b.example', path: '/details', service: 'reviews', port: 9443, ...ROUTE_DEFAULTS },
+    { host: null, path: '/details', service: 'details', port: 9080, ...ROUTE_DEFAULTS },
+    { host: null, path: '/web', service: 'web', port: 80, ...ROUTE_DEFAULTS },
+    { host: null, path: '/', service: 'productpage', port: 9080, ...ROUTE_DEFAULTS },
   ]);
   t.deepEqual(ing.ports, [{ port: 80, protocol: 'tcp', targetPort: 80 }]);
-  t.deepEqual(ing.ingress, { listen: 80, publish: 31907, proxyPort: null });
+  t.deepEqual(ing.ingress, { listen: 80, publish: 31907, proxyPort: null, ...NO_TLS });
   t.deepEqual(ing.backends, []);
   t.not(ing.vip, st.services[3].vip, 'the ingress and the service named web differ');
   t.not(ing.vip6, st.services[3].vip6);
@@ -319,7 +324,7 @@ test('ingress listen: explicit value from any container; others without one agre
   t.deepEqual(st.labelErrors, []);
   const ing = st.services.find((s) => s.kind === 'ingress')!;
   t.deepEqual(ing.ports, [{ port: 8080, protocol: 'tcp', targetPort: 8080 }]);
-  t.deepEqual(ing.ingress, { listen: 8080, publish: null, proxyPort: null });
+  t.deepEqual(ing.ingress, { listen: 8080, publish: null, proxyPort: null, ...NO_TLS });
   t.is(ing.routes.length, 2);
 });
 
@@ -340,8 +345,8 @@ for (const [what, later, label, code] of conflicts) {
     t.like(st.labelErrors[0], { container: 'b-1', label, code });
     t.regex(st.labelErrors[0].error, /a-1|edge/);
     const edge = st.services.find((s) => s.kind === 'ingress' && s.name === 'edge')!;
-    t.deepEqual(edge.routes, [{ host: null, path: '/a', service: 'a', port: 80 }]);
-    t.deepEqual(edge.ingress, { listen: 80, publish: 30000, proxyPort: null });
+    t.deepEqual(edge.routes, [{ host: null, path: '/a', service: 'a', port: 80, ...ROUTE_DEFAULTS }]);
+    t.deepEqual(edge.ingress, { listen: 80, publish: 30000, proxyPort: null, ...NO_TLS });
     t.is(st.services.find((s) => s.kind === 'service' && s.name === 'b')!.backends.length, 1);
     t.false(st.services.some((s) => s.kind === 'ingress' && s.name === 'other'), 'an ingress left without routes does not exist');
   });

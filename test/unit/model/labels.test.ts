@@ -85,6 +85,9 @@ test('pins are canonicalised', (t) => {
   t.is(r.spec!.vip6, 'fd00:96::a');
 });
 
+/** A route's issue-10 settings when the container gives none. */
+const HTTP_DEFAULTS = { tlsListen: null, tls: null, redirectHttps: null, protocol: 'http', stripPrefix: false, timeoutMs: null, retries: null } as const;
+
 test('http routes: defaults and explicit values', (t) => {
   const r = decodeLabels({
     name: 'c',
@@ -97,8 +100,8 @@ test('http routes: defaults and explicit values', (t) => {
   });
   t.deepEqual(r.errors, []);
   t.deepEqual(r.spec!.routes, [
-    { ingress: 'edge', path: '/', host: 'shop.example', port: 80, listen: 8080, publish: 31907 },
-    { ingress: 'web', path: '/shop', host: null, port: 9090, listen: null, publish: null },
+    { ingress: 'edge', path: '/', host: 'shop.example', port: 80, listen: 8080, publish: 31907, ...HTTP_DEFAULTS },
+    { ingress: 'web', path: '/shop', host: null, port: 9090, listen: null, publish: null, ...HTTP_DEFAULTS },
   ]);
 });
 
