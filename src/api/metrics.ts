@@ -65,7 +65,7 @@ export class Metrics {
       name: 'berth_reconcile_duration_seconds', help: 'Time to compute and apply one reconcile',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5], registers,
     });
-    this.reconciles = new client.Counter({ name: 'berth_reconciles_total', help: 'Reconciles by result', labelNames: ['result'], registers });
+    this.reconciles = new client.Counter({ name: 'berth_reconciles_total', help: 'Reconciles by result: ok, error, or skipped (no full Docker list yet, so nothing to reconcile from)', labelNames: ['result'], registers });
     this.mapOperations = new client.Counter({ name: 'berth_map_operations_total', help: 'BPF map writes and deletes', labelNames: ['op'], registers });
     this.mapErrors = new client.Counter({ name: 'berth_map_errors_total', help: 'BPF map operations that failed (e.g. a full map)', registers });
     const dnsQueries = new client.Counter({ name: 'berth_dns_queries_total', help: 'DNS queries received, by transport', labelNames: ['transport'], registers });

@@ -174,7 +174,7 @@ export class Daemon {
 
     // Periodic reconcile even without Docker events: repairs what someone else removed (a
     // firewall reload flushing berth's iptables rules, a deleted map entry) within seconds.
-    this.resyncTimer = setInterval(() => this.schedule(), 5000);
+    this.resyncTimer = setInterval(() => this.schedule(), this.c.reconcileInterval * 1000);
     this.resyncTimer.unref();
     this.startWatchdog();
   }
@@ -200,7 +200,12 @@ export class Daemon {
   private async reconcile(): Promise<void> {
     const snap = this.snapshot;
     // Never reconcile from "Docker unreachable": without a full list there is nothing to say.
-    if (!snap || !this.datapath) return;
+    if (!snap || !this.datapath) {
+      // Counted, so that "nothing withdrawn while Docker was never listed" can be checked across
+      // several periods rather than assumed.
+      this.metrics.reconciles.inc({ result: 'skipped' });
+      return;
+    }
     await this.proxyStarted;
     const t0 = process.hrtime.bigint();
     const endTimer = this.metrics.reconcileDuration.startTimer();
