@@ -5,6 +5,7 @@
  * ENOENT that sysfs answers). /sys/fs/bpf itself is left alone: other software may pin there.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath, DatapathErrorCode } from '../../src/datapath';
@@ -64,3 +65,6 @@ test('mkdirp: creates missing parents, accepts an existing directory, throws on 
   const e = t.throws(() => mkdirp('/sys/fs/berth-test-nonexistent/x')) as NodeJS.ErrnoException;
   t.true(['ENOENT', 'EPERM'].includes(e.code!), e.code);
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

@@ -6,6 +6,7 @@
  * (outside that cgroup) to the VIP must be balanced. Cleanup from the host unmounts it again.
  */
 import test, { type ExecutionContext } from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../../src/datapath';
@@ -94,3 +95,6 @@ test('private cgroup namespace without the host\'s /proc: auto refuses (BERTH_DP
   t.false(fs.existsSync(path.join(OPTS.pinDir, 'link_berth_sock4_connect')));
   t.notRegex((await run('bpftool', ['cgroup', 'show', cg])).stdout, /berth_/);
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

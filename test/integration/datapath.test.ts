@@ -5,6 +5,7 @@
  * creates. Runs as root, serially.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Datapath, linkPinName } from '../../src/datapath';
@@ -76,6 +77,16 @@ async function progIdsOfMyLinks(): Promise<number[]> {
   return ids.sort((a, b) => a - b);
 }
 
+test.after.always(async () => {
+  for (const c of closers) await c.close().catch(() => undefined);
+  dp?.close();
+  await deleteNetns(NETNS);
+  await Datapath.cleanup(OPTS);
+});
+
+// The host-as-before check (after the cleanup hooks above, before the setup hooks below).
+hostAsBefore(test);
+
 test.before(async () => {
   // A leftover of a crashed earlier run of this suite (never anything else's).
   await Datapath.cleanup(OPTS);
@@ -90,13 +101,6 @@ test.before(async () => {
   closers.push(await tcpServer('127.0.0.1', P.ingress, 'envoy-stand-in'));
   const r = await dp.sync(desired(), { prune: true });
   if (r.errors.length) throw new Error(`sync errors: ${JSON.stringify(r.errors)}`);
-});
-
-test.after.always(async () => {
-  for (const c of closers) await c.close().catch(() => undefined);
-  dp?.close();
-  await deleteNetns(NETNS);
-  await Datapath.cleanup(OPTS);
 });
 
 test('open: programs attached at the verified host root, routes in place before traffic', async (t) => {

@@ -4,6 +4,7 @@
  * state, never an empty snapshot (a proxy socket of the test's own stands in for a dying dockerd).
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -74,15 +75,18 @@ function until2(what: string, fn: () => boolean, timeoutMs = 20000): Promise<voi
 
 const byName = (name: string) => (s: DockerSnapshot): ContainerInfo | undefined => s.containers.find((c) => c.name === name);
 
-test.before(async () => {
-  await removeTestContainers(SUITE);
-  await ensureTestImage();
-});
-
 test.after.always(async () => {
   await removeTestContainers(SUITE);
   await removeTestNetwork(NET);
   await removeTestNetwork(NET2);
+});
+
+// The host-as-before check (after the cleanup hooks above, before the setup hooks below).
+hostAsBefore(test);
+
+test.before(async () => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
 });
 
 test.serial('labelled containers appear with labels, IPs (v4 and v6), exposed ports; networks with subnets', async (t) => {

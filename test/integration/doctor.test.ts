@@ -3,6 +3,7 @@
  * TPROXY), so the results are asserted against what TESTBED.md says these machines have.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import { runCli } from '../helpers/berthd';
 import type { Check } from '../../src/cli/doctor';
@@ -60,3 +61,6 @@ test('doctor fails (exit 1) with what to do when Docker does not answer', async 
   t.regex(human.stdout, /^FAIL\s+docker/m);
   t.regex(human.stdout, /\d+ ok, \d+ warnings?, 1 failure$/m);
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

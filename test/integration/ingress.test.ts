@@ -5,6 +5,7 @@
  * own reaching the publish port on the host's address there.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
@@ -222,3 +223,6 @@ test('Envoy missing: socket LB works, Envoy reported missing, a bad route label 
   const served = await waitFor('the ingress serves through Envoy', async () => { const x = await httpGet(ing.vip, 80, '/'); return x.status === 200 ? x : undefined; }, 15000, 200);
   t.is(served.body.trim(), 'good');
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

@@ -4,6 +4,7 @@
  * its VIP, and other services are untouched.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, createTestNetwork, removeTestNetwork, docker } from '../helpers/docker';
@@ -12,16 +13,19 @@ import { probeFromHost, tags } from '../helpers/probe';
 const SUITE = 'labels';
 const d = new Berthd({ name: 'labels', serviceCidr: '10.96.0.0/16' });
 
-test.before(async () => {
-  await removeTestContainers(SUITE);
-  await ensureTestImage();
-  await d.start();
-});
-
 test.after.always(async () => {
   await removeTestContainers(SUITE);
   await removeTestNetwork('bt-lab-net').catch(() => undefined);
   await d.cleanup();
+});
+
+// The host-as-before check (after the cleanup hooks above, before the setup hooks below).
+hostAsBefore(test);
+
+test.before(async () => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  await d.start();
 });
 
 const echo = (tag: string) => ['berth-tcp-echo', '8080', '--tag', tag];

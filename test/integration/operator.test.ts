@@ -3,6 +3,7 @@
  * changes, Prometheus metrics, and berth's iptables rules repaired after a "firewall reload".
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
 import { probeFromHost, tags } from '../helpers/probe';
@@ -186,3 +187,6 @@ test('berth iptables rules flushed by someone else are repaired', async (t) => {
   const after = await httpGetInContainer(client.id, fl.vip, 80, '/');
   t.is(after.status, 200, JSON.stringify(after));
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

@@ -11,6 +11,7 @@
  * more specific than any range a berthd may have installed).
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -175,12 +176,16 @@ async function replicas(get: () => Promise<{ status: number; body: string }>): P
   return [...seen].sort();
 }
 
-test.before(setUp);
 test.after.always(async () => {
   await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR, redirectNames: NAMES });
   fs.rmSync(PIN_DIR, { recursive: true, force: true });
   await tearDown();
 });
+
+// The host-as-before check (after the cleanup hooks above, before the setup hooks below).
+hostAsBefore(test);
+
+test.before(setUp);
 
 function newProxy(mode: RedirectMode, stateDir = path.join(tmp, 'state')): Proxy {
   return new Proxy({

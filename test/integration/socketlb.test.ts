@@ -3,6 +3,7 @@
  * engine, real traffic from the host and from containers, IPv4 and IPv6, TCP and UDP.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import net from 'node:net';
 import { Berthd, runCli, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, createTestNetwork, removeTestNetwork, docker } from '../helpers/docker';
@@ -49,6 +50,15 @@ async function withBackends(name: string, n: number): Promise<ServiceView> {
   }, 15000);
 }
 
+test.after.always(async () => {
+  await removeTestContainers(SUITE);
+  await removeTestNetwork(NET).catch(() => undefined);
+  await d.cleanup();
+});
+
+// The host-as-before check (after the cleanup hooks above, before the setup hooks below).
+hostAsBefore(test);
+
 test.before(async () => {
   await removeTestContainers(SUITE);
   await ensureTestImage();
@@ -60,12 +70,6 @@ test.before(async () => {
     await runContainer({ suite: SUITE, name: `bt-slb-dns-${i}`, network: NET, labels: { 'berth.service': 'dns', 'berth.ports': '53:5353/udp' }, cmd: ['berth-udp-echo', '5353', '--tag', `dns-${i}`] });
   }
   client = (await runContainer({ suite: SUITE, name: 'bt-slb-client', network: NET, labels: {}, cmd: ['sleep', '3600'] })).id;
-});
-
-test.after.always(async () => {
-  await removeTestContainers(SUITE);
-  await removeTestNetwork(NET).catch(() => undefined);
-  await d.cleanup();
 });
 
 test('berth services lists web with its VIPs and both backends', async (t) => {

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { Berthd, runCli, sleep, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
 import { probeFromHost, tags } from '../helpers/probe';
-import { snapshotHostState, diffHostState } from '../helpers/cleanup';
+import { snapshotHostState, diffHostState, hostAsBefore } from '../helpers/cleanup';
 import { run } from '../../src/util/exec';
 
 const SUITE = 'survival';
@@ -87,3 +87,6 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
   const again = await runCli(['cleanup', '--force', ...d.args.slice(0, 6)]);
   t.regex(again.stdout, /nothing of berth was left/);
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

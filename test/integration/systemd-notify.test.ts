@@ -4,6 +4,7 @@
  * root and the maps reconciled, WATCHDOG=1 pings at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { NotifySocket } from '../helpers/notify-socket';
 import { FakeEngine } from '../helpers/fake-engine';
@@ -66,3 +67,6 @@ test('no READY while Docker cannot be listed: STATUS says so, watchdog pings go 
   t.true(st.cgroupIsHostRoot);
   t.truthy((await d.services()).find((s) => s.name === 'fakeweb' && s.backends.length === 1));
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);
