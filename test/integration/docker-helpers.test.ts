@@ -18,6 +18,7 @@ import type { DatapathOptions } from '../../src/datapath/types';
 import { cgroup2RootMounts } from '../../src/datapath/cgroup';
 import { silentLogger } from '../../src/util/log';
 import { v4Overlap } from '../helpers/addr';
+import { tags, type ProbeResult } from '../helpers/probe';
 
 const SUITE = 'docker-helpers';
 const NETS = ['bt-dh-a', 'bt-dh-b'];
@@ -257,4 +258,11 @@ test.serial('removeTestContainers removes exactly this suite\'s containers', asy
   t.true((await removeTestContainers(SUITE)) >= 1);
   t.deepEqual(await docker.listContainers({ all: true, filters: { label: [`berth-test=${SUITE}`] } }), []);
   t.true((await docker.getContainer(other.id).inspect()).State.Running, 'another suite is untouched');
+});
+
+test('tags(): every probe must have been answered (a client left unserved fails the claim)', (t) => {
+  const ok = (reply: string): ProbeResult => ({ ok: true, peer: '10.96.0.1:80', reply, from: null, errno: null, ms: 1 });
+  const refused: ProbeResult = { ok: false, peer: null, reply: null, from: null, errno: 'ECONNREFUSED', ms: 1 };
+  t.deepEqual([...tags([ok('a:ping'), ok('b\nping')])].sort(), ['a', 'b']);
+  t.throws(() => tags([ok('a:ping'), refused, refused, refused]), { message: /3 of 4 probes got no answer.*ECONNREFUSED/ });
 });

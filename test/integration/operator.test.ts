@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { hostAsBefore } from '../helpers/cleanup';
-import { Berthd, waitFor } from '../helpers/berthd';
+import { Berthd, parseProm, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
 import { probeFromHost, tags } from '../helpers/probe';
 import { stopDockerd, startDockerd, dockerAnswers } from '../helpers/dockerd';
@@ -15,17 +15,6 @@ import http from 'node:http';
 import fs from 'node:fs';
 
 const SUITE = 'operator';
-
-/** Parse Prometheus text exposition into name{labels} -> value. */
-export function parseProm(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)/.exec(line);
-    if (m) out.set(m[1], Number(m[2]));
-  }
-  return out;
-}
 
 function tcpGet(port: number, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -73,7 +62,8 @@ test('metrics on the admin socket and metricsAddress, with per-service BPF count
 test('dockerd restarts: nothing withdrawn while away, full resync after, with and without live-restore', async (t) => {
   await removeTestContainers(SUITE);
   await ensureTestImage();
-  const d = new Berthd({ name: 'dockerd' });
+  // Reconcile every 200 ms: the outage below spans several periodic reconciles.
+  const d = new Berthd({ name: 'dockerd', extraArgs: ['--reconcile-interval', '0.2'] });
   t.teardown(async () => {
     if (!(await dockerAnswers())) await startDockerd();
     await removeTestContainers(SUITE);
@@ -88,8 +78,12 @@ test('dockerd restarts: nothing withdrawn while away, full resync after, with an
 
   await stopDockerd();
   await waitFor('berthd notices Docker is gone', async () => (await d.status()).docker !== 'connected');
-  // Nothing withdrawn, traffic still flows.
-  t.is((await d.services()).find((s) => s.name === 'live')?.backends.length, 1);
+  // Nothing withdrawn across several periodic reconciles (from the last full list), traffic still flows.
+  const reconciled = await d.metric('berth_reconciles_total{result="ok"}');
+  await waitFor('three periodic reconciles while Docker is away', async () => (await d.metric('berth_reconciles_total{result="ok"}')) >= reconciled + 3, 10000, 100);
+  t.not((await d.status()).docker, 'connected', 'still away');
+  t.deepEqual((await d.services()).find((s) => s.name === 'live')?.backends.map((b) => b.id), [c.id]);
+  t.is((await d.status()).maps?.backends, 1, 'the backend still in the BPF maps');
   t.deepEqual([...tags(await probeFromHost('tcp', live.vip, 80, 4))], ['live']);
   const reconnects = (await d.status()).dockerReconnects;
 
