@@ -69,7 +69,7 @@ test('a good service keeps working while bad containers come and go', async (t) 
   // The good service still answers, and the log names container, label and reason.
   t.deepEqual([...tags(await probeFromHost('tcp', '10.96.7.7', 80, 4))], ['good']);
   const log = fs.readFileSync(d.logFile, 'utf8');
-  t.regex(log, /container bt-lab-badport, label berth\.ports: "80:99999": port 99999 is not in 1\.\.65535/);
+  t.regex(log, /container bt-lab-badport, label berth\.ports: \\"80:99999\\": port 99999 is not in 1\.\.65535/, 'the log line (JSON: quotes escaped)');
   t.deepEqual(services.find((s) => s.name === 'good')!.errors, [], 'the good service carries no error of the others');
 });
 
@@ -104,15 +104,17 @@ test('an error of the service itself is shown in `berth services` on that servic
     await runContainer({ suite: SUITE, name: `bt-lab-${n}`, labels: { 'berth.service': n, 'berth.ports': '80:8080' }, cmd: echo(n) });
     await waitFor(`${n} listed`, async () => (await small.service(n))?.backends.length === 1);
   }
-  const services = await small.services();
-  const c = services.find((s) => s.name === 'six-c')!;
-  t.is(c.vip6, null);
+  const services = (await small.services()).filter((s) => names.includes(s.name));
+  // Two of the three got one of the two IPv6 VIPs; the other one says why it has none.
+  const without = services.filter((s) => s.vip6 === null);
+  t.is(without.length, 1, JSON.stringify(services.map((s) => [s.name, s.vip, s.vip6, s.errors])));
+  const c = without[0];
   t.regex(c.vip, /^10\.97\.0\.\d+$/);
   t.deepEqual(c.errors, ['no free VIP left in the service range fd00:97::/126']);
-  for (const n of ['six-a', 'six-b']) t.deepEqual(services.find((s) => s.name === n)!.errors, [], `${n} has its IPv6 VIP`);
+  for (const s of services.filter((x) => x !== c)) t.deepEqual(s.errors, [], `${s.name} has its IPv6 VIP ${s.vip6}`);
   t.deepEqual((await small.status()).labelErrors, [], 'no label is wrong');
   const cli = await runCli(['services', '--socket', small.socket]);
   t.is(cli.code, 0, cli.stderr);
-  t.regex(cli.stdout, /\nerrors:\n {2}six-c: no free VIP left in the service range fd00:97::\/126$/);
-  t.deepEqual([...tags(await probeFromHost('tcp', c.vip, 80, 4))], ['six-c'], 'served on its IPv4 VIP');
+  t.true(cli.stdout.endsWith(`\nerrors:\n  ${c.name}: no free VIP left in the service range fd00:97::/126`), cli.stdout);
+  t.deepEqual([...tags(await probeFromHost('tcp', c.vip, 80, 4))], [c.name], 'served on its IPv4 VIP');
 });

@@ -13,6 +13,7 @@ import { httpGetInContainer } from '../helpers/http';
 import { getText } from '../../src/api/server';
 import http from 'node:http';
 import fs from 'node:fs';
+import { DEFAULT_REDIRECT_NAMES } from '../../src/proxy/redirect-types';
 
 const SUITE = 'operator';
 
@@ -184,3 +185,26 @@ test('berth iptables rules flushed by someone else are repaired', async (t) => {
 
 // Every integration file ends with the host-as-before check.
 hostAsBefore(test);
+
+test('berth\'s tc program removed by someone else (eBPF redirect) is re-attached by the periodic reconcile', async (t) => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  const d = new Berthd({ name: 'tcflush', extraArgs: ['--redirect', 'ebpf', '--reconcile-interval', '0.2'] });
+  t.teardown(async () => {
+    await removeTestContainers(SUITE);
+    await d.cleanup();
+  });
+  await d.start();
+  await runContainer({ suite: SUITE, name: 'bt-op-tcing', labels: { 'berth.service': 'tcfl', 'berth.ports': '9080', 'berth.http.tcfl.path': '/' }, cmd: ['sh', '-c', 'echo ok > /www/index.html && exec httpd -f -p 9080 -h /www'] });
+  const client = await runContainer({ suite: SUITE, name: 'bt-op-tcflush-client', labels: {}, cmd: ['sleep', '600'] });
+  const onBridge = async () => /berth_redirect/.test((await run('tc', ['filter', 'show', 'dev', 'docker0', 'ingress'])).stdout);
+  await waitFor('berth\'s tc program on docker0', onBridge, 20000);
+  const fl = await waitFor('ingress tcfl', async () => (await d.services()).find((x) => x.name === 'tcfl' && x.kind === 'ingress' && x.listenerPort));
+  await waitFor('a container reaches the ingress', async () => (await httpGetInContainer(client.id, fl.vip, 80, '/')).status === 200, 15000, 200);
+  // Someone removes berth's filter from the bridge (tc filter del succeeds only if there was one).
+  const del = await run('tc', ['filter', 'del', 'dev', 'docker0', 'ingress', 'pref', String(DEFAULT_REDIRECT_NAMES.tcPref)]);
+  t.is(del.code, 0, del.stderr);
+  await waitFor('the program re-attached', onBridge, 10000, 100);
+  const after = await httpGetInContainer(client.id, fl.vip, 80, '/');
+  t.is(after.status, 200, JSON.stringify(after));
+});
