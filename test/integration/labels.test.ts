@@ -97,6 +97,8 @@ test('an error of the service itself is shown in `berth services` on that servic
   // A berthd of this test's own with room for two IPv6 VIPs: the third service gets an IPv4 VIP,
   // no IPv6 one, and says why on the service (not as a label error: no label is wrong).
   const small = new Berthd({ name: 'labels6', serviceCidr: '10.97.0.0/24', serviceCidr6: 'fd00:97::/126' });
+  // Any other labelled container would be a service of this berthd too and could take the two.
+  await removeTestContainers(SUITE);
   t.teardown(() => small.cleanup());
   await small.start();
   const names = ['six-a', 'six-b', 'six-c'];

@@ -182,20 +182,26 @@ test('healthcheck: a backend only while healthy', async (t) => {
   t.is(await held.echo('still-there'), 'still-there');
 });
 
-test('a stopping container leaves the backend set at its stop event, before it dies', async (t) => {
+test('a stopping container leaves the backend set at its stop event, before it dies; its established TCP connections keep working', async (t) => {
   // The container ignores SIGTERM, so it keeps running for the whole stop timeout.
   const c = await runContainer({
     suite: SUITE, name: 'bt-slb-slow', network: NET,
     labels: { 'berth.service': 'slow', 'berth.ports': '80:8080' },
     cmd: ['sh', '-c', "trap '' TERM; berth-tcp-echo 8080 --tag slow & while true; do sleep 1; done"],
   });
-  await withBackends('slow', 1);
+  const slow = await withBackends('slow', 1);
+  // An established TCP connection through the VIP, held across `docker stop`'s withdrawal.
+  const held = await openEcho(slow.vip, 80);
+  t.teardown(() => held.sock.destroy());
+  t.is(held.greeting, 'slow');
   const stopping = docker.getContainer(c.id).stop({ t: 8 });
   await withBackends('slow', 0);
   const info = await docker.getContainer(c.id).inspect();
   t.true(info.State.Running, 'the backend was withdrawn while the container still ran');
-  const [r] = await probeFromHost('tcp', (await svc('slow')).vip, 80, 1);
+  const [r] = await probeFromHost('tcp', slow.vip, 80, 1);
   t.is(r.errno, 'ECONNREFUSED', `no new connects to the stopping container: ${JSON.stringify(r)}`);
+  // Withdrawn, not cut: the connection made before the stop still echoes (issue 2, part 5).
+  t.is(await held.echo('after-stop'), 'after-stop');
   await stopping;
 });
 
