@@ -51,7 +51,9 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
     return ids;
   };
   const d = new Berthd({ name: 'surv', extraArgs: FAST });
+  let blind: Berthd | null = null;
   t.teardown(async () => {
+    await blind?.stop(); // also when the test failed while it ran
     await removeTestContainers(SUITE);
     await d.cleanup();
   });
@@ -85,7 +87,7 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
   // A berthd that cannot list Docker adopts the maps and withdraws nothing: without a full list
   // it cannot know that b is gone (issue 2 part 7: prune only after the first full list). Held
   // across several of its periodic reconciles, which it counts as skipped.
-  const blind = new Berthd({ name: 'surv', extraArgs: [...FAST, '--docker-host', 'unix:///run/berth-surv-no-docker.sock'] });
+  blind = new Berthd({ name: 'surv', extraArgs: [...FAST, '--docker-host', 'unix:///run/berth-surv-no-docker.sock'] });
   await blind.start(30000, 'serving');
   const blindStatus = await waitFor('the blind berthd reports Docker unreachable', async () => { const s = await blind.status(); return s.docker !== 'connected' && s.maps ? s : undefined; });
   t.false(blindStatus.ready, 'not ready without a Docker list');
