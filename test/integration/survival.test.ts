@@ -95,7 +95,8 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
   await waitFor('three more periodic reconciles while blind', async () => (await blind.metric('berth_reconciles_total{result="skipped"}')) >= skipped0 + 3, 10000, 100);
   t.is((await blind.status()).maps?.backends, idsBefore.size, 'every backend still in the maps (a, b and the squatter)');
   t.deepEqual(await bpfBackendIds('/sys/fs/bpf/berth-surv'), idsBefore, 'the BPF backends untouched');
-  t.deepEqual([...tags(await probeFromHost('tcp', keep.vip, 80, 16))].sort(), ['a', 'b'], 'nothing withdrawn');
+  // (No traffic check here: b's container is gone, so its kept entry answers nothing; the point
+  // is that berth does not withdraw what it cannot know is gone.)
   t.deepEqual(await linkIds(), linksBefore, 'the same links, adopted');
   await blind.stop();
 
