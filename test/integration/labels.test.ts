@@ -117,6 +117,6 @@ test('an error of the service itself is shown in `berth services` on that servic
   t.deepEqual((await small.status()).labelErrors, [], 'no label is wrong');
   const cli = await runCli(['services', '--socket', small.socket]);
   t.is(cli.code, 0, cli.stderr);
-  t.true(cli.stdout.endsWith(`\nerrors:\n  ${c.name}: no free VIP left in the service range fd00:97::/126`), cli.stdout);
+  t.true(cli.stdout.trimEnd().endsWith(`\nerrors:\n  ${c.name}: no free VIP left in the service range fd00:97::/126`), cli.stdout);
   t.deepEqual([...tags(await probeFromHost('tcp', c.vip, 80, 4))], [c.name], 'served on its IPv4 VIP');
 });
