@@ -213,13 +213,13 @@ export class Daemon {
     });
     watcher.start();
 
-    // The proxy's pass even without Docker events: repairs what someone else removed (a firewall
-    // reload flushing berth's iptables rules) within seconds. The maps are verified by the full
-    // sync of every full Docker list (resyncInterval).
+    // Periodic reconcile even without Docker events (reconcileInterval): the proxy's pass repairs
+    // what someone else removed (a firewall reload flushing berth's iptables rules) within
+    // seconds. The maps are verified by the full sync of every full Docker list (resyncInterval).
     this.resyncTimer = setInterval(() => {
       this.proxyPending = true;
       this.schedule();
-    }, 5000);
+    }, this.c.reconcileInterval * 1000);
     this.resyncTimer.unref();
     this.startWatchdog();
   }
@@ -263,7 +263,12 @@ export class Daemon {
   private async reconcile(): Promise<void> {
     const model = this.model;
     // Never reconcile from "Docker unreachable": without a full list there is nothing to say.
-    if (!model || !this.haveList || !this.datapath) return;
+    if (!model || !this.haveList || !this.datapath) {
+      // Counted, so that "nothing withdrawn while Docker was never listed" can be checked across
+      // several periods rather than assumed.
+      this.metrics.reconciles.inc({ result: 'skipped' });
+      return;
+    }
     await this.proxyStarted;
     const full = this.fullPending;
     const names = this.dirtyNames;
