@@ -19,7 +19,7 @@ test('doctor reports this host truthfully', async (t) => {
     if (!c) throw new Error(`no check named ${name}: ${checks.map((x) => x.name).join(', ')}`);
     return c;
   };
-  for (const name of ['kernel', 'bpf syscall', 'cgroup BPF (sock_addr)', 'socket cookie', 'socket storage', 'bpf_sk_assign', 'bpf_link', 'BTF',
+  for (const name of ['kernel', 'bpf syscall', 'cgroup BPF (sock_addr)', 'socket cookie', 'socket storage', 'connect refusal', 'UDP fail-over', 'bpf_sk_assign', 'bpf_link', 'BTF',
     'cgroup v2', 'cgroup namespace', 'bpffs', 'docker', 'iptables', 'TPROXY', 'socket match', 'envoy']) {
     t.is(by(name).level, 'OK', `${name}: ${by(name).detail}`);
   }
