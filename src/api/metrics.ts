@@ -69,7 +69,7 @@ export class Metrics {
       name: 'berth_reconcile_duration_seconds', help: 'Time to compute and apply one reconcile',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5], registers,
     });
-    this.reconciles = new client.Counter({ name: 'berth_reconciles_total', help: 'Reconciles by result', labelNames: ['result'], registers });
+    this.reconciles = new client.Counter({ name: 'berth_reconciles_total', help: 'Reconciles by result: ok, error, or skipped (no full Docker list yet, so nothing to reconcile from)', labelNames: ['result'], registers });
     this.mapOperations = new client.Counter({ name: 'berth_map_operations_total', help: 'BPF map writes and deletes', labelNames: ['op'], registers });
     this.eventToMaps = new client.Histogram({
       name: 'berth_event_to_maps_seconds', help: 'From a Docker container event to its change applied (maps written, proxy updated)',

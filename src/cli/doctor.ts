@@ -69,6 +69,14 @@ async function kernelChecks(): Promise<Check[]> {
   out.push(helper('cgroup_sock_addr', 'bpf_get_netns_cookie')
     ? ok('netns cookie', 'bpf_get_netns_cookie available (host-only ingress shortcut)')
     : warn('netns cookie', 'bpf_get_netns_cookie missing for cgroup_sock_addr', 'use Linux 5.8+'));
+  // Degraded, not broken (README "What berth does not do yet"): both are checked in the BPF code
+  // (a CO-RE enum check and a weak kfunc), so the programs load either way.
+  out.push(helper('cgroup_sock_addr', 'bpf_set_retval')
+    ? ok('connect refusal', 'bpf_set_retval available: a service without backends refuses with ECONNREFUSED')
+    : warn('connect refusal', 'bpf_set_retval missing (Linux < 5.18): a service without backends refuses with EPERM instead of ECONNREFUSED', 'use Linux 5.18+ for ECONNREFUSED'));
+  out.push(btfHasFunc('bpf_sock_destroy')
+    ? ok('UDP fail-over', 'bpf_sock_destroy available: connected UDP sockets to a removed backend are destroyed')
+    : warn('UDP fail-over', 'bpf_sock_destroy missing (Linux < 6.5): connected UDP sockets to a removed backend are not destroyed', 'use Linux 6.5+; clients must reconnect themselves'));
   out.push(helper('sched_cls', 'bpf_sk_assign')
     ? ok('bpf_sk_assign', 'available to tc programs (redirect: ebpf)')
     : warn('bpf_sk_assign', 'missing for tc programs', 'redirect: ebpf cannot work; berth uses iptables (Linux 5.7+ has it)'));
@@ -226,4 +234,18 @@ export function formatDoctor(checks: Check[]): string {
   const count = (k: Level, one: string, many: string): string => `${n(k)} ${n(k) === 1 ? one : many}`;
   lines.push('', `${n('OK')} ok, ${count('WARN', 'warning', 'warnings')}, ${count('FAIL', 'failure', 'failures')}`);
   return lines.join('\n');
+}
+
+/**
+ * Whether the running kernel's BTF names function `name` (kfuncs such as bpf_sock_destroy are
+ * BTF FUNCs): a search for the NUL-terminated name in /sys/kernel/btf/vmlinux's string section.
+ * False when the file is missing.
+ */
+export function btfHasFunc(name: string, btfPath = '/sys/kernel/btf/vmlinux'): boolean {
+  if (!name) return false;
+  try {
+    return fs.readFileSync(btfPath).includes(Buffer.from(`\0${name}\0`));
+  } catch {
+    return false;
+  }
 }

@@ -51,6 +51,11 @@ export interface Config {
   tlsDir: string;
   /** Extension: write Envoy's JSON access log lines into berthd's log (part "access"). */
   accessLog: boolean;
+  /**
+   * Extension: seconds between periodic reconciles (repairs of what someone else removed: flushed
+   * iptables rules, a detached tc program, a deleted map entry). Fractions allowed (tests use 0.2).
+   */
+  reconcileInterval: number;
 }
 
 export type Source = 'default' | 'file' | 'env' | 'flag';
@@ -231,6 +236,15 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
     help: "port of berthd's DNS socket on loopback and the Docker bridge gateway ('off': no DNS)",
   },
   dnsUpstreams: { default: () => 'auto', parse: upstreams, help: "resolvers for names outside the zone ('auto': the host's resolv.conf)" },
+  reconcileInterval: {
+    default: () => 5,
+    parse: (raw) => {
+      const n = Number(raw);
+      if (!Number.isFinite(n) || n < 0.1 || n > 3600) throw new Error('must be a number of seconds between 0.1 and 3600');
+      return n;
+    },
+    help: 'seconds between periodic reconciles (repairs)',
+  },
 };
 
 export const CONFIG_KEYS = Object.keys(SPECS) as (keyof Config)[];

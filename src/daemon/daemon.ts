@@ -237,13 +237,13 @@ export class Daemon {
     });
     watcher.start();
 
-    // The proxy's pass even without Docker events: repairs what someone else removed (a firewall
-    // reload flushing berth's iptables rules) within seconds. The maps are verified by the full
-    // sync of every full Docker list (resyncInterval).
+    // Periodic reconcile even without Docker events (reconcileInterval): the proxy's pass repairs
+    // what someone else removed (a firewall reload flushing berth's iptables rules) within
+    // seconds. The maps are verified by the full sync of every full Docker list (resyncInterval).
     this.resyncTimer = setInterval(() => {
       this.proxyPending = true;
       this.schedule();
-    }, 5000);
+    }, this.c.reconcileInterval * 1000);
     this.resyncTimer.unref();
     this.startWatchdog();
   }
@@ -287,7 +287,12 @@ export class Daemon {
   private async reconcile(): Promise<void> {
     const model = this.model;
     // Never reconcile from "Docker unreachable": without a full list there is nothing to say.
-    if (!model || !this.haveList || !this.datapath) return;
+    if (!model || !this.haveList || !this.datapath) {
+      // Counted, so that "nothing withdrawn while Docker was never listed" can be checked across
+      // several periods rather than assumed.
+      this.metrics.reconciles.inc({ result: 'skipped' });
+      return;
+    }
     await this.proxyStarted;
     // Per-client-network lists (datapath/netlists.ts) are numbered by Docker network: new numbers
     // may change every service's lists, which only a full sync rewrites.

@@ -126,8 +126,11 @@ export class AdsServer extends EventEmitter {
   private server: grpc.Server | null = null;
   private readonly streams = new Set<AdsStream>();
   private nonce = 0;
-  /** Responses sent, ACKs and NACKs received, over all streams since start. */
-  readonly stats = { pushes: 0, acks: 0, nacks: 0 };
+  /**
+   * Responses sent, ACKs and NACKs received, and discovery requests handled (whatever they were),
+   * over all streams since start.
+   */
+  readonly stats = { pushes: 0, acks: 0, nacks: 0, requests: 0 };
   snapshot: Snapshot;
   /**
    * True until the first setSnapshot() when constructed with `hold`: requests are recorded but not
@@ -180,6 +183,7 @@ export class AdsServer extends EventEmitter {
       } catch (e) {
         this.log.error({ err: e }, 'handling a discovery request failed');
       }
+      this.stats.requests++;
     });
     const end = () => {
       if (this.streams.delete(s)) this.log.info({ node: s.node }, 'ADS stream closed');

@@ -108,6 +108,11 @@ export class Berthd {
     return getText(this.socket, '/metrics');
   }
 
+  /** One value of /metrics, e.g. metric('berth_reconciles_total{result="skipped"}'); 0 when absent. */
+  async metric(name: string): Promise<number> {
+    return parseProm(await this.metrics()).get(name) ?? 0;
+  }
+
   async service(name: string): Promise<ServiceView | undefined> {
     return (await this.services()).find((s) => s.name === name);
   }
@@ -133,6 +138,17 @@ export class Berthd {
     if (r.code !== 0) throw new Error(`berth cleanup failed (${r.code}): ${r.stderr}`);
     return r.stdout;
   }
+}
+
+/** Parse Prometheus text exposition into name{labels} -> value. */
+export function parseProm(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)/.exec(line);
+    if (m) out.set(m[1], Number(m[2]));
+  }
+  return out;
 }
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {

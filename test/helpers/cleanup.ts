@@ -13,6 +13,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { TestFn } from 'ava';
 import { run } from '../../src/util/exec';
 
 export interface HostState {
@@ -36,9 +37,41 @@ export interface HostState {
   berthDirs: string[];
 }
 
-async function out(file: string, args: string[]): Promise<string> {
-  const r = await run(file, args, { timeoutMs: 30000 });
-  return r.code === 0 ? r.stdout : '';
+/** Runs a command of the snapshot; how (tests of the helper itself pass one that fails). */
+export type SnapshotRunner = (file: string, args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+/**
+ * The system's own binary, never a PATH lookup: npm puts node_modules/.bin first in PATH, and
+ * there `nft` is @vercel/nft (a file tracer, pulled in by the build tools) that prints an error for
+ * `nft list ruleset` and exits 0 -- the nft part of the snapshot was silently always empty.
+ */
+export function systemCommand(name: string): string {
+  for (const d of SYSTEM_DIRS) if (fs.existsSync(path.join(d, name))) return path.join(d, name);
+  throw new Error(`host snapshot: ${name} not found in ${SYSTEM_DIRS.join(', ')}`);
+}
+
+const defaultRunner: SnapshotRunner = (file, args) => run(systemCommand(file), args, { timeoutMs: 30000 });
+
+/**
+ * stdout of a snapshot command. A command that fails throws, naming it: an empty "before" and an
+ * empty "after" would otherwise compare equal and hide whatever was left behind.
+ */
+async function out(runner: SnapshotRunner, file: string, args: string[]): Promise<string> {
+  const r = await runner(file, args);
+  if (r.code !== 0) throw new Error(`host snapshot: \`${[file, ...args].join(' ')}\` failed (exit ${r.code}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** readdir that treats only "gone" as empty; any other error fails the snapshot. */
+function readdirOrGone(dir: string): fs.Dirent[] {
+  try {
+    return fs.readdirSync(dir, { withFileTypes: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new Error(`host snapshot: cannot read ${dir}: ${(e as Error).message}`);
+  }
 }
 
 const lines = (s: string): string[] => s.split('\n').map((l) => l.trimEnd()).filter((l) => l.trim() !== '');
@@ -73,22 +106,11 @@ export function normaliseRoutes(text: string): string[] {
 /** Top-level *berth* entries of dir and their direct children (no deeper: /var/lib holds Docker's trees). */
 function berthEntries(dir: string): string[] {
   const res: string[] = [];
-  let top: fs.Dirent[];
-  try {
-    top = fs.readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return res;
-  }
-  for (const e of top.filter((x) => /berth/i.test(x.name))) {
+  if (!fs.existsSync(dir)) throw new Error(`host snapshot: ${dir} does not exist`);
+  for (const e of readdirOrGone(dir).filter((x) => /berth/i.test(x.name))) {
     const p = path.join(dir, e.name);
     res.push(p);
-    if (e.isDirectory()) {
-      try {
-        for (const c of fs.readdirSync(p)) res.push(path.join(p, c));
-      } catch {
-        // vanished meanwhile
-      }
-    }
+    if (e.isDirectory()) for (const c of readdirOrGone(p)) res.push(path.join(p, c.name));
   }
   return res.sort();
 }
@@ -96,40 +118,40 @@ function berthEntries(dir: string): string[] {
 function walkBerth(root: string): string[] {
   const res: string[] = [];
   const walk = (dir: string, inside: boolean): void => {
-    let entries: fs.Dirent[];
-    try {
-      entries = fs.readdirSync(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
+    for (const e of readdirOrGone(dir)) {
       const p = path.join(dir, e.name);
       const mine = inside || /berth/i.test(e.name);
       if (mine) res.push(path.relative(root, p));
       if (e.isDirectory() && res.length < 10000) walk(p, mine);
     }
   };
+  if (!fs.existsSync(root)) throw new Error(`host snapshot: ${root} does not exist`);
   walk(root, false);
   return sorted(res);
 }
 
-async function berthContainers(): Promise<string[]> {
-  const text = await out('docker', ['ps', '-a', '--format', '{{.Names}}\t{{.Labels}}']);
+async function berthContainers(runner: SnapshotRunner): Promise<string[]> {
+  const text = await out(runner, 'docker', ['ps', '-a', '--format', '{{.Names}}\t{{.Labels}}']);
   return sorted(lines(text).filter((l) => /(^|,|\t)berth\./.test(l.split('\t')[1] ?? '')).map((l) => l.split('\t')[0]));
 }
 
-export async function snapshotHostState(): Promise<HostState> {
+/**
+ * Everything berth could leave behind, now. Throws (naming the command or directory) when any part
+ * cannot be read: a snapshot with a hole in it would let that part pass unseen.
+ */
+export async function snapshotHostState(runner: SnapshotRunner = defaultRunner): Promise<HostState> {
+  const o = (file: string, args: string[]) => out(runner, file, args);
   const [tree, ipt4, ipt6, nft, rule4, rule6, netns, containers, r4, r6] = await Promise.all([
-    out('bpftool', ['cgroup', 'tree']),
-    out('iptables-save', []),
-    out('ip6tables-save', []),
-    out('nft', ['list', 'ruleset']),
-    out('ip', ['rule']),
-    out('ip', ['-6', 'rule']),
-    out('ip', ['netns', 'list']),
-    berthContainers(),
-    out('ip', ['-4', 'route', 'show', 'table', 'all']),
-    out('ip', ['-6', 'route', 'show', 'table', 'all']),
+    o('bpftool', ['cgroup', 'tree']),
+    o('iptables-save', []),
+    o('ip6tables-save', []),
+    o('nft', ['list', 'ruleset']),
+    o('ip', ['rule']),
+    o('ip', ['-6', 'rule']),
+    o('ip', ['netns', 'list']),
+    berthContainers(runner),
+    o('ip', ['-4', 'route', 'show', 'table', 'all']),
+    o('ip', ['-6', 'route', 'show', 'table', 'all']),
   ]);
   return {
     bpftoolCgroupTree: parseCgroupTree(tree),
@@ -165,4 +187,29 @@ export function diffHostState(before: HostState, after: HostState, ignore: (keyo
     for (const [line, n] of a) for (let i = b.get(line) ?? 0; i < n; i++) res.push(`${key}: + ${line}`);
   }
   return res;
+}
+
+/**
+ * The host-as-before check every integration file ends with: a snapshot before the file's first
+ * hook, and after its last cleanup hook a diff that must be empty (also when a test failed: its
+ * teardown must still leave nothing behind).
+ *
+ * AVA runs hooks of one kind in the order they are declared, so call this after the file's own
+ * `test.after.always` hooks and before its own `test.before` hooks (files without hooks: anywhere,
+ * by convention at the end).
+ */
+export function hostAsBefore(test: TestFn, opts: { ignore?: (keyof HostState)[]; ownLeftovers?: RegExp } = {}): void {
+  let before: HostState | null = null;
+  test.before('host snapshot before the suite', async () => {
+    before = await snapshotHostState();
+  });
+  test.after.always('host as before the suite', async (t) => {
+    if (!before) return t.fail('no snapshot was taken before the suite');
+    const diff = diffHostState(before, await snapshotHostState(), opts.ignore ?? []);
+    // A suite that first removes what a crashed earlier run of itself left behind (its own
+    // names only) may find the host cleaner than before; anything else is a difference.
+    const own = (l: string): boolean => !!opts.ownLeftovers && /^\w+: - /.test(l) && opts.ownLeftovers.test(l);
+    if (diff.some(own)) t.log(`removed leftovers of an earlier run of this suite:\n${diff.filter(own).join('\n')}`);
+    t.deepEqual(diff.filter((l) => !own(l)), [], 'the host is as it was before this file ran');
+  });
 }

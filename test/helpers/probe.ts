@@ -42,9 +42,15 @@ export async function probeFromContainer(container: string, mode: ProbeMode, add
   return out;
 }
 
-/** The backend tags seen in replies like "web-1:ping" or "web-1\n...". */
+/**
+ * The backend tags seen in replies like "web-1:ping" or "web-1\n...". Every attempt must have
+ * been answered: a failed one throws (listing the failures), so "served by a and b" can never
+ * pass with only some of the clients served. Tests that expect failures look at the results.
+ */
 export function tags(results: ProbeResult[]): Set<string> {
-  return new Set(results.filter((r) => r.ok && r.reply).map((r) => r.reply!.split(/[:\n]/)[0]));
+  const failed = results.filter((r) => !r.ok || !r.reply);
+  if (failed.length) throw new Error(`${failed.length} of ${results.length} probes got no answer: ${JSON.stringify(failed)}`);
+  return new Set(results.map((r) => r.reply!.split(/[:\n]/)[0]));
 }
 
 /** "10.96.0.5:80" / "[fd00:96::5]:80" */

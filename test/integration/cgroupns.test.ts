@@ -6,6 +6,7 @@
  * namespaces, attach at the real host root, say so truthfully, and serve host and container clients.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import { REPO, berthdArgs, runCli, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker, TEST_IMAGE } from '../helpers/docker';
@@ -95,3 +96,6 @@ test('berthd in a private cgroup namespace attaches at the host root and serves 
 
   await ctr.stop({ t: 5 });
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

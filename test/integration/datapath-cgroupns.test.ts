@@ -6,6 +6,7 @@
  * (outside that cgroup) to the VIP must be balanced. Cleanup from the host unmounts it again.
  */
 import test, { type ExecutionContext } from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Datapath } from '../../src/datapath';
@@ -16,6 +17,7 @@ import { silentLogger } from '../../src/util/log';
 import { run, type ExecResult } from '../../src/util/exec';
 import { readMountInfo } from '../../src/util/mounts';
 import { tcpServer, tcpProbe } from './datapath-util';
+import { DAEMON, runCli } from '../helpers/berthd';
 
 const OPTS: DatapathOptions = {
   pinDir: '/sys/fs/bpf/berth-test-dpcgns',
@@ -94,3 +96,28 @@ test('private cgroup namespace without the host\'s /proc: auto refuses (BERTH_DP
   t.false(fs.existsSync(path.join(OPTS.pinDir, 'link_berth_sock4_connect')));
   t.notRegex((await run('bpftool', ['cgroup', 'show', cg])).stdout, /berth_/);
 });
+
+test('berthd itself (not only Datapath.open) refuses cgroupRoot auto in a private cgroup namespace it cannot see out of: exit 1, BERTH_DP_CGROUP, nothing attached', async (t) => {
+  const v2 = cgroup2RootMounts()[0];
+  const cg = path.join(v2, `bt-dp-cgns-berthd-${process.pid}`);
+  const args = ['--run-dir', OPTS.runDir, '--state-dir', `/var/lib/berth-test-dpcgns-${process.pid}`, '--bpf-pin-dir', OPTS.pinDir,
+    '--service-cidr', OPTS.serviceCidr, '--service-cidr6', OPTS.serviceCidr6, '--envoy-path', '/nonexistent/envoy'];
+  t.teardown(async () => {
+    // The VIP routes come first at start-up (before the attach point is resolved): berth cleanup removes them.
+    const r = await runCli(['cleanup', '--force', ...args.slice(0, 10)]);
+    if (r.code !== 0) throw new Error(`cleanup: ${r.stderr}`);
+    try { fs.rmdirSync(cg); } catch { /* already gone */ }
+  });
+  fs.mkdirSync(cg, { recursive: true });
+  const script = `echo $$ > ${cg}/cgroup.procs && exec unshare --cgroup --mount --propagation private sh -c 'umount ${v2} && mount -t cgroup2 cgroup2 ${v2} && exec "$0" "$@"' ${process.execPath} ${DAEMON} "$@"`;
+  const r = await run('sh', ['-c', script, 'sh', ...args, '--host-proc', '/nonexistent-proc', '--log-level', 'info'], { timeoutMs: 30000 });
+  t.is(r.code, 1, r.stdout + r.stderr);
+  const out = r.stdout + r.stderr;
+  t.regex(out, /berthd failed to start: cgroupRoot auto: the host's root cgroup is not visible here .* cannot be reached through \/nonexistent-proc\/1\/ns/);
+  t.regex(out, /BERTH_DP_CGROUP/);
+  t.false(fs.existsSync(path.join(OPTS.pinDir, 'link_berth_sock4_connect')), 'no link pinned');
+  t.notRegex((await run('bpftool', ['cgroup', 'show', cg])).stdout, /berth_/, 'nothing attached below the test cgroup');
+});
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

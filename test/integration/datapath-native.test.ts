@@ -4,6 +4,7 @@
  * shape of its errors (errno, code, operation). Root, but no traffic.
  */
 import test, { type ExecutionContext } from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -157,3 +158,6 @@ test('tc: attach a sched_cls program on a test veth, query it, detach it, remove
   t.true(n.tcHookDestroy({ ifindex }));
   t.notRegex((await run('tc', ['qdisc', 'show', 'dev', link])).stdout, /clsact/);
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

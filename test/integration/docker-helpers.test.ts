@@ -6,13 +6,19 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { run } from '../../src/util/exec';
 import {
   TEST_IMAGE, createTestNetwork, docker, ensureTestImage, execIn, execInFull, removeTestContainers, removeTestNetwork, runContainer, testBin,
 } from '../helpers/docker';
 import { createNetns, deleteNetns, execInNetns, netnsExists } from '../helpers/netns';
-import { diffHostState, snapshotHostState } from '../helpers/cleanup';
+import { diffHostState, hostAsBefore, snapshotHostState, systemCommand, type SnapshotRunner } from '../helpers/cleanup';
+import { Datapath } from '../../src/datapath';
+import type { DatapathOptions } from '../../src/datapath/types';
+import { cgroup2RootMounts } from '../../src/datapath/cgroup';
+import { silentLogger } from '../../src/util/log';
 import { v4Overlap } from '../helpers/addr';
+import { tags, type ProbeResult } from '../helpers/probe';
 
 const SUITE = 'docker-helpers';
 const NETS = ['bt-dh-a', 'bt-dh-b'];
@@ -20,14 +26,17 @@ const NETS = ['bt-dh-a', 'bt-dh-b'];
 interface Probe { ok: boolean; peer: string | null; reply: string | null; from: string | null; errno: string | null; ms: number }
 const parse = (out: string): Probe[] => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Probe);
 
-test.before(async () => {
-  await removeTestContainers(SUITE);
-});
-
 test.after.always(async () => {
   await removeTestContainers(SUITE);
   for (const n of NETS) await removeTestNetwork(n);
   await docker.getNetwork('bt-dh-unlabelled').remove().catch(() => undefined);
+});
+
+// After the file's cleanup hook, before its setup hook (AVA runs hooks in declaration order).
+hostAsBefore(test);
+
+test.before(async () => {
+  await removeTestContainers(SUITE);
 });
 
 test.serial('the test image: content-hash tag, :latest, tools, busybox applets, /www', async (t) => {
@@ -162,34 +171,84 @@ test.serial('netns: reach a host server over the veth (v4 and v6), then no trace
   await deleteNetns('bt-dh-ns'); // idempotent
 });
 
-test.serial('snapshotHostState/diffHostState see a berth route, iptables rule, bpffs pin and netns come and go', async (t) => {
+test.serial('snapshotHostState/diffHostState see every part come and go: cgroup tree, iptables, nft, ip rules, netns, containers, bpffs, routes, berth dirs', async (t) => {
+  const mine = /bt-dh|BT-DH|bt_dh|10\.254\.255\.252|10\.216\.|fd00:216:|0x7e57/;
+  const ours = (lines: string[]): string[] => lines.filter((l) => mine.test(l)).sort();
   const before = await snapshotHostState();
-  t.deepEqual(diffHostState(before, await snapshotHostState()).filter((l) => /bt-dh|10\.254\.255\.252/.test(l)), []);
+  t.deepEqual(ours(diffHostState(before, await snapshotHostState())), []);
   const route = ['10.254.255.252/30'];
   const chain = 'BT-DH-CHAIN';
   const pin = '/sys/fs/bpf/berth-bt-dh';
-  const ours = (lines: string[]): string[] => lines.filter((l) => /bt-dh|BT-DH|10\.254\.255\.252/.test(l)).sort();
+  const dirs = ['/run/berth-bt-dh-snap', '/var/lib/berth-bt-dh-snap'];
+  const cgroup = path.join(cgroup2RootMounts()[0], `bt-dh-snap-${process.pid}`);
+  // A datapath of this test's own attached to a test cgroup: its programs show in the cgroup tree.
+  const dpOpts: DatapathOptions = {
+    pinDir: '/sys/fs/bpf/berth-bt-dh-dp', cgroupRoot: cgroup, hostProc: '/proc', runDir: '/run/berth-bt-dh-dp',
+    serviceCidr: '10.216.0.0/16', serviceCidr6: 'fd00:216::/112', logger: silentLogger(),
+  };
   try {
-    // An unreachable route (nothing can leave by it), an iptables chain hooked into nothing, an empty bpffs dir.
+    // An unreachable route (nothing can leave by it), an iptables chain hooked into nothing, an
+    // empty bpffs dir, an nft table hooked into nothing, policy rules only for a mark nothing sets,
+    // berth-named state dirs, a created (never started) container with a berth label.
     t.is((await run('ip', ['route', 'add', 'unreachable', ...route])).code, 0);
     t.is((await run('iptables', ['-N', chain])).code, 0);
     t.is((await run('iptables', ['-A', chain, '-m', 'comment', '--comment', 'berth-bt-dh', '-j', 'RETURN'])).code, 0);
     fs.mkdirSync(pin);
+    const nft = await run(systemCommand('nft'), ['add', 'table', 'inet', 'bt_dh_berth']);
+    t.is(nft.code, 0, nft.stderr);
+    t.is((await run('ip', ['rule', 'add', 'pref', '31977', 'fwmark', '0x7e57', 'lookup', '31977'])).code, 0);
+    t.is((await run('ip', ['-6', 'rule', 'add', 'pref', '31977', 'fwmark', '0x7e57', 'lookup', '31977'])).code, 0);
+    for (const d of dirs) fs.mkdirSync(path.join(d, 'inside'), { recursive: true });
+    await docker.createContainer({ Image: TEST_IMAGE, name: 'bt-dh-snap', Labels: { 'berth-test': SUITE, 'berth.service': 'bt-dh-snap' }, Cmd: ['true'] });
+    fs.mkdirSync(cgroup);
+    const dp = await Datapath.open(dpOpts);
+    dp.close();
     const ns = await createNetns('bt-dh-state');
     const during = ours(diffHostState(before, await snapshotHostState()));
-    t.true(during.includes('routes: + unreachable 10.254.255.252/30'), during.join('\n'));
-    t.true(during.some((l) => l.startsWith('iptablesSave: + -A BT-DH-CHAIN') && l.includes('berth-bt-dh')), during.join('\n'));
-    t.true(during.includes('bpffsBerth: + berth-bt-dh'), during.join('\n'));
-    t.true(during.includes('ipNetns: + bt-dh-state'), during.join('\n'));
+    const expect = (what: string, pred: (l: string) => boolean): void => { t.true(during.some(pred), `${what} in:\n${during.join("\n")}`); };
+    expect('route', (l) => l === 'routes: + unreachable 10.254.255.252/30');
+    expect('datapath route', (l) => l.startsWith('routes: + unreachable 10.216.0.0/16'));
+    expect('iptables', (l) => l.startsWith('iptablesSave: + -A BT-DH-CHAIN') && l.includes('berth-bt-dh'));
+    expect('bpffs dir', (l) => l === 'bpffsBerth: + berth-bt-dh');
+    expect('bpffs pin', (l) => l === 'bpffsBerth: + berth-bt-dh-dp/link_berth_sock4_connect');
+    expect('netns', (l) => l === 'ipNetns: + bt-dh-state');
+    expect('nft', (l) => l === 'nftBerth: + table inet bt_dh_berth {');
+    expect('ip rule', (l) => l === 'ipRules: + 31977:\tfrom all fwmark 0x7e57 lookup 31977');
+    expect('ip -6 rule', (l) => l === 'ipRules: + v6 31977:\tfrom all fwmark 0x7e57 lookup 31977');
+    for (const d of dirs) expect(d, (l) => l === `berthDirs: + ${d}/inside`);
+    expect('container', (l) => l === 'berthContainers: + bt-dh-snap');
+    // The cgroup tree: this test's cgroup with berth's programs (no program ids: they change).
+    expect('cgroup tree', (l) => l === `bpftoolCgroupTree: + ${cgroup} cgroup_inet4_connect multi berth_sock4_connect`);
     await deleteNetns(ns);
   } finally {
     await run('ip', ['route', 'del', 'unreachable', ...route]);
     await run('iptables', ['-F', chain]);
     await run('iptables', ['-X', chain]);
     fs.rmSync(pin, { recursive: true, force: true });
+    await run(systemCommand('nft'), ['delete', 'table', 'inet', 'bt_dh_berth']);
+    await run('ip', ['rule', 'del', 'pref', '31977']);
+    await run('ip', ['-6', 'rule', 'del', 'pref', '31977']);
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    await docker.getContainer('bt-dh-snap').remove({ force: true }).catch(() => undefined);
+    await Datapath.cleanup(dpOpts);
+    try { fs.rmdirSync(cgroup); } catch { /* never made */ }
     await deleteNetns('bt-dh-state');
   }
   t.deepEqual(ours(diffHostState(before, await snapshotHostState())), [], 'all gone again');
+});
+
+test.serial('a snapshot command that fails fails the snapshot (no empty list that compares equal)', async (t) => {
+  const commands = [['bpftool', 'cgroup'], ['iptables-save'], ['ip6tables-save'], ['nft', 'list'], ['ip', 'rule'], ['ip', '-6', 'rule'],
+    ['ip', 'netns'], ['docker', 'ps'], ['ip', '-4', 'route'], ['ip', '-6', 'route']];
+  for (const failing of commands) {
+    const runner: SnapshotRunner = (file, args) => {
+      const argv = [file, ...args];
+      if (failing.every((w, i) => argv[i] === w)) return Promise.resolve({ code: 1, stdout: '', stderr: 'pretend failure' });
+      return run(systemCommand(file), args, { timeoutMs: 30000 });
+    };
+    const e = await t.throwsAsync(snapshotHostState(runner), undefined, failing.join(' '));
+    t.true(e?.message.includes(`\`${failing.join(' ')}`) && e.message.includes('pretend failure'), e?.message);
+  }
 });
 
 test.serial('removeTestContainers removes exactly this suite\'s containers', async (t) => {
@@ -199,4 +258,11 @@ test.serial('removeTestContainers removes exactly this suite\'s containers', asy
   t.true((await removeTestContainers(SUITE)) >= 1);
   t.deepEqual(await docker.listContainers({ all: true, filters: { label: [`berth-test=${SUITE}`] } }), []);
   t.true((await docker.getContainer(other.id).inspect()).State.Running, 'another suite is untouched');
+});
+
+test('tags(): every probe must have been answered (a client left unserved fails the claim)', (t) => {
+  const ok = (reply: string): ProbeResult => ({ ok: true, peer: '10.96.0.1:80', reply, from: null, errno: null, ms: 1 });
+  const refused: ProbeResult = { ok: false, peer: null, reply: null, from: null, errno: 'ECONNREFUSED', ms: 1 };
+  t.deepEqual([...tags([ok('a:ping'), ok('b\nping')])].sort(), ['a', 'b']);
+  t.throws(() => tags([ok('a:ping'), refused, refused, refused]), { message: /3 of 4 probes got no answer.*ECONNREFUSED/ });
 });

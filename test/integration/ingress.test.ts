@@ -5,6 +5,7 @@
  * own reaching the publish port on the host's address there.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
@@ -12,6 +13,8 @@ import { createNetns, deleteNetns, type Netns } from '../helpers/netns';
 import { httpGet, httpGetInContainer, httpGetInNetns, type HttpResult } from '../helpers/http';
 import { run } from '../../src/util/exec';
 import type { ServiceView } from '../../src/cli/format';
+import { TcAttachment } from '../../src/proxy/tc';
+import { DEFAULT_REDIRECT_NAMES } from '../../src/proxy/redirect-types';
 
 const SUITE = 'ingress';
 const PUBLISH = 31907;
@@ -175,6 +178,14 @@ test('switching redirect mode removes the other mode both ways; cleanup after ki
   const envoyPid = await waitFor('Envoy pid', async () => (await current.status()).envoy.pid);
   await current.kill9();
   t.true(fs.existsSync(`/proc/${envoyPid}`), 'Envoy outlives a kill -9 of berthd');
+  // Both modes left behind (as a crash in the middle of a switch could leave them): the other
+  // mode's tc program put back by hand on the Docker bridge, under this berthd's pin dir. Both
+  // checked present, so that the cleanup below is seen removing something.
+  await new TcAttachment({ pinDir: '/sys/fs/bpf/berth-ing-switch', interfaces: ['docker0'], tcPref: DEFAULT_REDIRECT_NAMES.tcPref })
+    .apply([{ ingress: 'sw', vip: sw.vip, vip6: sw.vip6, listen: 80, publish: 31908, listenerPort: sw.listenerPort! }]);
+  const left = await berthRules();
+  t.true(left.iptables.some((r) => /TPROXY/.test(r)), `iptables mode left: ${left.iptables.join('\n')}`);
+  t.true(left.tc.some((l) => l.startsWith('docker0: ')), `ebpf mode left: ${left.tc.join('\n')}`);
   const out = await current.cleanup();
   t.regex(out, new RegExp(`envoy process ${envoyPid}`), out);
   await waitFor('the orphaned Envoy is gone', () => !fs.existsSync(`/proc/${envoyPid}`) || /^Z/m.test(fs.readFileSync(`/proc/${envoyPid}/status`, 'utf8').match(/^State:\s+(\S)/m)?.[1] ?? ''), 5000);
@@ -222,3 +233,6 @@ test('Envoy missing: socket LB works, Envoy reported missing, a bad route label 
   const served = await waitFor('the ingress serves through Envoy', async () => { const x = await httpGet(ing.vip, 80, '/'); return x.status === 200 ? x : undefined; }, 15000, 200);
   t.is(served.body.trim(), 'good');
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

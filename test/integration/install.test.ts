@@ -10,7 +10,7 @@ import path from 'node:path';
 import { REPO, sleep, waitFor } from '../helpers/berthd';
 import { getJson } from '../../src/api/server';
 import { run } from '../../src/util/exec';
-import { snapshotHostState, diffHostState } from '../helpers/cleanup';
+import { snapshotHostState, diffHostState, hostAsBefore } from '../helpers/cleanup';
 
 test('install into a scratch root, run, cleanup, uninstall: host as before', async (t) => {
   if (fs.existsSync('/run/berth/berth.sock')) {
@@ -62,3 +62,6 @@ test('install into a scratch root, run, cleanup, uninstall: host as before', asy
   const after = await snapshotHostState();
   t.deepEqual(diffHostState(before, after), [], 'host state as before install');
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

@@ -3,7 +3,8 @@
  * changes, Prometheus metrics, and berth's iptables rules repaired after a "firewall reload".
  */
 import test from 'ava';
-import { Berthd, waitFor } from '../helpers/berthd';
+import { hostAsBefore } from '../helpers/cleanup';
+import { Berthd, parseProm, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, docker } from '../helpers/docker';
 import { probeFromHost, tags } from '../helpers/probe';
 import { stopDockerd, startDockerd, dockerAnswers } from '../helpers/dockerd';
@@ -12,19 +13,9 @@ import { httpGetInContainer } from '../helpers/http';
 import { getText } from '../../src/api/server';
 import http from 'node:http';
 import fs from 'node:fs';
+import { DEFAULT_REDIRECT_NAMES } from '../../src/proxy/redirect-types';
 
 const SUITE = 'operator';
-
-/** Parse Prometheus text exposition into name{labels} -> value. */
-export function parseProm(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)/.exec(line);
-    if (m) out.set(m[1], Number(m[2]));
-  }
-  return out;
-}
 
 function tcpGet(port: number, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -72,7 +63,8 @@ test('metrics on the admin socket and metricsAddress, with per-service BPF count
 test('dockerd restarts: nothing withdrawn while away, full resync after, with and without live-restore', async (t) => {
   await removeTestContainers(SUITE);
   await ensureTestImage();
-  const d = new Berthd({ name: 'dockerd' });
+  // Reconcile every 200 ms: the outage below spans several periodic reconciles.
+  const d = new Berthd({ name: 'dockerd', extraArgs: ['--reconcile-interval', '0.2'] });
   t.teardown(async () => {
     if (!(await dockerAnswers())) await startDockerd();
     await removeTestContainers(SUITE);
@@ -87,8 +79,12 @@ test('dockerd restarts: nothing withdrawn while away, full resync after, with an
 
   await stopDockerd();
   await waitFor('berthd notices Docker is gone', async () => (await d.status()).docker !== 'connected');
-  // Nothing withdrawn, traffic still flows.
-  t.is((await d.services()).find((s) => s.name === 'live')?.backends.length, 1);
+  // Nothing withdrawn across several periodic reconciles (from the last full list), traffic still flows.
+  const reconciled = await d.metric('berth_reconciles_total{result="ok"}');
+  await waitFor('three periodic reconciles while Docker is away', async () => (await d.metric('berth_reconciles_total{result="ok"}')) >= reconciled + 3, 10000, 100);
+  t.not((await d.status()).docker, 'connected', 'still away');
+  t.deepEqual((await d.services()).find((s) => s.name === 'live')?.backends.map((b) => b.id), [c.id]);
+  t.is((await d.status()).maps?.backends, 1, 'the backend still in the BPF maps');
   t.deepEqual([...tags(await probeFromHost('tcp', live.vip, 80, 4))], ['live']);
   const reconnects = (await d.status()).dockerReconnects;
 
@@ -183,6 +179,32 @@ test('berth iptables rules flushed by someone else are repaired', async (t) => {
   // put them back. The repair is proven by berthd saying so, the rules, and traffic.)
   await waitFor('berthd reports the repair', () => fs.readFileSync(d.logFile, 'utf8').includes('berth redirect rules were changed outside berth; repaired'), 15000, 200);
   await waitFor('rules repaired in both tables', complete, 15000, 200);
+  const after = await httpGetInContainer(client.id, fl.vip, 80, '/');
+  t.is(after.status, 200, JSON.stringify(after));
+});
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);
+
+test('berth\'s tc program removed by someone else (eBPF redirect) is re-attached by the periodic reconcile', async (t) => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  const d = new Berthd({ name: 'tcflush', extraArgs: ['--redirect', 'ebpf', '--reconcile-interval', '0.2'] });
+  t.teardown(async () => {
+    await removeTestContainers(SUITE);
+    await d.cleanup();
+  });
+  await d.start();
+  await runContainer({ suite: SUITE, name: 'bt-op-tcing', labels: { 'berth.service': 'tcfl', 'berth.ports': '9080', 'berth.http.tcfl.path': '/' }, cmd: ['sh', '-c', 'echo ok > /www/index.html && exec httpd -f -p 9080 -h /www'] });
+  const client = await runContainer({ suite: SUITE, name: 'bt-op-tcflush-client', labels: {}, cmd: ['sleep', '600'] });
+  const onBridge = async () => /berth_redirect/.test((await run('tc', ['filter', 'show', 'dev', 'docker0', 'ingress'])).stdout);
+  await waitFor('berth\'s tc program on docker0', onBridge, 20000);
+  const fl = await waitFor('ingress tcfl', async () => (await d.services()).find((x) => x.name === 'tcfl' && x.kind === 'ingress' && x.listenerPort));
+  await waitFor('a container reaches the ingress', async () => (await httpGetInContainer(client.id, fl.vip, 80, '/')).status === 200, 15000, 200);
+  // Someone removes berth's filter from the bridge (tc filter del succeeds only if there was one).
+  const del = await run('tc', ['filter', 'del', 'dev', 'docker0', 'ingress', 'pref', String(DEFAULT_REDIRECT_NAMES.tcPref)]);
+  t.is(del.code, 0, del.stderr);
+  await waitFor('the program re-attached', onBridge, 10000, 100);
   const after = await httpGetInContainer(client.id, fl.vip, 80, '/');
   t.is(after.status, 200, JSON.stringify(after));
 });

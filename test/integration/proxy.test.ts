@@ -11,6 +11,7 @@
  * more specific than any range a berthd may have installed).
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +20,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Proxy } from '../../src/proxy';
 import type { DesiredState, Service } from '../../src/model/types';
 import type { RedirectMode } from '../../src/proxy/types';
+import type { RedirectEntry } from '../../src/proxy/redirect-types';
+import { applyIptables } from '../../src/proxy/iptables';
+import { TcAttachment } from '../../src/proxy/tc';
+import { ensureProxyRouting } from '../../src/proxy/routing';
 import { run } from '../../src/util/exec';
 import { silentLogger, createLogger } from '../../src/util/log';
 
@@ -175,12 +180,16 @@ async function replicas(get: () => Promise<{ status: number; body: string }>): P
   return [...seen].sort();
 }
 
-test.before(setUp);
 test.after.always(async () => {
   await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR, redirectNames: NAMES });
   fs.rmSync(PIN_DIR, { recursive: true, force: true });
   await tearDown();
 });
+
+// The host-as-before check (after the cleanup hooks above, before the setup hooks below).
+hostAsBefore(test);
+
+test.before(setUp);
 
 function newProxy(mode: RedirectMode, stateDir = path.join(tmp, 'state')): Proxy {
   return new Proxy({
@@ -303,6 +312,19 @@ test.serial('a sticky listener port taken by another process: NACK, an error for
 });
 
 test.serial('cleanupRedirect removes both modes and the policy routing', async (t) => {
+  // Both modes in place at once (as a crash between the switch's steps could leave them), and
+  // the policy routing: checked present first, so that the removal below removes something.
+  const entry: RedirectEntry = { ingress: 'basic', vip: VIP, vip6: VIP6, listen: 80, publish: PUBLISH, listenerPort: PORTS.from };
+  await applyIptables([entry], NAMES);
+  await new TcAttachment({ pinDir: PIN_DIR, interfaces: ['bt-px-c0'], tcPref: NAMES.tcPref }).apply([entry]);
+  t.deepEqual(await ensureProxyRouting(NAMES), []);
+  const present = await berthRules();
+  t.true(present.tproxy.length >= 2, `TPROXY rules present: ${present.tproxy.join('\n')}`);
+  t.deepEqual(present.tc, ['bt-px-c0'], 'tc program present');
+  t.true(fs.existsSync(path.join(PIN_DIR, 'redirect')), 'pins present');
+  t.regex((await run('ip', ['rule'])).stdout, /lookup 2213/);
+  t.regex((await run('ip', ['-6', 'rule'])).stdout, /lookup 2213/);
+
   await Proxy.cleanupRedirect({ logger, bpfPinDir: PIN_DIR, redirectNames: NAMES });
   t.false(fs.existsSync(path.join(PIN_DIR, 'redirect')), 'pins removed');
   t.deepEqual(await berthRules(), { tproxy: [], tc: [] });

@@ -3,11 +3,13 @@
  * engine, real traffic from the host and from containers, IPv4 and IPv6, TCP and UDP.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import net from 'node:net';
 import { Berthd, runCli, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, createTestNetwork, removeTestNetwork, docker } from '../helpers/docker';
 import { probeFromHost, probeFromContainer, tags, hostPort } from '../helpers/probe';
 import type { ServiceView } from '../../src/cli/format';
+import { REFUSED_ERRNO } from '../helpers/kernel';
 
 const SUITE = 'socketlb';
 const NET = 'bt-slb';
@@ -49,6 +51,15 @@ async function withBackends(name: string, n: number): Promise<ServiceView> {
   }, 15000);
 }
 
+test.after.always(async () => {
+  await removeTestContainers(SUITE);
+  await removeTestNetwork(NET).catch(() => undefined);
+  await d.cleanup();
+});
+
+// The host-as-before check (after the cleanup hooks above, before the setup hooks below).
+hostAsBefore(test);
+
 test.before(async () => {
   await removeTestContainers(SUITE);
   await ensureTestImage();
@@ -60,12 +71,6 @@ test.before(async () => {
     await runContainer({ suite: SUITE, name: `bt-slb-dns-${i}`, network: NET, labels: { 'berth.service': 'dns', 'berth.ports': '53:5353/udp' }, cmd: ['berth-udp-echo', '5353', '--tag', `dns-${i}`] });
   }
   client = (await runContainer({ suite: SUITE, name: 'bt-slb-client', network: NET, labels: {}, cmd: ['sleep', '3600'] })).id;
-});
-
-test.after.always(async () => {
-  await removeTestContainers(SUITE);
-  await removeTestNetwork(NET).catch(() => undefined);
-  await d.cleanup();
 });
 
 test('berth services lists web with its VIPs and both backends', async (t) => {
@@ -147,9 +152,9 @@ test('a service without backends refuses connect at once (ECONNREFUSED, not a ti
   for (const vip of [lonely.vip, lonely.vip6!]) {
     const [r] = await probeFromHost('tcp', vip, 80, 1);
     t.false(r.ok);
-    t.is(r.errno, 'ECONNREFUSED', JSON.stringify(r));
+    t.is(r.errno, REFUSED_ERRNO, JSON.stringify(r));
     const [u] = await probeFromContainer(client, 'tcp', vip, 80, 1);
-    t.is(u.errno, 'ECONNREFUSED', `from a container: ${JSON.stringify(u)}`);
+    t.is(u.errno, REFUSED_ERRNO, `from a container: ${JSON.stringify(u)}`);
   }
 });
 
@@ -173,25 +178,31 @@ test('healthcheck: a backend only while healthy', async (t) => {
   await docker.getContainer(c.id).exec({ Cmd: ['rm', '/tmp/healthy'] }).then((e) => e.start({}));
   await withBackends('checked', 0);
   const [refused] = await probeFromHost('tcp', checked.vip, 80, 1);
-  t.is(refused.errno, 'ECONNREFUSED', `unhealthy: new connects refused: ${JSON.stringify(refused)}`);
+  t.is(refused.errno, REFUSED_ERRNO, `unhealthy: new connects refused: ${JSON.stringify(refused)}`);
   // TCP connections already established are left alone (issue 2, part 5).
   t.is(await held.echo('still-there'), 'still-there');
 });
 
-test('a stopping container leaves the backend set at its stop event, before it dies', async (t) => {
+test('a stopping container leaves the backend set at its stop event, before it dies; its established TCP connections keep working', async (t) => {
   // The container ignores SIGTERM, so it keeps running for the whole stop timeout.
   const c = await runContainer({
     suite: SUITE, name: 'bt-slb-slow', network: NET,
     labels: { 'berth.service': 'slow', 'berth.ports': '80:8080' },
     cmd: ['sh', '-c', "trap '' TERM; berth-tcp-echo 8080 --tag slow & while true; do sleep 1; done"],
   });
-  await withBackends('slow', 1);
+  const slow = await withBackends('slow', 1);
+  // An established TCP connection through the VIP, held across `docker stop`'s withdrawal.
+  const held = await openEcho(slow.vip, 80);
+  t.teardown(() => held.sock.destroy());
+  t.is(held.greeting, 'slow');
   const stopping = docker.getContainer(c.id).stop({ t: 8 });
   await withBackends('slow', 0);
   const info = await docker.getContainer(c.id).inspect();
   t.true(info.State.Running, 'the backend was withdrawn while the container still ran');
-  const [r] = await probeFromHost('tcp', (await svc('slow')).vip, 80, 1);
-  t.is(r.errno, 'ECONNREFUSED', `no new connects to the stopping container: ${JSON.stringify(r)}`);
+  const [r] = await probeFromHost('tcp', slow.vip, 80, 1);
+  t.is(r.errno, REFUSED_ERRNO, `no new connects to the stopping container: ${JSON.stringify(r)}`);
+  // Withdrawn, not cut: the connection made before the stop still echoes (issue 2, part 5).
+  t.is(await held.echo('after-stop'), 'after-stop');
   await stopping;
 });
 

@@ -3,6 +3,7 @@
  * the flag or key, and nothing touched (no pin dir, no runtime dir created).
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,3 +49,6 @@ test('unknown key in the config file: exit 2 naming file and key', async (t) => 
   t.is(r.code, 2, r.stderr);
   t.regex(r.stderr, new RegExp(`^berthd: config file ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: unknown key "redirekt"`));
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

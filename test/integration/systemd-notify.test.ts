@@ -4,6 +4,8 @@
  * root and the maps reconciled, WATCHDOG=1 pings at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM.
  */
 import test from 'ava';
+import fs from 'node:fs';
+import { hostAsBefore } from '../helpers/cleanup';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { NotifySocket } from '../helpers/notify-socket';
 import { FakeEngine } from '../helpers/fake-engine';
@@ -28,8 +30,21 @@ test('READY after attach, STATUS lines, watchdog pings, STOPPING on SIGTERM', as
   t.true(before.some((a) => a.startsWith('STATUS=starting')), `STATUS lines before READY: ${before.join(' | ')}`);
   t.is(sock.assignments().filter((a) => a === 'READY=1').length, 1, 'READY=1 exactly once');
 
-  // WATCHDOG_USEC=1s: pings every ~500 ms from the event loop.
-  await waitFor('three watchdog pings', () => sock.assignments().filter((a) => a === 'WATCHDOG=1').length >= 3, 5000);
+  // READY=1 came after the programs were attached (berthd's log line, by its timestamp: the
+  // same clock as the receiver's arrival times).
+  const attached = fs.readFileSync(d.logFile, 'utf8').split('\n').filter((l) => l.includes('"socket programs attached"')).map((l) => (JSON.parse(l) as { time: number }).time);
+  t.is(attached.length, 1, 'attached once');
+  t.true(readyAt.t * 1000 >= attached[0], `READY at ${readyAt.t * 1000}, attached at ${attached[0]}`);
+
+  // WATCHDOG_USEC=1s: pings every WATCHDOG_USEC/2 = 500 ms from the event loop, by their arrival
+  // times: not a busy loop (pings far apart from each other) and never late enough for systemd
+  // to kill a healthy berthd (a gap of 1 s or more).
+  await waitFor('five watchdog pings', () => sock.messages.filter((m) => m.msg.split('\n').includes('WATCHDOG=1')).length >= 5, 8000);
+  const pings = sock.messages.filter((m) => m.msg.split('\n').includes('WATCHDOG=1')).map((m) => m.t * 1000);
+  const gaps = pings.slice(1).map((x, i) => Math.round(x - pings[i])).sort((a, b) => a - b);
+  const median = gaps[Math.floor(gaps.length / 2)];
+  t.true(median >= 400 && median <= 650, `median gap ${median} ms (gaps ${gaps.join(', ')}), want about 500`);
+  t.true(gaps[gaps.length - 1] < 1000, `largest gap ${gaps[gaps.length - 1]} ms must stay under WATCHDOG_USEC`);
   t.true(sock.assignments().some((a) => /^STATUS=Docker connected; \d+ services/.test(a)), sock.assignments().join(' | '));
 
   const code = await d.stop();
@@ -66,3 +81,6 @@ test('no READY while Docker cannot be listed: STATUS says so, watchdog pings go 
   t.true(st.cgroupIsHostRoot);
   t.truthy((await d.services()).find((s) => s.name === 'fakeweb' && s.backends.length === 1));
 });
+
+// Every integration file ends with the host-as-before check.
+hostAsBefore(test);

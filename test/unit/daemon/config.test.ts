@@ -34,6 +34,7 @@ test('defaults match SPEC when nothing is given', (t) => {
   t.is(config.hostProc, '/proc');
   t.is(config.logLevel, 'info');
   t.is(config.metricsAddress, null);
+  t.is(config.reconcileInterval, 5);
   t.is(sources.serviceCidr, 'default');
 });
 
@@ -46,6 +47,12 @@ test('precedence: flag > env > file > default', (t) => {
   t.is(sources.envoyPath, 'env');
   t.is(config.redirect, 'iptables');
   t.is(sources.redirect, 'file');
+});
+
+test('reconcileInterval: fractions of a second from a flag, env or file', (t) => {
+  t.is(loadConfig(['--reconcile-interval', '0.2'], { BERTH_CONFIG: tmpFile('') }).config.reconcileInterval, 0.2);
+  t.is(loadConfig([], { BERTH_CONFIG: tmpFile(''), BERTH_RECONCILE_INTERVAL: '30' }).config.reconcileInterval, 30);
+  t.is(loadConfig([], { BERTH_CONFIG: tmpFile('reconcileInterval: 1.5\n') }).config.reconcileInterval, 1.5);
 });
 
 test('--key=value form and BERTH_CONFIG', (t) => {
@@ -68,6 +75,8 @@ const bad: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
   ['port out of range', ['--proxy-ports', '0-10'], {}, /outside 1-65535/],
   ['bad env names the variable', [], { BERTH_LOG_LEVEL: 'loud' }, /environment variable BERTH_LOG_LEVEL: invalid logLevel "loud"/],
   ['bad metrics address', ['--metrics-address', 'localhost'], {}, /invalid metricsAddress/],
+  ['reconcile interval too short', ['--reconcile-interval', '0.01'], {}, /flag --reconcile-interval: invalid reconcileInterval "0.01".*between 0.1 and 3600/],
+  ['reconcile interval not a number', ['--reconcile-interval', 'often'], {}, /invalid reconcileInterval "often"/],
   ['relative hostProc', ['--host-proc', 'proc'], {}, /absolute path/],
   ['stray argument', ['serve'], {}, /unexpected argument "serve"/],
   ['missing explicit file', ['--config', '/nonexistent/x.yaml'], {}, /does not exist/],

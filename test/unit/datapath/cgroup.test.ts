@@ -48,9 +48,14 @@ for (const c of cases) {
 }
 
 test('route metric: stable per pin dir, distinct for test pin dirs, in berth\'s band', (t) => {
+  // Stable: the same number in every release (a changed metric would orphan the routes of a
+  // berthd that is upgraded in place).
   t.is(routeMetric('/sys/fs/bpf/berth'), 6606);
-  t.is(routeMetric('/sys/fs/bpf/berth'), routeMetric('/sys/fs/bpf/berth'));
-  t.not(routeMetric('/sys/fs/bpf/berth-test-dp'), routeMetric('/sys/fs/bpf/berth'));
+  t.is(routeMetric('/sys/fs/bpf/berth-test-dp'), 4256);
+  // Distinct for the pin dirs berthds of the integration suite use side by side with a real one.
+  const dirs = ['', '-test-dp', '-surv', '-labels', '-metrics', '-dockerd', '-changes', '-flush', '-notify', '-notify2', '-slb', '-cgns',
+    '-ing-iptables', '-ing-ebpf', '-ing-switch', '-bt-dh-dp'].map((x) => `/sys/fs/bpf/berth${x}`);
+  t.is(new Set(dirs.map(routeMetric)).size, dirs.length, 'no two of these pin dirs share a metric');
   for (const d of ['/a', '/sys/fs/bpf/berth-x', '/sys/fs/bpf/berth-slb']) {
     const m = routeMetric(d);
     t.true(m >= 4096 && m < 8192, `${d}: ${m}`);

@@ -70,7 +70,12 @@ exit 1
   t.true(at.length >= 6, `${at.length} starts`);
   // Gaps are at least the backoff: 40, 80, 160, 160, ... (timers never fire early).
   const want = [40, 80, 160, 160, 160];
-  for (let i = 0; i < 5; i++) t.true(at[i + 1] - at[i] >= want[i] - 5, `gap ${i}: ${at[i + 1] - at[i]} ms >= ${want[i]} ms`);
+  const gaps = at.slice(1, 6).map((x, i) => x - at[i]);
+  for (let i = 0; i < 5; i++) t.true(gaps[i] >= want[i] - 5, `gap ${i}: ${gaps[i]} ms >= ${want[i]} ms`);
+  // ...and capped: the last three are 160 ms each (480 ms plus three starts of a shell script),
+  // where doubling without the cap would wait 160 + 320 + 640 = 1120 ms.
+  const last3 = gaps[2] + gaps[3] + gaps[4];
+  t.true(last3 < 800, `gaps ${gaps.join(', ')} ms: the last three add up to ${last3} ms, more than capped backoff allows`);
   t.true(s.st.restarts >= 5);
   await s.stop();
   const n = read().length;

@@ -1,0 +1,23 @@
+/**
+ * What the running kernel lacks that berth degrades around (README "What it does not do yet"),
+ * so that integration tests assert the degraded behaviour on old kernels (the VM kernel matrix
+ * runs them on 5.10, 6.1 and 6.12) instead of skipping.
+ */
+import fs from 'node:fs';
+import { btfHasFunc } from '../../src/cli/doctor';
+
+/** Whether `release` (default: the running kernel's, e.g. "5.10.0-46-amd64") is at least major.minor. */
+export function kernelAtLeast(major: number, minor: number, release = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8')): boolean {
+  const [maj, min] = release.trim().split(/[.-]/).map((x) => parseInt(x, 10));
+  if (Number.isNaN(maj) || Number.isNaN(min)) throw new Error(`not a kernel release: ${release}`);
+  return maj > major || (maj === major && min >= minor);
+}
+
+/**
+ * What connect() to a VIP without a ready backend fails with: ECONNREFUSED where the hook can
+ * set it (bpf_set_retval, Linux 5.18), EPERM (a hook returning "deny") before.
+ */
+export const REFUSED_ERRNO = kernelAtLeast(5, 18) ? 'ECONNREFUSED' : 'EPERM';
+
+/** Whether removing a backend destroys connected UDP sockets to it (bpf_sock_destroy, Linux 6.5). */
+export const HAS_SOCK_DESTROY = btfHasFunc('bpf_sock_destroy');
