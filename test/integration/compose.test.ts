@@ -13,6 +13,7 @@ import { ensureTestImage, removeTestContainers, TEST_IMAGE } from '../helpers/do
 import { probeFromHost, probeFromContainer, tags } from '../helpers/probe';
 import { run } from '../../src/util/exec';
 import type { ServiceView } from '../../src/cli/format';
+import { hostAsBefore } from '../helpers/cleanup';
 
 const SUITE = 'compose';
 const d = new Berthd({ name: 'compose' });
@@ -59,14 +60,6 @@ async function cshop(n: number): Promise<ServiceView | undefined> {
   }, 30000, 100);
 }
 
-test.before(async () => {
-  await removeTestContainers(SUITE);
-  await ensureTestImage();
-  fs.writeFileSync(path.join(dir, 'shop.yml'), SHOP);
-  fs.writeFileSync(path.join(dir, 'bank.yml'), BANK);
-  await d.start();
-});
-
 test.after.always(async () => {
   for (const [p, f] of [['bt-cshop', 'shop.yml'], ['bt-cbank', 'bank.yml']]) {
     await run('docker-compose', ['-p', p, '-f', path.join(dir, f), 'down', '--remove-orphans', '-t', '1'], { timeoutMs: 120000 });
@@ -74,6 +67,17 @@ test.after.always(async () => {
   await removeTestContainers(SUITE);
   await d.cleanup();
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+// Last of the after hooks, first of the before hooks (see cleanup.ts).
+hostAsBefore(test);
+
+test.before(async () => {
+  await removeTestContainers(SUITE);
+  await ensureTestImage();
+  fs.writeFileSync(path.join(dir, 'shop.yml'), SHOP);
+  fs.writeFileSync(path.join(dir, 'bank.yml'), BANK);
+  await d.start();
 });
 
 test.serial('two Compose projects: a VIP of one reached from the other and from the host; scale to 3; down removes them', async (t) => {

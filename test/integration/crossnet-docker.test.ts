@@ -11,6 +11,7 @@ import { probeFromHost, probeFromContainer, tags, type ProbeMode, type ProbeResu
 import type { ServiceView } from '../../src/cli/format';
 import { run } from '../../src/util/exec';
 import { CROSSNET_CHAIN } from '../../src/datapath/crossnet';
+import { hostAsBefore } from '../helpers/cleanup';
 
 const SUITE = 'crossnet-docker';
 const d = new Berthd({ name: 'xdock', extraArgs: ['--cross-network', 'docker'] });
@@ -31,6 +32,15 @@ function allFast(t: { true(v: boolean, m?: string): void }, res: ProbeResult[], 
   t.true(res.every((r) => r.ms < 1000), `${what}: within 1 s`);
 }
 
+test.after.always(async () => {
+  await removeTestContainers(SUITE);
+  for (const n of ['bt-xda', 'bt-xdb', 'bt-xdc']) await removeTestNetwork(n).catch(() => undefined);
+  await d.cleanup();
+});
+
+// Last of the after hooks, first of the before hooks (see cleanup.ts).
+hostAsBefore(test);
+
 test.before(async () => {
   await removeTestContainers(SUITE);
   await ensureTestImage();
@@ -46,12 +56,6 @@ test.before(async () => {
   clients.a = (await runContainer({ suite: SUITE, name: 'bt-xdock-c-a', network: A.name, cmd: ['sleep', '3600'] })).id;
   clients.b = (await runContainer({ suite: SUITE, name: 'bt-xdock-c-b', network: B.name, cmd: ['sleep', '3600'] })).id;
   clients.c = (await runContainer({ suite: SUITE, name: 'bt-xdock-c-c', network: C.name, cmd: ['sleep', '3600'] })).id;
-});
-
-test.after.always(async () => {
-  await removeTestContainers(SUITE);
-  for (const n of ['bt-xda', 'bt-xdb', 'bt-xdc']) await removeTestNetwork(n).catch(() => undefined);
-  await d.cleanup();
 });
 
 const cases: [string, ProbeMode, string, number][] = [

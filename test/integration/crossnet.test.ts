@@ -15,6 +15,7 @@ import type { ServiceView } from '../../src/cli/format';
 import { run } from '../../src/util/exec';
 import { CROSSNET_CHAIN, DOCKER_USER } from '../../src/datapath/crossnet';
 import { dockerAnswers, startDockerd, stopDockerd } from '../helpers/dockerd';
+import { hostAsBefore } from '../helpers/cleanup';
 
 const SUITE = 'crossnet';
 const d = new Berthd({ name: 'xnet', serviceCidr: '10.96.0.0/16' });
@@ -38,6 +39,16 @@ function allFast(t: { true(v: boolean, m?: string): void }, res: ProbeResult[], 
   t.true(res.every((r) => r.ms < 1000), `${what}: every attempt within 1 s (${res.map((r) => r.ms.toFixed(1)).join(', ')} ms)`);
 }
 
+test.after.always(async () => {
+  if (!(await dockerAnswers())) await startDockerd();
+  await removeTestContainers(SUITE);
+  for (const n of ['bt-xa', 'bt-xb', 'bt-xc']) await removeTestNetwork(n).catch(() => undefined);
+  await d.cleanup();
+});
+
+// Last of the after hooks, first of the before hooks (see cleanup.ts).
+hostAsBefore(test);
+
 test.before(async () => {
   await removeTestContainers(SUITE);
   await ensureTestImage();
@@ -51,13 +62,6 @@ test.before(async () => {
   clients.same = (await runContainer({ suite: SUITE, name: 'bt-xnet-c-same', network: A.name, cmd: ['sleep', '3600'] })).id;
   clients.other = (await runContainer({ suite: SUITE, name: 'bt-xnet-c-other', network: B.name, cmd: ['sleep', '3600'] })).id;
   clients.bridge = (await runContainer({ suite: SUITE, name: 'bt-xnet-c-bridge', cmd: ['sleep', '3600'] })).id;
-});
-
-test.after.always(async () => {
-  if (!(await dockerAnswers())) await startDockerd();
-  await removeTestContainers(SUITE);
-  for (const n of ['bt-xa', 'bt-xb', 'bt-xc']) await removeTestNetwork(n).catch(() => undefined);
-  await d.cleanup();
 });
 
 const cases: [string, ProbeMode, string, number][] = [
