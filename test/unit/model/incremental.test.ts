@@ -17,6 +17,7 @@ import { VipStore } from '../../../src/model/vipstore';
 import type { DesiredState, LabelError, NetworkInfo } from '../../../src/model/types';
 import { MapView } from '../../../src/datapath/view';
 import { newContainer, rng, step, type World } from '../../helpers/churn';
+import { networkNumbers, type NetContext } from '../../../src/datapath/netlists';
 import { backendId, countOps, frontendId, plan, type CurrentState, type Limits, type Op, type Plan } from '../../../src/datapath/plan';
 
 const CIDRS = { serviceCidr: '10.96.0.0/28', serviceCidr6: 'fd00:96::/124' };
@@ -26,6 +27,12 @@ const NETS: NetworkInfo[] = [
   { id: 'n-b', name: 'b', subnets: ['172.18.0.0/16', '10.96.0.8/30'], gateways: ['172.18.0.1'] },
 ];
 const LIMITS: Limits = { maxServiceIds: 64, maxBackends: 64, maxSlots: 8 };
+/**
+ * Per-client-network lists (datapath/netlists.ts) as berthd plans them: churn connects backends
+ * to network b as well, so services get per-network entries; even seeds use crossNetwork allow,
+ * odd ones docker (every network without a backend gets an empty list).
+ */
+const netContext = (seed: number): NetContext => ({ mode: seed % 2 ? 'docker' : 'allow', numbers: networkNumbers(NETS) });
 
 // ---- an honest in-memory model of the two maps, with an optional capacity --------------------
 
@@ -52,7 +59,7 @@ class Kernel {
         let cf = st.frontends.get(fid);
         const exists = cf && (op.key.slot === 0 ? cf.master !== null : cf.slots.has(op.key.slot));
         if (!exists && this.svcEntries() >= this.capacity) return false;
-        if (!cf) st.frontends.set(fid, (cf = { vip: op.key.vip, port: op.key.port, protocol: op.key.protocol, master: null, slots: new Map() }));
+        if (!cf) st.frontends.set(fid, (cf = { vip: op.key.vip, port: op.key.port, protocol: op.key.protocol, ...(op.key.net ? { net: op.key.net } : {}), master: null, slots: new Map() }));
         if (op.key.slot === 0) cf.master = { ...op.val };
         else cf.slots.set(op.key.slot, op.val.id);
         return true;
@@ -128,6 +135,7 @@ function canonical(st: DesiredState): { services: unknown; labelErrors: string[]
 
 function runSeed(seed: number, steps: number): string | null {
   const r = rng(seed);
+  const nets = netContext(seed);
   const world: World = { containers: new Map(), order: [], next: 1 };
   let store = VipStore.inMemory();
   let model = new IncrementalModel({ ...CIDRS, store }, HOST);
@@ -146,7 +154,7 @@ function runSeed(seed: number, steps: number): string | null {
       const before = VipStore.inMemory(store.list());
       model.resync({ containers: world.order.filter((id) => world.containers.has(id)).map((id) => world.containers.get(id)!), networks: NETS, takenAt: 0 });
       view = MapView.fromState(copyState(kernel.state), LIMITS);
-      const p = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS);
+      const p = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS, nets);
       apply(p, kernel, view, model.services());
       view.adoptNames(p.serviceIds);
       what = 'berthd restart';
@@ -174,13 +182,13 @@ function runSeed(seed: number, steps: number): string | null {
       }
       // Now and then the services map is full: the write fails mid-way for some service.
       kernel.capacity = r() < 0.1 ? Math.max(0, countEntries(kernel) + Math.floor(r() * 3)) : Infinity;
-      const res = apply(view.plan(changed, removed), kernel, view, changed);
+      const res = apply(view.plan(changed, removed, nets), kernel, view, changed);
       kernel.capacity = Infinity;
       const drift = view.diff(kernel.state);
       if (drift.serviceEntries || drift.backends) return fail('view differs from the kernel', resolve(view.state), resolve(kernel.state));
       if (res.failed.size) {
         // The next full sync retries: dump (the view is the kernel), full plan, apply.
-        const p = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS);
+        const p = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS, nets);
         apply(p, kernel, view, model.services());
         view.adoptNames(p.serviceIds);
         what += ` (full map for ${[...res.failed].join(',')}; resynced)`;
@@ -197,7 +205,7 @@ function runSeed(seed: number, steps: number): string | null {
           }
         }
       }
-      const need = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS);
+      const need = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS, nets);
       const n = countOps(need);
       // A plan error (e.g. more backends than LIMITS allow) is a desired-state fact both share.
       if (n.updates + n.deletes > 0) {
