@@ -141,6 +141,13 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private drain: Promise<void> | null = null;
   /** Container id -> when its events happened (ms, the engine's clock), for event → maps latency. */
   private pendingIds = new Map<string, number[]>();
+  /**
+   * Containers named by a network connect/disconnect event since their last fetch. Docker sends
+   * that event while it still holds the container's lock, before the container's list entry
+   * shows the new network; an inspect waits for the lock, so one inspect before the list call
+   * makes the list see the change (without it the change waited for the next full list).
+   */
+  private networkEventIds = new Set<string>();
   private pendingFull = false;
   /** Per-event fetches made (list calls filtered by container id). */
   fetches = 0;
@@ -316,6 +323,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     // A container's own event: fetch that container. A network event naming a container
     // (connect/disconnect): fetch it. A network created or removed changes the VIP rules: list.
     const id = m.id ?? ev.Actor?.Attributes?.container ?? null;
+    if (ev.Type === 'network' && id && !m.id) this.networkEventIds.add(id);
     this.schedule(reason, id && /^[0-9a-zA-Z_.-]+$/.test(id) ? id : null, eventTimeMs(ev));
   }
 
@@ -381,6 +389,8 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private async fetch(ids: string[], eventTimes: number[] = []): Promise<void> {
     if (!this.containers) return this.list();
     this.fetches++;
+    const barrier = ids.filter((id) => this.networkEventIds.delete(id));
+    if (barrier.length) await this.inspectAll(barrier);
     const summaries = (await bounded(this.callTimeoutMs, 'list containers by id', (abortSignal) =>
       this.docker.listContainers({ all: true, filters: { id: ids }, abortSignal } as Dockerode.ContainerListOptions),
     )) as unknown as SummaryLike[];
@@ -427,6 +437,10 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   private async list(): Promise<void> {
     const t0 = Date.now();
+    // (The network-event barrier of fetch() below, for the containers a full list replaces a fetch of.)
+    const barrier = [...this.networkEventIds];
+    this.networkEventIds.clear();
+    if (barrier.length) await this.inspectAll(barrier);
     // The list's summaries hold all the model reads, so a list is one call however many
     // containers there are (inspecting each made a cold start on 40,000 containers take 10 s).
     const summaries = (await bounded(this.callTimeoutMs, 'list containers', (abortSignal) =>
