@@ -441,7 +441,8 @@ export class Daemon {
       const was = this.crossnet;
       this.crossnet = st;
       if (st.error && st.error !== was?.error) this.log.error({ error: st.error }, 'crossNetwork: installing the rules in DOCKER-USER failed; containers on other networks cannot reach VIPs');
-      const repaired = was && st.families.some((f, i) => f.dockerUser && (!was.families[i]?.jumpFirst || !was.families[i]?.chainOk));
+      // (docker mode has no jump by design: nothing to repair, nothing to say every pass.)
+      const repaired = how !== 'docker' && was && st.families.some((f, i) => f.dockerUser && (!was.families[i]?.jumpFirst || !was.families[i]?.chainOk));
       if (repaired) this.log.info({ how }, 'crossNetwork rules (re)installed in DOCKER-USER');
     } catch (e) {
       this.log.error({ err: e }, 'crossNetwork: applying the rules failed');

@@ -126,7 +126,7 @@ test.serial('labelled containers appear with labels, IPs (v4 and v6), exposed po
   t.truthy(c.ip);
   t.truthy(c.ip6);
   const netInfo = w.snapshot!.networks.find((x) => x.name === NET);
-  t.deepEqual(netInfo, { id: n.id, name: NET, subnets: [n.subnet, n.subnet6!], gateways: [n.gateway, n.gateway6!] });
+  t.deepEqual(netInfo, { id: n.id, name: NET, subnets: [n.subnet, n.subnet6!], gateways: [n.gateway, n.gateway6!], driver: 'bridge' });
   t.truthy(w.snapshot!.networks.find((x) => x.name === 'bridge'), 'the default bridge is listed');
 
   // Destroyed: gone from the next snapshot.
