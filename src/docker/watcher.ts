@@ -79,6 +79,9 @@ export interface DockerWatcherOptions {
 
 type EventStream = NodeJS.ReadableStream & { destroy(err?: Error): void };
 
+/** After a network connect/disconnect event, the named container is fetched again after these delays (ms). */
+const NETWORK_REFETCH_MS = [100, 500, 2000];
+
 /**
  * One Docker call bounded in time. The request itself is aborted (dockerode's abortSignal), so a
  * hung engine does not leave a socket per attempt behind; for the event stream the timer only
@@ -122,6 +125,8 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   private started = false;
   private stopped = false;
+  /** Delayed re-fetches after network connect/disconnect events (see onEvent). */
+  private refetchTimers = new Set<NodeJS.Timeout>();
   private loop: Promise<void> | null = null;
   private stream: EventStream | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -186,6 +191,8 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const t of this.refetchTimers) clearTimeout(t);
+    this.refetchTimers.clear();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.resyncTimer = null;
     this.wakeSleeper?.();
@@ -309,7 +316,23 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     // A container's own event: fetch that container. A network event naming a container
     // (connect/disconnect): fetch it. A network created or removed changes the VIP rules: list.
     const id = m.id ?? ev.Actor?.Attributes?.container ?? null;
-    this.schedule(reason, id && /^[0-9a-zA-Z_.-]+$/.test(id) ? id : null, eventTimeMs(ev));
+    const ok = id && /^[0-9a-zA-Z_.-]+$/.test(id) ? id : null;
+    this.schedule(reason, ok, eventTimeMs(ev));
+    // Docker emits a network connect/disconnect event before it checkpoints the container into
+    // the view its list reads (moby's ConnectToNetwork/DisconnectFromNetwork log the event, then
+    // CheckpointTo), so the fetch right after the event can still show the old networks — measured:
+    // a connect never showed up until the next full resync. Fetch that container again a little
+    // later, so its level-triggered state catches up with what the event announced.
+    if (ok && ev.Type === 'network') {
+      for (const ms of NETWORK_REFETCH_MS) {
+        const timer = setTimeout(() => {
+          this.refetchTimers.delete(timer);
+          this.schedule(`${reason} (re-fetch)`, ok);
+        }, ms);
+        timer.unref();
+        this.refetchTimers.add(timer);
+      }
+    }
   }
 
   /** Fetch this container (or, with null, list everything) as soon as no other call runs. */
