@@ -84,6 +84,9 @@ export interface DockerWatcherOptions {
 
 type EventStream = NodeJS.ReadableStream & { destroy(err?: Error): void };
 
+/** After a network connect/disconnect event, the named container is fetched again after these delays (ms). */
+const NETWORK_REFETCH_MS = [100, 500, 2000];
+
 /**
  * One Docker call bounded in time. The request itself is aborted (dockerode's abortSignal), so a
  * hung engine does not leave a socket per attempt behind; for the event stream the timer only
@@ -128,6 +131,8 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   private started = false;
   private stopped = false;
+  /** Delayed re-fetches after network connect/disconnect events (see onEvent). */
+  private refetchTimers = new Set<NodeJS.Timeout>();
   private loop: Promise<void> | null = null;
   private stream: EventStream | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -141,13 +146,6 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private drain: Promise<void> | null = null;
   /** Container id -> when its events happened (ms, the engine's clock), for event → maps latency. */
   private pendingIds = new Map<string, number[]>();
-  /**
-   * Containers named by a network connect/disconnect event since their last fetch. Docker sends
-   * that event while it still holds the container's lock, before the container's list entry
-   * shows the new network; an inspect waits for the lock, so one inspect before the list call
-   * makes the list see the change (without it the change waited for the next full list).
-   */
-  private networkEventIds = new Set<string>();
   private pendingFull = false;
   /** Per-event fetches made (list calls filtered by container id). */
   fetches = 0;
@@ -200,6 +198,8 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const t of this.refetchTimers) clearTimeout(t);
+    this.refetchTimers.clear();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.resyncTimer = null;
     this.wakeSleeper?.();
@@ -323,8 +323,23 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     // A container's own event: fetch that container. A network event naming a container
     // (connect/disconnect): fetch it. A network created or removed changes the VIP rules: list.
     const id = m.id ?? ev.Actor?.Attributes?.container ?? null;
-    if (ev.Type === 'network' && id && !m.id) this.networkEventIds.add(id);
-    this.schedule(reason, id && /^[0-9a-zA-Z_.-]+$/.test(id) ? id : null, eventTimeMs(ev));
+    const ok = id && /^[0-9a-zA-Z_.-]+$/.test(id) ? id : null;
+    this.schedule(reason, ok, eventTimeMs(ev));
+    // Docker emits a network connect/disconnect event before it checkpoints the container into
+    // the view its list reads (moby's ConnectToNetwork/DisconnectFromNetwork log the event, then
+    // CheckpointTo), so the fetch right after the event can still show the old networks — measured:
+    // a connect never showed up until the next full resync. Fetch that container again a little
+    // later, so its level-triggered state catches up with what the event announced.
+    if (ok && ev.Type === 'network') {
+      for (const ms of NETWORK_REFETCH_MS) {
+        const timer = setTimeout(() => {
+          this.refetchTimers.delete(timer);
+          this.schedule(`${reason} (re-fetch)`, ok);
+        }, ms);
+        timer.unref();
+        this.refetchTimers.add(timer);
+      }
+    }
   }
 
   /** Fetch this container (or, with null, list everything) as soon as no other call runs. */
@@ -389,8 +404,6 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
   private async fetch(ids: string[], eventTimes: number[] = []): Promise<void> {
     if (!this.containers) return this.list();
     this.fetches++;
-    const barrier = ids.filter((id) => this.networkEventIds.delete(id));
-    if (barrier.length) await this.inspectAll(barrier);
     const summaries = (await bounded(this.callTimeoutMs, 'list containers by id', (abortSignal) =>
       this.docker.listContainers({ all: true, filters: { id: ids }, abortSignal } as Dockerode.ContainerListOptions),
     )) as unknown as SummaryLike[];
@@ -437,10 +450,6 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
 
   private async list(): Promise<void> {
     const t0 = Date.now();
-    // (The network-event barrier of fetch() below, for the containers a full list replaces a fetch of.)
-    const barrier = [...this.networkEventIds];
-    this.networkEventIds.clear();
-    if (barrier.length) await this.inspectAll(barrier);
     // The list's summaries hold all the model reads, so a list is one call however many
     // containers there are (inspecting each made a cold start on 40,000 containers take 10 s).
     const summaries = (await bounded(this.callTimeoutMs, 'list containers', (abortSignal) =>
