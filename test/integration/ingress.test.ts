@@ -161,7 +161,8 @@ test('switching redirect mode removes the other mode both ways; cleanup after ki
   current = inMode('ebpf');
   await current.start();
   await waitFor('ebpf programs present', async () => (await berthRules()).tc.length > 0);
-  t.deepEqual((await berthRules()).iptables, [], 'no berth iptables rules left in ebpf mode');
+  // (crossNetwork's DOCKER-USER chain is not the redirect's: it stays in every redirect mode.)
+  t.deepEqual((await berthRules()).iptables.filter((r) => !/BERTH_CROSSNET/.test(r)), [], 'no berth redirect iptables rules left in ebpf mode');
   t.is((await current.status()).redirect, 'ebpf');
   await waitFor('serving in ebpf mode', async () => (await httpGet(sw.vip, 80, '/')).status === 200, 15000, 200);
 

@@ -69,7 +69,7 @@ test('kill -9, restart, adoption, pruning after the first list, cleanup', async 
   t.not(keep.vip, home, 'keep\'s VIP is collision-resolved');
   const pinsBefore = (await run('ls', [`/sys/fs/bpf/berth-surv`])).stdout;
   const linksBefore = await linkIds();
-  t.is(linksBefore.length, 8, 'one link per hook');
+  t.is(linksBefore.length, 9, 'one link per hook (8 socket hooks and the egress flow recorder)');
   const idsBefore = await bpfBackendIds('/sys/fs/bpf/berth-surv');
   const aAddr = `${a.ip}:8080`;
   t.true(idsBefore.has(aAddr) && idsBefore.has(`${b.ip}:8080`), JSON.stringify([...idsBefore]));
