@@ -8,6 +8,7 @@
  * a restart of berthd, `berth dns setup` and `berth cleanup`, and `berth doctor`.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -283,3 +284,5 @@ test.serial('DNS: names from the host and from containers, changes, forwarding, 
   t.is(fs.readFileSync(daemonJson, 'utf8'), original, 'daemon.json byte for byte as before');
   t.false(fs.existsSync(dropIn));
 });
+
+hostAsBefore(test);

@@ -17,6 +17,7 @@ import type { DatapathOptions } from '../../src/datapath/types';
 import type { NetworkInfo, Service } from '../../src/model/types';
 import { silentLogger } from '../../src/util/log';
 import { rng, step, type World } from '../helpers/churn';
+import { hostAsBefore } from '../helpers/cleanup';
 
 const OPTS: DatapathOptions = {
   pinDir: '/sys/fs/bpf/berth-test-incr',
@@ -35,14 +36,17 @@ const HOST = { addresses: ['127.0.0.1', '::1', '10.217.0.5'] };
 
 let dp: Datapath | null = null;
 
-test.before(async () => {
-  await Datapath.cleanup(OPTS); // a leftover of a crashed earlier run of this suite only
-  dp = await Datapath.open(OPTS);
-});
-
 test.after.always(async () => {
   dp?.close();
   await Datapath.cleanup(OPTS);
+});
+
+// After the file's own cleanup hook, before its setup hook (AVA runs hooks in declaration order).
+hostAsBefore(test, { ownLeftovers: /berth-test-incr\b|10\.217\.0\.0\/28|fd00:217::\/124|^bpftoolCgroupTree: - \S+ \S+ multi berth_/ });
+
+test.before(async () => {
+  await Datapath.cleanup(OPTS); // a leftover of a crashed earlier run of this suite only
+  dp = await Datapath.open(OPTS);
 });
 
 test('random events on real maps: each incremental update leaves nothing for a full sync to repair; drift made behind berth\'s back is found and repaired', async (t) => {

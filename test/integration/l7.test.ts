@@ -9,6 +9,7 @@
  * the host's curl and node bind-mounted; backends are test/helpers/l7-backend.ts likewise.
  */
 import test from 'ava';
+import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -309,3 +310,5 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     t.false(fs.existsSync(`/proc/${before}/cmdline`) && fs.readFileSync(`/proc/${before}/cmdline`, 'utf8').includes('envoy'), 'SIGTERM stopped Envoy');
   });
 }
+
+hostAsBefore(test);
