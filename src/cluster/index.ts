@@ -1,14 +1,16 @@
 /**
  * cluster/: services shared by several Docker hosts through etcd (README "Several hosts").
  *
- * The daemon sees one narrow interface, Cluster, with three steps around its level-triggered
- * reconcile (DESIGN lesson 12: remote and local meet in the model, not the datapath):
- *   1. modelInputs(localStore): the VIP store to build the model with (the cluster's
- *      assignments, in etcd's creation order, ahead of this host's own) and the VIPs reserved by
- *      names that have no containers here;
- *   2. after buildDesiredState: persistLocal() keeps /var/lib/berth/vips.json for local names;
- *   3. merge(local, snapshot): publishes the local services (level-triggered, never waits for
- *      etcd) and returns local + remote backends as one DesiredState, plus routes to peers.
+ * The daemon sees one narrow interface, Cluster, used once per reconcile after the incremental
+ * model's local step (DESIGN lesson 12: remote and local meet in the model, not the datapath;
+ * daemon.ts mergeCluster):
+ *   1. modelInputs(localStore): the VIP store to place with (the cluster's assignments, in etcd's
+ *      creation order, ahead of this host's own) and the cluster's assignments; when these
+ *      change the daemon hands them to IncrementalModel.setClusterVips (a global placement);
+ *   2. persistLocal() keeps /var/lib/berth/vips.json for local names;
+ *   3. merge(local, containers and networks): publishes the local services (level-triggered,
+ *      never waits for etcd) and returns local + remote backends as one DesiredState, plus routes
+ *      to peers. The daemon marks every service whose merged result changed dirty.
  * With no etcdEndpoints berthd never constructs a Cluster: the single-host daemon is unchanged.
  */
 import { EventEmitter } from 'node:events';
