@@ -142,6 +142,8 @@ export class ClusterStore extends EventEmitter {
   private client: Etcd3 | null = null;
   private kv: EtcdTxnKv | null = null;
   private lease: Lease | null = null;
+  /** A lease whose grant is in flight (stop() must release it too, see ensureLease). */
+  private granting: Lease | null = null;
   private leaseId: string | null = null;
   private watcher: Watcher | null = null;
   private address: string | null;
@@ -268,14 +270,27 @@ export class ClusterStore extends EventEmitter {
     this.endWatch?.();
     // Bounded: a watcher whose stream is reconnecting may never answer the cancel.
     const w = this.watcher;
-    if (w) await Promise.race([w.cancel().catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
-    if (this.lease) this.lease.removeAllListeners();
-    // Stop keep-alives without revoking: the server keeps the lease until its TTL runs out.
-    this.lease?.release();
+    this.watcher = null;
+    const canceled = w ? await Promise.race([w.cancel().then(() => true, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), 1000).unref())]) : true;
+    for (const l of [this.lease, this.granting]) {
+      // Stop keep-alives without revoking: the server keeps the lease until its TTL runs out.
+      l?.removeAllListeners();
+      l?.release();
+    }
+    this.lease = this.granting = null;
     // The loops end at their next await; each etcd call has a 2 s deadline. Bounded anyway: a
     // call the client never settles must not keep berthd from exiting.
     await Promise.race([Promise.allSettled([this.publishing, this.watching]), new Promise((r) => setTimeout(r, CALL_DEADLINE_MS + 1000).unref())]);
     this.client?.close();
+    if (w && !canceled) {
+      // A watcher still attached to etcd3's WatchManager makes it re-dial on timers forever,
+      // also after close() (handleError -> setTimeout -> establishStream -> ClientClosedError
+      // -> handleError ...), and those timers keep the process alive: the "all tests passed,
+      // then Timed out" hang. Closing the channels errors the stream and leaves the manager
+      // idle, and an idle manager drops a canceled watcher at once.
+      await Promise.race([new Promise((r) => w.once('disconnected', r)), new Promise((r) => setTimeout(r, 1000).unref())]);
+      await w.cancel().catch(() => undefined);
+    }
   }
 
   // ----- state -----
@@ -291,6 +306,8 @@ export class ClusterStore extends EventEmitter {
   }
 
   private sleep(ms: number): Promise<void> {
+    // After stop() nothing kicks a sleep any more: a loop that gets here must not wait.
+    if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         this.kick = null;
@@ -396,43 +413,42 @@ export class ClusterStore extends EventEmitter {
   private watchFrom(start: bigint): Promise<'compacted' | 'stopped'> {
     return new Promise((resolve, reject) => {
       this.endWatch = () => resolve('stopped');
-      this.client!.watch().prefix(this.keys.prefix).startRevision(start.toString()).create().then((w) => {
-        if (this.stopped) {
-          void w.cancel();
-          resolve('stopped');
-          return;
-        }
-        this.watcher = w;
-        w.on('data', (res) => {
-          for (const ev of res.events) {
-            const key = ev.kv.key.toString();
-            if (ev.type === 'Put') {
-              this.raw.set(key, { value: ev.kv.value.toString(), modRevision: String(ev.kv.mod_revision), createRevision: String(ev.kv.create_revision) });
-            } else {
-              this.raw.delete(key);
-            }
+      if (this.stopped) return resolve('stopped');
+      // watcher(), not create(): the Watcher exists (and is attached to etcd3's WatchManager)
+      // from now on, also while it is connecting, and stop() must be able to cancel it then;
+      // create() hands it out only once connected. Its 'error' before 'connected' is handled
+      // below like create()'s rejection.
+      const w = this.client!.watch().prefix(this.keys.prefix).startRevision(start.toString()).watcher();
+      this.watcher = w;
+      w.on('data', (res) => {
+        for (const ev of res.events) {
+          const key = ev.kv.key.toString();
+          if (ev.type === 'Put') {
+            this.raw.set(key, { value: ev.kv.value.toString(), modRevision: String(ev.kv.mod_revision), createRevision: String(ev.kv.create_revision) });
+          } else {
+            this.raw.delete(key);
           }
-          this.seen(res.header.revision);
-          if (res.events.length) this.changed();
-        });
-        // Not seen(header.revision) here: a (re)created watch answers with etcd's current
-        // revision before it delivers the events from its start revision.
-        w.on('connected', () => this.setState('connected'));
-        w.on('disconnected', (err: Error) => this.setState('disconnected', err));
-        w.on('error', (err: Error) => {
-          this.watcher = null;
-          void w.cancel().catch(() => undefined);
-          // etcd cancels a watch whose start revision was compacted. etcd 3.4 leaves
-          // cancel_reason empty (only compact_revision says why, and etcd3 drops it), so ask
-          // etcd directly whether the revision we wanted is still readable. Either way the loop
-          // reads everything again.
-          const wanted = this.revision + 1n;
-          this.isCompacted(wanted).then((c) => (c ? resolve('compacted') : reject(err)), reject);
-        });
-        w.on('end', () => {
-          if (this.stopped) resolve('stopped');
-        });
-      }, reject);
+        }
+        this.seen(res.header.revision);
+        if (res.events.length) this.changed();
+      });
+      // Not seen(header.revision) here: a (re)created watch answers with etcd's current
+      // revision before it delivers the events from its start revision.
+      w.on('connected', () => this.setState('connected'));
+      w.on('disconnected', (err: Error) => this.setState('disconnected', err));
+      w.on('error', (err: Error) => {
+        this.watcher = null;
+        void w.cancel().catch(() => undefined);
+        // etcd cancels a watch whose start revision was compacted. etcd 3.4 leaves
+        // cancel_reason empty (only compact_revision says why, and etcd3 drops it), so ask
+        // etcd directly whether the revision we wanted is still readable. Either way the loop
+        // reads everything again.
+        const wanted = this.revision + 1n;
+        this.isCompacted(wanted).then((c) => (c ? resolve('compacted') : reject(err)), reject);
+      });
+      w.on('end', () => {
+        if (this.stopped) resolve('stopped');
+      });
     });
   }
 
@@ -469,6 +485,7 @@ export class ClusterStore extends EventEmitter {
   private async ensureLease(): Promise<Lease> {
     if (this.lease) return this.lease;
     const lease = this.client!.lease(this.ttl, { autoKeepAlive: true });
+    this.granting = lease;
     lease.on('lost', (err: Error) => {
       if (this.lease !== lease) return;
       this.log.warn({ err: err.message }, 'etcd lease lost; re-publishing under a new lease');
@@ -479,10 +496,14 @@ export class ClusterStore extends EventEmitter {
     });
     try {
       this.leaseId = await lease.grant();
+      // Granted after stop() (which released it): its keep-alives must not start a loop.
+      if (this.stopped) throw new Error('cluster store stopped');
     } catch (e) {
       lease.removeAllListeners();
       lease.release();
       throw e;
+    } finally {
+      if (this.granting === lease) this.granting = null;
     }
     this.lease = lease;
     this.log.info({ lease: this.leaseId, ttl: this.ttl }, 'etcd lease granted');
