@@ -6,6 +6,7 @@
 import client from 'prom-client';
 import type { ServiceCounters } from '../datapath/types';
 import type { DnsMetricsSink } from '../dns/server';
+import type { ClusterView } from '../cluster';
 
 export interface MetricsSource {
   services(): { service: number; ingress: number };
@@ -14,6 +15,8 @@ export interface MetricsSource {
   dockerReconnects(): number;
   envoyRestarts(): number;
   ready(): boolean;
+  /** Cluster mode status, null on a single host (the cluster gauges then stay absent). */
+  cluster?(): ClusterView | null;
   /** Per service name, from the BPF counters (may throw if the datapath is not open). */
   serviceCounters(): Map<string, ServiceCounters>;
   /** More Prometheus text appended at scrape time (additive: Envoy's ingress stats, proxy/stats.ts). */
@@ -65,6 +68,9 @@ export class Metrics {
         refused.set({ service }, c.noBackend);
       }
     };
+    // Cluster (etcd) gauges: registered only in cluster mode (src.cluster given).
+    const cl = () => src.cluster?.() ?? null;
+    if (src.cluster) this.clusterGauges(cl, registers);
     this.reconcileDuration = new client.Histogram({
       name: 'berth_reconcile_duration_seconds', help: 'Time to compute and apply one reconcile',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5], registers,
@@ -104,6 +110,41 @@ export class Metrics {
     const own = await this.registry.metrics();
     const extra = await this.src.extraText?.().catch(() => '') ?? '';
     return extra ? `${own}${own.endsWith('\n') ? '' : '\n'}${extra}` : own;
+  }
+
+  private clusterGauges(cl: () => ClusterView | null, registers: client.Registry[]): void {
+    new client.Gauge({
+      name: 'berth_cluster_etcd_connected', help: '1 while berthd is connected to etcd (cluster mode only)', registers,
+      collect() { const c = cl(); if (c) this.set(c.etcd === 'connected' ? 1 : 0); },
+    });
+    new client.Gauge({
+      name: 'berth_cluster_nodes', help: 'Nodes with a live record in etcd, this one included', registers,
+      collect() { const c = cl(); if (c) this.set(c.nodes.length); },
+    });
+    new client.Gauge({
+      name: 'berth_cluster_revision', help: 'Last etcd revision this node has seen', registers,
+      collect() { const c = cl(); if (c) this.set(Number(c.revision)); },
+    });
+    new client.Gauge({
+      name: 'berth_cluster_remote_backends', help: 'Backends on other nodes merged into the desired state', registers,
+      collect() { const c = cl(); if (c) this.set(c.remoteBackends); },
+    });
+    new client.Gauge({
+      name: 'berth_cluster_subnet_overlaps', help: "Peers' container subnets overlapping this host's or another peer's (their backends are not used)", registers,
+      collect() { const c = cl(); if (c) this.set(c.overlaps.length); },
+    });
+    new client.Gauge({
+      name: 'berth_cluster_etcd_disconnects', help: 'Times the etcd connection was lost since start', registers,
+      collect() { const c = cl(); if (c) this.set(c.disconnects); },
+    });
+    new client.Gauge({
+      name: 'berth_cluster_watch_compactions', help: 'Full re-reads because the watch revision was compacted', registers,
+      collect() { const c = cl(); if (c) this.set(c.compactions); },
+    });
+    new client.Gauge({
+      name: 'berth_cluster_rejected_records', help: 'Records from peers rejected by the codecs', registers,
+      collect() { const c = cl(); if (c) this.set(c.rejectedRecords); },
+    });
   }
 
   get contentType(): string {

@@ -16,6 +16,8 @@ import { silentLogger } from '../util/log';
 import { run } from '../util/exec';
 import { mountsBelow } from '../util/mounts';
 import { revertSetup } from '../dns/setup';
+import { removePeerRoutes } from '../cluster/routes';
+import { routeMetric } from '../datapath/routes';
 
 export async function cleanup(c: Config): Promise<string[]> {
   const removed: string[] = [];
@@ -35,6 +37,8 @@ export async function cleanup(c: Config): Promise<string[]> {
   // Host changes made by `berth dns setup --apply` (their record lives in the state dir).
   const dns = revertSetup({ record: path.join(c.stateDir, 'dns-setup.json') });
   removed.push(...dns.restored.map((r) => `dns setup: restored ${r.file}`), ...dns.leftAlone.map((l) => `dns setup: ${l}`));
+  // Cluster mode's routes to peers' container subnets (none on a single host).
+  removed.push(...(await removePeerRoutes(routeMetric(c.bpfPinDir))));
   for (const dir of [c.runDir, c.stateDir]) {
     // Never recurse into a mount: rm -r over a cgroup2 mount would rmdir real cgroups.
     for (const m of mountsBelow(dir)) {

@@ -13,6 +13,8 @@ export interface ServiceView {
     networks?: { network: string; ip: string | null; ip6: string | null }[];
     reachable?: boolean;
     reason?: string | null;
+    /** Cluster mode only: the host the container runs on. */
+    node?: string;
   }[];
   routes: { host: string | null; path: string; service: string; port: number }[];
   listenerPort?: number | null;
@@ -39,6 +41,12 @@ export interface StatusView {
   labelErrors: { container: string; label: string; error: string }[];
   /** berth's DNS (additive: absent from older berthd, null when dnsPort is off). */
   dns?: { domain: string; vip: string; vip6: string | null; port: number; listen: string[]; backend: string | null; upstreams: { ip: string; port: number }[]; upstreamSource: string; errors: string[] } | null;
+  /** Cluster mode only (etcdEndpoints set); null or absent on a single host. */
+  cluster?: {
+    etcd: string; endpoints: string[]; node: string; address: string | null; nodes: string[]; revision: string;
+    lease: string | null; compactions: number; disconnects: number; rejectedRecords: number; lastError: string | null;
+    remoteBackends: number; overlaps: { message: string }[]; routes: { subnet: string; via: string; node: string }[]; errors: string[];
+  } | null;
   lastReconcile: { at: string; durationMs: number; error: string | null } | null;
   config: Record<string, unknown>;
   configSources: Record<string, string>;
@@ -87,7 +95,7 @@ export function formatServices(services: ServiceView[]): string {
       ? `listener ${s.listenerPort ?? '-'}${s.publish ? `, publish ${s.publish}` : ''}`
       : s.backends.length === 0
         ? 'none'
-        : s.backends.map((b) => (b.reachable === false ? `${b.container}(unreachable)` : `${b.container}(${b.ip ?? b.ip6 ?? '?'})`)).join(' '),
+        : s.backends.map((b) => (b.reachable === false ? `${b.node ? `${b.node}/` : ''}${b.container}(unreachable)` : `${b.node ? `${b.node}/` : ''}${b.container}(${b.ip ?? b.ip6 ?? '?'})`)).join(' '),
   ]);
   const out = [table(['NAME', 'KIND', 'VIP', 'VIP6', 'PORTS', 'BACKENDS'], rows)];
   for (const s of services) {
@@ -125,6 +133,17 @@ export function formatStatus(st: StatusView): string {
     for (const e of d.errors) lines.push(`             ${e}`);
   } else if (st.dns === null) {
     lines.push('dns:         off');
+  }
+  const c = st.cluster;
+  if (c) {
+    lines.push(`cluster:     etcd ${c.etcd} (${c.endpoints.join(',')}), revision ${c.revision}${c.lastError && c.etcd !== 'connected' ? `, last error: ${c.lastError}` : ''}`);
+    lines.push(`             this node ${c.node} at ${c.address ?? '?'}; nodes seen: ${c.nodes.join(' ') || 'none'}; ${c.remoteBackends} remote backends`);
+    if (c.disconnects || c.compactions || c.rejectedRecords) {
+      lines.push(`             ${c.disconnects} etcd disconnects, ${c.compactions} compaction re-reads, ${c.rejectedRecords} rejected records`);
+    }
+    for (const r of c.routes) lines.push(`             route ${r.subnet} via ${r.via} (node ${r.node})`);
+    for (const o of c.overlaps) lines.push(`             ${o.message}`);
+    for (const e of c.errors) lines.push(`             ${e}`);
   }
   if (st.lastReconcile) {
     lines.push(`reconcile:   ${st.lastReconcile.at} in ${st.lastReconcile.durationMs.toFixed(1)} ms${st.lastReconcile.error ? `, FAILED: ${st.lastReconcile.error}` : ''}`);

@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import YAML from 'yaml';
 import { dnsVips } from '../dns/vips';
 
@@ -56,6 +57,20 @@ export interface Config {
    * iptables rules, a detached tc program, a deleted map entry). Fractions allowed (tests use 0.2).
    */
   reconcileInterval: number;
+  /** etcd v3 endpoints (URLs `http(s)://host:port`); empty = single-host mode (the default). */
+  etcdEndpoints: string[];
+  /** PEM CA bundle that signs etcd's server certificate; null = system CAs (only with https). */
+  etcdCaFile: string | null;
+  /** PEM client certificate for etcd; given together with etcdKeyFile. */
+  etcdCertFile: string | null;
+  /** PEM private key of etcdCertFile. */
+  etcdKeyFile: string | null;
+  /** berth's key prefix in etcd (no trailing slash); berth reads and writes only below it. */
+  etcdPrefix: string;
+  /** This host's name in the cluster (default: the hostname). */
+  nodeName: string;
+  /** The address peers reach this host at; null = auto (source of the route to the first endpoint). */
+  nodeAddress: string | null;
 }
 
 export type Source = 'default' | 'file' | 'env' | 'flag';
@@ -155,6 +170,54 @@ function upstreams(raw: unknown): string {
   return s;
 }
 
+/** Comma-separated (or a YAML list of) etcd endpoints; a bare host:port means http://host:port. */
+function endpoints(raw: unknown): string[] {
+  if (raw === null || raw === '' || raw === 'off') return [];
+  const items = Array.isArray(raw) ? raw.map((x) => String(x)) : String(raw).split(',');
+  const out: string[] = [];
+  for (const item of items.map((x) => x.trim()).filter(Boolean)) {
+    const withScheme = /^[a-z]+:\/\//i.test(item) ? item : `http://${item}`;
+    let u: URL;
+    try {
+      u = new URL(withScheme);
+    } catch {
+      throw new Error(`"${item}" is not an endpoint like https://10.0.0.1:2379`);
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`"${item}": scheme must be http or https`);
+    if (!u.port) throw new Error(`"${item}" has no port (etcd's client port is usually 2379)`);
+    if (u.pathname !== '/' || u.search || u.hash || u.username) throw new Error(`"${item}" must be scheme://host:port only`);
+    out.push(`${u.protocol}//${u.host}`);
+  }
+  if (out.length === 0) throw new Error('must name at least one endpoint, or be "off"');
+  const schemes = new Set(out.map((e) => e.split(':')[0]));
+  if (schemes.size > 1) throw new Error('all endpoints must use the same scheme (http or https)');
+  return out;
+}
+
+/** An absolute path to a readable file, or null for off. */
+function fileOrOff(raw: unknown): string | null {
+  if (raw === null || raw === '' || raw === 'off') return null;
+  const p = absPath(raw);
+  try {
+    fs.accessSync(p, fs.constants.R_OK);
+  } catch (e) {
+    throw new Error(`cannot read ${p}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return p;
+}
+
+function etcdPrefix(raw: unknown): string {
+  const s = str(raw).replace(/\/+$/, '');
+  if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(s)) throw new Error('must look like /berth (slash-separated names of letters, digits, _ . -)');
+  return s;
+}
+
+function nodeName(raw: unknown): string {
+  const s = str(String(raw));
+  if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$/.test(s)) throw new Error('must be 1-63 letters, digits, . _ - starting with a letter or digit');
+  return s;
+}
+
 const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
   serviceCidr: { default: () => '10.96.0.0/16', parse: cidr(4), help: 'IPv4 VIP range' },
   serviceCidr6: { default: () => 'fd00:96::/112', parse: cidr(6), help: 'IPv6 VIP range' },
@@ -245,7 +308,50 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
     },
     help: 'seconds between periodic reconciles (repairs)',
   },
+  etcdEndpoints: { default: () => [], parse: endpoints, help: 'comma-separated etcd v3 endpoints; set = cluster mode (off by default)' },
+  etcdCaFile: { default: () => null, parse: fileOrOff, help: "PEM CA of etcd's server certificate" },
+  etcdCertFile: { default: () => null, parse: fileOrOff, help: 'PEM client certificate for etcd' },
+  etcdKeyFile: { default: () => null, parse: fileOrOff, help: 'PEM key of the etcd client certificate' },
+  etcdPrefix: { default: () => '/berth', parse: etcdPrefix, help: "berth's key prefix in etcd" },
+  nodeName: { default: () => safeHostname(), parse: nodeName, help: "this host's name in the cluster" },
+  nodeAddress: {
+    default: () => null,
+    parse: (raw) => {
+      if (raw === null || raw === '' || raw === 'auto') return null;
+      const s = str(String(raw));
+      if (net.isIP(s) === 0) throw new Error('must be an IP address or "auto"');
+      return s;
+    },
+    help: 'address peers reach this host at (auto: source of the route to the first etcd endpoint)',
+  },
 };
+
+/** The hostname cut to what nodeName accepts (a hostname may be an FQDN longer than 63). */
+function safeHostname(): string {
+  const h = os.hostname().replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 63);
+  return h || 'node';
+}
+
+/**
+ * Checks that involve more than one key, after each key parsed on its own. Throws ConfigError
+ * naming the keys and where they came from.
+ */
+function crossCheck(config: Config, where: (k: keyof Config) => string): void {
+  const cert = config.etcdCertFile !== null;
+  const key = config.etcdKeyFile !== null;
+  if (cert !== key) {
+    const given: keyof Config = cert ? 'etcdCertFile' : 'etcdKeyFile';
+    const missing: keyof Config = cert ? 'etcdKeyFile' : 'etcdCertFile';
+    throw new ConfigError(`${where(given)}: ${given} needs ${missing} too (a client certificate and its key)`);
+  }
+  const tlsKeys = (['etcdCaFile', 'etcdCertFile', 'etcdKeyFile'] as const).filter((k) => config[k] !== null);
+  if (tlsKeys.length > 0) {
+    if (config.etcdEndpoints.length === 0) throw new ConfigError(`${where(tlsKeys[0])}: ${tlsKeys[0]} is set but etcdEndpoints is off`);
+    if (config.etcdEndpoints.some((e) => e.startsWith('http://'))) {
+      throw new ConfigError(`${where(tlsKeys[0])}: ${tlsKeys[0]} is set but etcdEndpoints use http://; use https:// endpoints for TLS`);
+    }
+  }
+}
 
 export const CONFIG_KEYS = Object.keys(SPECS) as (keyof Config)[];
 export const DEFAULT_CONFIG_FILE = '/etc/berth/config.yaml';
@@ -362,6 +468,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     const given = raw[key];
     throw new ConfigError(`${given ? given.where : `default of ${key}`}: invalid ${key}: ${(e as Error).message}`);
   }
+  crossCheck(config as unknown as Config, (k) => raw[k]?.where ?? `default of ${k}`);
   return { config: config as unknown as Config, sources, configFile: fileUsed };
 }
 

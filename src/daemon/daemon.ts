@@ -22,6 +22,7 @@ import { Datapath } from '../datapath';
 import { Proxy } from '../proxy';
 import { DockerWatcher, type ContainerChanges } from '../docker/watcher';
 import { VipStore } from '../model';
+import { storeKey } from '../model/vipstore';
 import { IncrementalModel, type ModelDelta } from '../model/incremental';
 import { AdminApi } from '../api/server';
 import { Metrics } from '../api/metrics';
@@ -29,6 +30,9 @@ import { Notifier } from './notify';
 import { ServiceDns } from '../dns';
 import { applyCrossnet, crossnetHow, type CrossnetStatus } from '../datapath/crossnet';
 import { clientNetworks, networkNumbers } from '../datapath/netlists';
+import type { Cluster } from '../cluster';
+import { syncPeerRoutes } from '../cluster/routes';
+import { routeMetric } from '../datapath/routes';
 
 export const VERSION: string = (() => {
   try {
@@ -64,6 +68,18 @@ export class Daemon {
   readonly metrics: Metrics;
   private readonly notifier = new Notifier();
   private store!: VipStore;
+  /** Cluster mode (etcdEndpoints set); null on a single host. */
+  private cluster: Cluster | null = null;
+  /**
+   * Cluster mode: the last merge of the local model with the peers' backends (cluster/merge.ts),
+   * in the model's order and by storeKey; what the datapath, proxy, DNS and the API see. Null on
+   * a single host (then the model's own services are the desired state).
+   */
+  private merged: { list: Service[]; byKey: Map<string, Service> } | null = null;
+  /** etcd reported a change (remote backends, nodes, VIP assignments) since the last reconcile. */
+  private clusterPending = false;
+  /** The cluster VIP assignments the model last placed with (JSON). */
+  private clusterVipsKey = '';
 
   private model: IncrementalModel | null = null;
   /** Set by the first reconcile from a full list (before it, nothing is known). */
@@ -115,15 +131,17 @@ export class Daemon {
     this.api = new AdminApi(log);
     this.metrics = new Metrics({
       services: () => ({
-        service: this.desired ? this.model!.counts().service : 0,
-        ingress: this.desired ? this.model!.counts().ingress : 0,
+        service: this.desired ? this.counts().service : 0,
+        ingress: this.desired ? this.counts().ingress : 0,
       }),
-      backends: () => (this.desired ? this.model!.services() : []).reduce((n, s) => n + (s.kind === 'service' ? s.backends.filter((b) => b.reachable !== false).length : 0), 0) ?? 0,
+      backends: () => (this.desired ? this.services() : []).reduce((n, s) => n + (s.kind === 'service' ? s.backends.filter((b) => b.reachable !== false).length : 0), 0) ?? 0,
       labelErrors: () => this.labelErrors().length,
       dockerReconnects: () => this.watcher?.reconnects ?? 0,
       envoyRestarts: () => this.proxy?.status().envoy.restarts ?? 0,
       ready: () => this.ready,
       extraText: () => this.proxy?.metricsText?.() ?? Promise.resolve(''),
+      // Cluster gauges exist only in cluster mode.
+      ...(cfg.config.etcdEndpoints.length > 0 ? { cluster: () => this.cluster?.status() ?? null } : {}),
       serviceCounters: () => {
         if (!this.datapath) throw new Error('datapath not open');
         return this.datapath.counters();
@@ -199,6 +217,25 @@ export class Daemon {
       // The socket LB must keep working without the proxy: report and go on.
       this.log.error({ err: e }, 'the ingress proxy failed to start; socket load balancing continues without it');
     });
+
+    if (c.etcdEndpoints.length > 0) {
+      this.notifier.status('starting: etcd');
+      // Loaded only in cluster mode: a single host never pays for the etcd client and its protos.
+      const { Cluster: ClusterImpl } = await import('../cluster');
+      const cluster = new ClusterImpl({
+        endpoints: c.etcdEndpoints, caFile: c.etcdCaFile, certFile: c.etcdCertFile, keyFile: c.etcdKeyFile,
+        prefix: c.etcdPrefix, nodeName: c.nodeName, nodeAddress: c.nodeAddress,
+        serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, berthVersion: VERSION,
+        logger: this.log.child({ part: 'cluster' }),
+      });
+      this.cluster = cluster;
+      // Remote changes are one more input to the same loop; start() does not wait for etcd.
+      cluster.on('change', () => {
+        this.clusterPending = true;
+        this.schedule();
+      });
+      await cluster.start();
+    }
 
     this.notifier.status('starting: listing Docker');
     const watcher = new DockerWatcher({ dockerHost: c.dockerHost, logger: this.log.child({ part: 'docker' }), resyncMs: c.resyncInterval * 1000, berthOnly: true, clients: true });
@@ -303,9 +340,11 @@ export class Daemon {
     const names = this.dirtyNames;
     const clientsDirty = this.clientsDirty;
     this.clientsDirty = false;
-    if (!full && names.size === 0 && !this.proxyPending && !clientsDirty) return;
+    const clusterPass = this.clusterPending;
+    if (!full && names.size === 0 && !this.proxyPending && !clientsDirty && !clusterPass) return;
     const periodic = this.proxyPending;
     this.fullPending = false;
+    this.clusterPending = false;
     this.dirtyNames = new Set();
     const eventTimes = this.eventTimes;
     this.eventTimes = [];
@@ -319,11 +358,13 @@ export class Daemon {
         for (const n of this.dirtyNames) names.add(n);
         this.dirtyNames.clear();
       }
+      const cl = this.cluster;
+      if (cl) this.mergeCluster(cl, model, names);
       this.store.save();
       const changed: Service[] = [];
       const removed: string[] = [];
       for (const name of names) {
-        const mine = [model.get('service', name), model.get('ingress', name)].filter((x): x is Service => !!x);
+        const mine = [this.service('service', name), this.service('ingress', name)].filter((x): x is Service => !!x);
         if (mine.length) changed.push(...mine); else removed.push(name);
       }
       // The proxy reads ingresses and the services they route to: a pass when one of those
@@ -331,7 +372,7 @@ export class Daemon {
       const routed = new Set(model.ingresses().flatMap((x) => x.routes.map((r) => r.service)));
       const proxyNeeded = full || this.proxyPending || changed.some((x) => x.kind === 'ingress' || routed.has(x.name)) || removed.some((n) => routed.has(n));
       this.proxyPending = false;
-      const state: DesiredState = { services: proxyNeeded || full ? model.services() : [], labelErrors: [] };
+      const state: DesiredState = { services: proxyNeeded || full ? this.services() : [], labelErrors: [] };
       if (this.proxy && proxyNeeded) {
         try {
           rec.proxyErrors = await this.proxy.update(state);
@@ -370,7 +411,18 @@ export class Daemon {
       }
       // After the maps: a name resolves only once its VIP works. (The zone is rebuilt from every
       // service: O(services) per change, the one such step left on the event path.)
-      if (this.dns && (full || changed.length || removed.length)) this.dns.setServices(model.services());
+      if (this.dns && (full || changed.length || removed.length)) this.dns.setServices(this.services());
+      if (cl) {
+        // Routes failing must not fail the reconcile: the maps are already applied above.
+        try {
+          const r = await syncPeerRoutes(cl.routes(), routeMetric(this.c.bpfPinDir));
+          for (const a of r.added) this.log.info(`route to peer containers added: ${a}`);
+          for (const a of r.removed) this.log.info(`route to peer containers removed: ${a}`);
+          for (const e of r.errors) this.log.error(e);
+        } catch (e) {
+          this.log.error({ err: e }, 'cannot list or change the routes to peers; retrying on the next reconcile');
+        }
+      }
       if (rec.sync) {
         this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
         this.metrics.mapOperations.inc({ op: 'delete' }, rec.sync.deletes);
@@ -449,6 +501,53 @@ export class Daemon {
     }
   }
 
+  /**
+   * Cluster mode, once per reconcile after the local model step: the cluster's VIP assignments
+   * and the peers' backends are one more input. A changed assignment set re-runs the model's
+   * placement (IncrementalModel.setClusterVips); then the local services are published and merged
+   * with the remote ones, and every service whose merged result differs from the last merge
+   * (its remote backend set, a remote-only service appearing or going, a claim conflict) is added
+   * to `names`, the dirty set the incremental path re-applies. A full sync applies the same
+   * merged list, so both paths give the same maps. O(services) per reconcile (the merge and the
+   * comparison); on a single host this never runs.
+   */
+  private mergeCluster(cl: Cluster, model: IncrementalModel, names: Set<string>): void {
+    const inputs = cl.modelInputs(this.store);
+    const key = JSON.stringify(inputs.reserved);
+    if (key !== this.clusterVipsKey) {
+      this.clusterVipsKey = key;
+      this.note(model.setClusterVips(inputs.store, inputs.reserved));
+      for (const n of this.dirtyNames) names.add(n);
+      this.dirtyNames.clear();
+    }
+    const local = model.state();
+    cl.persistLocal(this.store, local);
+    const m = cl.merge(local, { containers: model.containers(), networks: this.networks });
+    const byKey = new Map(m.services.map((s) => [storeKey(s.kind, s.name), s] as const));
+    const before = this.merged?.byKey ?? new Map<string, Service>();
+    for (const [k, s] of byKey) {
+      const old = before.get(k);
+      if (!old || JSON.stringify(old) !== JSON.stringify(s)) names.add(s.name);
+    }
+    for (const [k, s] of before) if (!byKey.has(k)) names.add(s.name);
+    this.merged = { list: m.services, byKey };
+  }
+
+  /** The desired services: the model's, or in cluster mode the last merge with the peers'. */
+  private services(): Service[] {
+    return this.merged?.list ?? this.model?.services() ?? [];
+  }
+
+  private service(kind: Service['kind'], name: string): Service | undefined {
+    return this.merged ? this.merged.byKey.get(storeKey(kind, name)) : this.model?.get(kind, name);
+  }
+
+  private counts(): { service: number; ingress: number } {
+    if (!this.merged) return this.model?.counts() ?? { service: 0, ingress: 0 };
+    const ingress = this.merged.list.filter((s) => s.kind === 'ingress').length;
+    return { service: this.merged.list.length - ingress, ingress };
+  }
+
   private addRunError(name: string, error: string): void {
     const list = this.runErrors.get(name) ?? [];
     if (!list.includes(error)) list.push(error);
@@ -478,7 +577,7 @@ export class Daemon {
     const d = this.desired;
     const parts = [
       `Docker ${this.watcher?.connection ?? 'not started'}`,
-      d ? `${this.model!.counts().service} services, ${this.model!.counts().ingress} ingresses` : 'no Docker list yet',
+      d ? `${this.counts().service} services, ${this.counts().ingress} ingresses` : 'no Docker list yet',
       d && this.loggedLabelErrors.size ? `${this.loggedLabelErrors.size} label errors` : '',
       this.proxy ? `Envoy ${this.proxy.status().envoy.state}, redirect ${this.proxy.status().redirect}` : '',
     ].filter(Boolean);
@@ -527,6 +626,7 @@ export class Daemon {
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);
     await this.running?.catch(() => undefined);
     await this.watcher?.stop();
+    await this.cluster?.stop().catch((e: Error) => this.log.error({ err: e }, 'stopping the etcd client failed'));
     await this.proxyStarted;
     await this.proxy?.stop({ keepEnvoy: opts.keepEnvoy }).catch((e: Error) => this.log.error({ err: e }, 'stopping the proxy failed'));
     await this.api.close();
@@ -558,7 +658,7 @@ export class Daemon {
     const labelErrors = this.labelErrors();
     const errored = new Set(labelErrors.map((e) => e.container));
     for (const c of this.model?.containers() ?? []) if (errored.has(c.name) && c.labels['berth.service']) serviceOf.set(c.name, c.labels['berth.service']);
-    return this.model!.services().map((s: Service) => ({
+    return this.services().map((s: Service) => ({
       name: s.name,
       kind: s.kind,
       vip: s.vip,
@@ -602,9 +702,10 @@ export class Daemon {
         chains: this.crossnet?.families ?? [],
         error: this.crossnet?.error ?? null,
       },
-      backendWarnings: (this.desired && this.model ? this.model.services() : []).flatMap((s) => s.backends
+      backendWarnings: (this.desired ? this.services() : []).flatMap((s) => s.backends
         .filter((b) => b.reason)
         .map((b) => ({ service: s.name, container: b.container, reachable: b.reachable !== false, reason: b.reason }))),
+      cluster: this.cluster?.status() ?? null,
       lastReconcile: this.last,
       // Docker event → its change in the maps (and the proxy), ms: count, and the latest ones.
       events: { applied: this.eventLatency.applied, recentMs: this.eventLatency.recentMs.slice() },

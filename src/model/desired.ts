@@ -38,6 +38,21 @@ export interface BuildOptions {
   store: VipStore;
   /** Addresses no service may take as its VIP, pinned or derived (berth's DNS VIPs). */
   reserved?: string[];
+  /**
+   * Cluster mode: VIPs the cluster (etcd) assigned to names. Those of names with no containers
+   * here count as owned by that name before anything local claims an address, so a local pin on
+   * one is BERTH_VIP_OWNED and derivation skips it. (Names that are local here take their
+   * assignment through `store`.) Absent on a single host.
+   */
+  clusterVips?: ClusterVip[];
+}
+
+/** A VIP assignment the cluster agreed on in etcd (cluster/store.ts), as placement sees it. */
+export interface ClusterVip {
+  kind: ServiceKind;
+  name: string;
+  vip: string | null;
+  vip6: string | null;
 }
 
 export interface Member {
@@ -88,7 +103,7 @@ export function buildDesiredState(snap: DockerSnapshot, host: HostInfo, opts: Bu
   }
 
   const services: Entity[] = [...groups.entries()].map(([name, members]) => serviceEntity(name, members));
-  const placed = placeEntities(services, containers, rules, opts.store, errors, env);
+  const placed = placeEntities(services, containers, rules, opts.store, errors, env, opts.clusterVips);
   // By name; a service before the ingress of the same name.
   const out = [...placed.services.values()].sort(serviceOrder);
   return { services: out, labelErrors: errors };
@@ -133,9 +148,10 @@ export interface Placement {
  * order, at least every container with an http route (others are skipped). Global by nature
  * (VIP ownership is first-come by store seq), so the incremental model (incremental.ts) calls it
  * only when the set of entities, a pin, a route or the VIP rules changed. `env`: the Docker
- * networks and containers where backends are placed (network.ts placeBackend).
+ * networks and containers where backends are placed (network.ts placeBackend). `clusterVips`
+ * (cluster mode, BuildOptions.clusterVips) count as owned by their names before pass 1.
  */
-export function placeEntities(services: Entity[], containers: ContainerInfo[], rules: Record<Family, VipRules>, store: VipStore, errors: LabelError[], env: NetworkEnv = { networks: [], containers }): Placement {
+export function placeEntities(services: Entity[], containers: ContainerInfo[], rules: Record<Family, VipRules>, store: VipStore, errors: LabelError[], env: NetworkEnv = { networks: [], containers }, clusterVips: ClusterVip[] = []): Placement {
   // Candidate ingresses: named by an accepted container's route. (If all their routes fall away in
   // step 4 they claimed a VIP for nothing in this rebuild, and are not stored.)
   const ingressNames = new Set(services.flatMap((s) => s.members.flatMap((m) => m.spec.routes.map((r) => r.ingress))));
@@ -155,6 +171,15 @@ export function placeEntities(services: Entity[], containers: ContainerInfo[], r
 
   // 3b. Pass 1: claim pins and still-valid stored VIPs, earliest owner first.
   const owners: Record<Family, Map<bigint, Entity>> = { 4: new Map(), 6: new Map() };
+  const localNames = new Set(entities.map((e) => storeKey(e.kind, e.name)));
+  for (const r of clusterVips) {
+    if (localNames.has(storeKey(r.kind, r.name))) continue;
+    const other: Entity = { kind: r.kind, name: r.name, members: [], pin: { 4: null, 6: null }, vip: { 4: null, 6: null }, rejected: true };
+    for (const v of [r.vip, r.vip6]) {
+      const a = v ? parseIp(v) : null;
+      if (a) owners[a.family].set(a.value, other);
+    }
+  }
   for (const e of entities) {
     if (e.rejected) continue;
     const stored = store.get(e.kind, e.name);

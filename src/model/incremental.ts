@@ -23,7 +23,7 @@ import { formatIp, parseIp, type Family } from './ip';
 import { deriveVip, vipProblem, type VipRules } from './vip';
 import { storeKey, type VipStore } from './vipstore';
 import type { NetworkEnv } from './network';
-import { backendOf, cmp, disagree, placeEntities, serviceEntity, serviceOrder, vipRulesOf, type Member, type Placement } from './desired';
+import { backendOf, cmp, disagree, placeEntities, serviceEntity, serviceOrder, vipRulesOf, type ClusterVip, type Member, type Placement } from './desired';
 
 interface Entry {
   info: ContainerInfo;
@@ -104,6 +104,10 @@ export class IncrementalModel {
   private sorted: Service[] | null = null;
   private ingressList: Service[] | null = null;
   private errorList: LabelError[] | null = null;
+  /** Cluster mode: the cluster's VIP assignments (BuildOptions.clusterVips); empty on one host. */
+  private clusterVips: ClusterVip[] = [];
+  /** The next apply() must run the global placement (an input of it changed). */
+  private mustPlace = false;
 
   constructor(private readonly opts: IncrementalOptions, host: HostInfo = { addresses: [] }) {
     this.host = host;
@@ -170,6 +174,20 @@ export class IncrementalModel {
   }
 
   /**
+   * Cluster mode: the VIP store to place with (the cluster's assignments ahead of this host's,
+   * cluster/index.ts modelInputs) and the cluster's assignments. One more input of the placement:
+   * a change re-runs it, so the result is what buildDesiredState gives with the same `store` and
+   * `clusterVips`. While `clusterVips` is non-empty a new service is never placed alone (its
+   * derivation must also avoid the VIPs of names that have no containers here).
+   */
+  setClusterVips(store: VipStore, clusterVips: ClusterVip[]): ModelDelta {
+    this.opts.store = store;
+    this.clusterVips = clusterVips;
+    this.mustPlace = true;
+    return this.apply([], []);
+  }
+
+  /**
    * A full Docker list: containers not in it are removed, the others upserted (in the list's
    * order, oldest first, which gives new ones their tie-break order). Returns the delta and how
    * many containers differed from what the model held (missed events: drift).
@@ -196,7 +214,8 @@ export class IncrementalModel {
     const dirty = new Set<string>();
     let labelErrors = false;
     let routesChanged = false;
-    let place = false;
+    let place = this.mustPlace;
+    this.mustPlace = false;
     if (facts.host || facts.networks) {
       const host = facts.host ?? this.host;
       const networks = facts.networks ?? this.networks;
@@ -296,6 +315,7 @@ export class IncrementalModel {
       }
       if (wasRouted !== g.routed) routesChanged = true;
     }
+    if (this.clusterVips.length) placeAll = place;
     if (routesChanged) place = placeAll = true;
 
     const changed: Service[] = [];
@@ -311,7 +331,7 @@ export class IncrementalModel {
       const errors: LabelError[] = [];
       const entities = [...this.groups].map(([name, g]) => serviceEntity(name, g.members));
       const routedContainers = [...this.routed].map((id) => this.entries.get(id)!).sort(entryOrder).map((e) => e.info);
-      this.placement = placeEntities(entities, routedContainers, this.rules, this.opts.store, errors, this.env());
+      this.placement = placeEntities(entities, routedContainers, this.rules, this.opts.store, errors, this.env(), this.clusterVips);
       this.placementErrors = errors;
       this.owned = { 4: new Set(), 6: new Set() };
       for (const s of this.placement.services.values()) {

@@ -109,6 +109,11 @@ export interface Backend {
   /** Why it is unreachable, or what is notable about how it is reached (host network,
    * networks skipped); null when there is nothing to say. */
   reason?: string | null;
+  /**
+   * Cluster mode only: the node (nodeName) the container runs on, set by src/cluster's merge for
+   * local and remote backends alike (additive: absent on a single host).
+   */
+  node?: string;
 }
 
 export interface Route {

@@ -62,3 +62,24 @@ test('status shows DNS: zone, VIPs, backend socket, upstreams and their problems
   t.regex(formatStatus({ ...base, dns: null }), /dns: +off/);
   t.notRegex(formatStatus(base), /dns:/);
 });
+
+test('cluster mode: backends show their node; status shows etcd, this node, nodes seen, revision, routes, overlaps', (t) => {
+  const out = formatServices([{ ...web, backends: [{ ...web.backends[0], node: 'h1' }, { ...web.backends[1], node: 'h2' }] }]);
+  t.regex(out, /h1\/web-1\(172\.17\.0\.2\) h2\/web-2\(172\.17\.0\.3\)/);
+  const st = {
+    version: '0.1.0', pid: 1, ready: true, docker: 'connected', dockerReconnects: 0, cgroupRoot: '/', cgroupIsHostRoot: true, attached: [],
+    maps: null, redirect: null, envoy: { state: 'running', pid: null }, labelErrors: [], lastReconcile: null, config: {}, configSources: {}, configFile: null,
+  } as StatusView;
+  t.notRegex(formatStatus(st), /cluster:/, 'single host: no cluster lines');
+  const cl: NonNullable<StatusView['cluster']> = {
+    etcd: 'disconnected', endpoints: ['https://10.0.0.1:2379'], node: 'h1', address: '10.0.0.11', nodes: ['h1', 'h2'], revision: '42',
+    lease: null, compactions: 1, disconnects: 2, rejectedRecords: 0, lastError: 'UNAVAILABLE', remoteBackends: 3,
+    overlaps: [{ message: "node h3's container subnet 172.17.0.0/16 overlaps" }], routes: [{ subnet: '172.19.0.0/16', via: '10.0.0.12', node: 'h2' }], errors: [],
+  };
+  const out2 = formatStatus({ ...st, cluster: cl });
+  t.regex(out2, /cluster:\s+etcd disconnected \(https:\/\/10\.0\.0\.1:2379\), revision 42, last error: UNAVAILABLE/);
+  t.regex(out2, /this node h1 at 10\.0\.0\.11; nodes seen: h1 h2; 3 remote backends/);
+  t.regex(out2, /2 etcd disconnects, 1 compaction re-reads/);
+  t.regex(out2, /route 172\.19\.0\.0\/16 via 10\.0\.0\.12 \(node h2\)/);
+  t.regex(out2, /node h3's container subnet/);
+});

@@ -138,3 +138,59 @@ test('DNS keys: defaults, and bad values stop start-up naming the key and where 
     t.regex(e?.message ?? '', re, argv.join(' '));
   }
 });
+
+// ----- cluster keys (issue 12) -----
+
+test('cluster keys: off by default (single host), hostname as nodeName, prefix /berth', (t) => {
+  const { config } = loadConfig([], { BERTH_CONFIG: tmpFile('') });
+  t.deepEqual(config.etcdEndpoints, []);
+  t.is(config.etcdCaFile, null);
+  t.is(config.etcdCertFile, null);
+  t.is(config.etcdKeyFile, null);
+  t.is(config.etcdPrefix, '/berth');
+  t.is(config.nodeName, os.hostname().slice(0, 63));
+  t.is(config.nodeAddress, null);
+});
+
+test('cluster keys: endpoints from flag, env and a YAML list; TLS files; prefix trailing slash', (t) => {
+  const pem = tmpFile('-----BEGIN CERTIFICATE-----\n');
+  const f = tmpFile(`etcdEndpoints:\n  - https://10.0.0.1:2379\n  - https://10.0.0.2:2379\netcdCaFile: ${pem}\netcdCertFile: ${pem}\netcdKeyFile: ${pem}\n`);
+  const a = loadConfig(['--config', f, '--etcd-prefix', '/prod/berth/', '--node-name', 'host-1', '--node-address', '10.0.0.9'], {});
+  t.deepEqual(a.config.etcdEndpoints, ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']);
+  t.is(a.config.etcdCaFile, pem);
+  t.is(a.config.etcdPrefix, '/prod/berth');
+  t.is(a.config.nodeName, 'host-1');
+  t.is(a.config.nodeAddress, '10.0.0.9');
+  t.is(a.sources.etcdEndpoints, 'file');
+  const b = loadConfig([], { BERTH_CONFIG: tmpFile(''), BERTH_ETCD_ENDPOINTS: '127.0.0.1:2379, http://[::1]:2379', BERTH_NODE_ADDRESS: 'auto' });
+  t.deepEqual(b.config.etcdEndpoints, ['http://127.0.0.1:2379', 'http://[::1]:2379']);
+  t.is(b.config.nodeAddress, null);
+  t.deepEqual(loadConfig(['--etcd-endpoints', 'off'], { BERTH_CONFIG: tmpFile('') }).config.etcdEndpoints, []);
+});
+
+const pemFile = tmpFile('x');
+const badCluster: [string, string[], RegExp][] = [
+  ['endpoint without port', ['--etcd-endpoints', 'http://10.0.0.1'], /flag --etcd-endpoints: invalid etcdEndpoints .*has no port/],
+  ['endpoint with path', ['--etcd-endpoints', 'http://10.0.0.1:2379/v3'], /invalid etcdEndpoints .*scheme:\/\/host:port only/],
+  ['endpoint scheme', ['--etcd-endpoints', 'unix://x:1'], /invalid etcdEndpoints .*scheme must be http or https/],
+  ['mixed schemes', ['--etcd-endpoints', 'http://a:1,https://b:2'], /same scheme/],
+  ['empty list', ['--etcd-endpoints', ' , '], /at least one endpoint/],
+  ['unreadable CA', ['--etcd-endpoints', 'https://a:1', '--etcd-ca-file', '/nonexistent/ca.pem'], /flag --etcd-ca-file: invalid etcdCaFile .*ENOENT/],
+  ['relative cert', ['--etcd-cert-file', 'c.pem'], /invalid etcdCertFile .*absolute path/],
+  ['cert without key', ['--etcd-endpoints', 'https://a:1', '--etcd-cert-file', pemFile], /flag --etcd-cert-file: etcdCertFile needs etcdKeyFile/],
+  ['key without cert', ['--etcd-endpoints', 'https://a:1', '--etcd-key-file', pemFile], /etcdKeyFile needs etcdCertFile/],
+  ['TLS without endpoints', ['--etcd-ca-file', pemFile], /etcdCaFile is set but etcdEndpoints is off/],
+  ['TLS over http', ['--etcd-endpoints', 'http://a:1', '--etcd-ca-file', pemFile], /use https:\/\/ endpoints/],
+  ['prefix not absolute', ['--etcd-prefix', 'berth'], /invalid etcdPrefix/],
+  ['prefix with space', ['--etcd-prefix', '/be rth'], /invalid etcdPrefix/],
+  ['prefix root only', ['--etcd-prefix', '/'], /invalid etcdPrefix/],
+  ['node name with slash', ['--node-name', 'a/b'], /flag --node-name: invalid nodeName/],
+  ['node name too long', ['--node-name', 'a'.repeat(64)], /invalid nodeName/],
+  ['node address not an IP', ['--node-address', 'host-1'], /flag --node-address: invalid nodeAddress "host-1"/],
+];
+for (const [name, argv, re] of badCluster) {
+  test(`rejects cluster key: ${name}`, (t) => {
+    const e = t.throws(() => loadConfig(argv, { BERTH_CONFIG: tmpFile('') }), { instanceOf: ConfigError });
+    t.regex(e!.message, re);
+  });
+}

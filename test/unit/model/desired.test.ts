@@ -384,3 +384,23 @@ test('reserved addresses (the DNS VIPs) are never a VIP: a pin on them is refuse
   t.not(moved.vip6, free.vip6);
   t.deepEqual(build([container('web-1', svc('web'))], { reserved }).services[0].vip, free.vip, 'no effect on other addresses');
 });
+
+test('cluster reservations: a VIP the cluster gave another name is neither derived nor pinnable here; a local name keeps its own', (t) => {
+  const free = build([container('web-1', svc('web'))]);
+  const webVip = free.services[0].vip;
+  // api's hash home is taken by "other" (a name with no containers here): api derives elsewhere.
+  const apiHome = build([container('api-1', svc('api'))]).services[0].vip;
+  const st = build([container('api-1', svc('api')), container('web-1', svc('web'))], {
+    clusterVips: [
+      { kind: 'service', name: 'other', vip: apiHome, vip6: null },
+      { kind: 'service', name: 'web', vip: webVip, vip6: null },
+    ],
+  });
+  t.deepEqual(st.labelErrors, []);
+  t.not(st.services.find((s) => s.name === 'api')!.vip, apiHome);
+  t.is(st.services.find((s) => s.name === 'web')!.vip, webVip, 'a reservation of a local name does not block it');
+  const pinned = build([container('p-1', svc('p', '80', { 'berth.vip': '10.96.7.7' }))], { clusterVips: [{ kind: 'service', name: 'other', vip: '10.96.7.7', vip6: null }] });
+  t.deepEqual(pinned.services, []);
+  t.is(pinned.labelErrors[0].code, 'BERTH_VIP_OWNED');
+  t.regex(pinned.labelErrors[0].error, /already owned by service other/);
+});
