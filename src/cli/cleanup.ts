@@ -17,6 +17,7 @@ import { run } from '../util/exec';
 import { mountsBelow } from '../util/mounts';
 import { revertSetup } from '../dns/setup';
 import { removePeerRoutes } from '../cluster/routes';
+import { removePeerAccepts } from '../cluster/firewall';
 import { routeMetric } from '../datapath/routes';
 
 export async function cleanup(c: Config): Promise<string[]> {
@@ -39,6 +40,8 @@ export async function cleanup(c: Config): Promise<string[]> {
   removed.push(...dns.restored.map((r) => `dns setup: restored ${r.file}`), ...dns.leftAlone.map((l) => `dns setup: ${l}`));
   // Cluster mode's routes to peers' container subnets (none on a single host).
   removed.push(...(await removePeerRoutes(routeMetric(c.bpfPinDir))));
+  // ... and the DOCKER-USER accept of peers' flows to local containers (cluster/firewall.ts).
+  removed.push(...(await removePeerAccepts()));
   for (const dir of [c.runDir, c.stateDir]) {
     // Never recurse into a mount: rm -r over a cgroup2 mount would rmdir real cgroups.
     for (const m of mountsBelow(dir)) {

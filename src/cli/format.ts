@@ -46,6 +46,9 @@ export interface StatusView {
     etcd: string; endpoints: string[]; node: string; address: string | null; nodes: string[]; revision: string;
     lease: string | null; compactions: number; disconnects: number; rejectedRecords: number; lastError: string | null;
     remoteBackends: number; overlaps: { message: string }[]; routes: { subnet: string; via: string; node: string }[]; errors: string[];
+    /** Additive (absent from older berthd): flows from peers accepted into local subnets. */
+    accepts?: { family: number; peer: string; node: string; subnet: string }[];
+    peerAccept?: { family: number; dockerUser: boolean; rules: number; error: string | null }[];
   } | null;
   lastReconcile: { at: string; durationMs: number; error: string | null } | null;
   config: Record<string, unknown>;
@@ -142,6 +145,8 @@ export function formatStatus(st: StatusView): string {
       lines.push(`             ${c.disconnects} etcd disconnects, ${c.compactions} compaction re-reads, ${c.rejectedRecords} rejected records`);
     }
     for (const r of c.routes) lines.push(`             route ${r.subnet} via ${r.via} (node ${r.node})`);
+    for (const a of c.accepts ?? []) lines.push(`             accept ${a.peer} (node ${a.node}) -> ${a.subnet} (DOCKER-USER -> BERTH_PEERS)`);
+    for (const f of c.peerAccept ?? []) if (f.error) lines.push(`             peer accept rules (IPv${f.family}) FAILED: ${f.error}`);
     for (const o of c.overlaps) lines.push(`             ${o.message}`);
     for (const e of c.errors) lines.push(`             ${e}`);
   }

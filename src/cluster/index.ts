@@ -20,6 +20,7 @@ import type { ServiceKind } from '../model/vip';
 import { ClusterStore, type ClusterOptions, type ClusterStatus, type Publication } from './store';
 import { mergeRemote, type SubnetOverlap } from './merge';
 import { type PeerRoute, peerRoutes } from './routes';
+import { type PeerAccept, peerAccepts } from './firewall';
 
 export { ClusterStore, LEASE_TTL_S } from './store';
 export type { ClusterOptions, ClusterStatus } from './store';
@@ -31,12 +32,14 @@ export interface ClusterView extends ClusterStatus {
   overlaps: SubnetOverlap[];
   remoteBackends: number;
   routes: PeerRoute[];
+  /** (peer, local subnet) pairs BERTH_PEERS accepts (firewall.ts). */
+  accepts: PeerAccept[];
   errors: string[];
 }
 
 export class Cluster extends EventEmitter {
   readonly store: ClusterStore;
-  private last: { overlaps: SubnetOverlap[]; remoteBackends: number; routes: PeerRoute[]; errors: string[] } = { overlaps: [], remoteBackends: 0, routes: [], errors: [] };
+  private last: { overlaps: SubnetOverlap[]; remoteBackends: number; routes: PeerRoute[]; accepts: PeerAccept[]; errors: string[] } = { overlaps: [], remoteBackends: 0, routes: [], accepts: [], errors: [] };
   private reported = new Set<string>();
 
   constructor(private readonly opts: ClusterOptions) {
@@ -104,18 +107,25 @@ export class Cluster extends EventEmitter {
       const c = conflicts.get(storeKey(s.kind, s.name));
       if (c) s.errors.push(c);
     }
-    const routes = peerRoutes(this.opts.nodeName, view.nodes, m.overlaps, this.status().address);
+    const address = this.status().address;
+    const routes = peerRoutes(this.opts.nodeName, view.nodes, m.overlaps, address);
+    const accepts = peerAccepts(this.opts.nodeName, view.nodes, address, subnets);
     for (const text of [...m.overlaps.map((o) => o.message), ...m.errors]) {
       if (!this.reported.has(text)) this.opts.logger.error(text);
     }
     this.reported = new Set([...m.overlaps.map((o) => o.message), ...m.errors]);
-    this.last = { overlaps: m.overlaps, remoteBackends: m.remoteBackends, routes, errors: m.errors };
+    this.last = { overlaps: m.overlaps, remoteBackends: m.remoteBackends, routes, accepts, errors: m.errors };
     return m.state;
   }
 
   /** Routes this host should have to its peers' container subnets (from the last merge). */
   routes(): PeerRoute[] {
     return this.last.routes;
+  }
+
+  /** What BERTH_PEERS should accept: flows from each peer to this host's container subnets (from the last merge). */
+  accepts(): PeerAccept[] {
+    return this.last.accepts;
   }
 
   status(): ClusterView {

@@ -32,6 +32,7 @@ import { applyCrossnet, crossnetHow, type CrossnetStatus } from '../datapath/cro
 import { clientNetworks, networkNumbers } from '../datapath/netlists';
 import type { Cluster } from '../cluster';
 import { syncPeerRoutes } from '../cluster/routes';
+import { syncPeerAccepts, type PeerAcceptStatus } from '../cluster/firewall';
 import { routeMetric } from '../datapath/routes';
 
 export const VERSION: string = (() => {
@@ -114,6 +115,8 @@ export class Daemon {
   private lastStatusLine = '';
   /** What the last crossNetwork apply found and did (null before the first). */
   private crossnet: CrossnetStatus | null = null;
+  /** Cluster mode: BERTH_PEERS as last applied (null before the first pass). */
+  private peerAccept: PeerAcceptStatus[] | null = null;
   /**
    * Every container Docker lists (labelled or not; the watcher keeps them with no labels): the
    * clients of per-client-network lists (berth_netns) and the targets of `container:` modes.
@@ -422,6 +425,19 @@ export class Daemon {
         } catch (e) {
           this.log.error({ err: e }, 'cannot list or change the routes to peers; retrying on the next reconcile');
         }
+        // Peers' flows to local backends through Docker's FORWARD drop (cluster/firewall.ts).
+        // Checked every reconcile (read-only when unchanged): repairs a dockerd restart too.
+        try {
+          const was = this.peerAccept;
+          this.peerAccept = await syncPeerAccepts(cl.accepts());
+          for (const f of this.peerAccept) {
+            const old = was?.find((x) => x.family === f.family);
+            if (f.error && f.error !== old?.error) this.log.error({ family: f.family }, `cannot let peers' flows reach local backends (${f.error}); retrying on the next reconcile`);
+            else if (f.changed && !f.error) this.log.info({ family: f.family, rules: f.rules }, `peers' flows to local containers: ${f.rules} accept rule(s) in BERTH_PEERS`);
+          }
+        } catch (e) {
+          this.log.error({ err: e }, 'cannot apply the accept rules for peers; retrying on the next reconcile');
+        }
       }
       if (rec.sync) {
         this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
@@ -705,7 +721,7 @@ export class Daemon {
       backendWarnings: (this.desired ? this.services() : []).flatMap((s) => s.backends
         .filter((b) => b.reason)
         .map((b) => ({ service: s.name, container: b.container, reachable: b.reachable !== false, reason: b.reason }))),
-      cluster: this.cluster?.status() ?? null,
+      cluster: this.cluster ? { ...this.cluster.status(), peerAccept: this.peerAccept ?? [] } : null,
       lastReconcile: this.last,
       // Docker event → its change in the maps (and the proxy), ms: count, and the latest ones.
       events: { applied: this.eventLatency.applied, recentMs: this.eventLatency.recentMs.slice() },
