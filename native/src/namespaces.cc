@@ -230,10 +230,25 @@ Napi::Value HostUmount(const Napi::CallbackInfo &info) {
   return p;
 }
 
-// netnsCookie() -> bigint: the cookie of the calling thread's network namespace (the one the
-// BPF helper bpf_get_netns_cookie() returns for sockets created here).
-// The netns cookie of the calling thread's network namespace (SO_NETNS_COOKIE, 5.14+), or
-// -errno with *op naming the failed call.
+// Before Linux 5.14 (no SO_NETNS_COOKIE): the cookie that bpf/netns_cookie.bpf.c, when berth
+// has attached it, writes into a new AF_INET/SOCK_RAW/253 socket's mark (low 32 bits) and
+// priority (high 32 bits). 0 when the program is not attached (cookies start at 1) or the socket
+// cannot be made.
+static uint64_t ProbedNetnsCookie() {
+  int s = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, 253);
+  if (s < 0) return 0;
+  uint32_t lo = 0, hi = 0;
+  socklen_t len = sizeof lo;
+  bool ok = getsockopt(s, SOL_SOCKET, SO_MARK, &lo, &len) == 0;
+  len = sizeof hi;
+  ok = ok && getsockopt(s, SOL_SOCKET, SO_PRIORITY, &hi, &len) == 0;
+  close(s);
+  return ok ? (static_cast<uint64_t>(hi) << 32) | lo : 0;
+}
+
+// The netns cookie of the calling thread's network namespace (the one the BPF helper
+// bpf_get_netns_cookie() returns for sockets created here): SO_NETNS_COOKIE (5.14+), else
+// berth's sock_create probe (above); or -errno with *op naming the failed call.
 int64_t OwnNetnsCookie(uint64_t *cookie, const char **op) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -245,6 +260,7 @@ int64_t OwnNetnsCookie(uint64_t *cookie, const char **op) {
   int rc = getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len);
   int err = errno;
   close(s);
+  if (rc && err == ENOPROTOOPT && (*cookie = ProbedNetnsCookie()) != 0) return 0;
   if (rc) {
     *op = "getsockopt(SO_NETNS_COOKIE)";
     return -err;

@@ -145,6 +145,8 @@ export class Datapath implements DatapathApi {
         const removed = removeFlows(native, opts.pinDir);
         if (removed.length) log.info({ removed }, 'crossNetwork docker: balanced-flow recording removed');
       }
+      // SO_NETNS_COOKIE (5.14) replaced by a sock_create hook on older kernels (netns_cookie.bpf.c).
+      if (netnsCookieShim(native, opts, (name, fd, type) => attachCgroup(native, opts.pinDir, cg, name, fd, type, log), log)) attached.push('sock_create');
       const iter = obj.programs.find((p) => p.name === ITER_PROGRAM);
       if (!iter) throw new DatapathError(DatapathErrorCode.OBJECT, `${OBJECT_NAME}.bpf.o has no ${ITER_PROGRAM} program`);
       const iterPin = path.join(opts.pinDir, progPinName(ITER_PROGRAM));
@@ -580,6 +582,52 @@ function attachCgroup(native: NativeAddon, pinDir: string, cg: CgroupRoot, name:
   } finally {
     native.closeFd(link);
   }
+}
+
+export const NETNS_COOKIE_OBJECT = 'netns_cookie';
+export const NETNS_COOKIE_PROGRAM = 'berth_netns_cookie';
+
+/**
+ * Make sure berth can learn netns cookies (native.netnsCookie(): its own netns for host-only
+ * VIPs, containers' for per-network backend lists). Linux >= 5.14 has getsockopt(SO_NETNS_COOKIE)
+ * and nothing is loaded. Before, bpf/netns_cookie.bpf.o (cgroup/sock_create, Linux 5.7) is
+ * attached at the root cgroup with `attach`: it hands the cookie to a probe socket that
+ * native.netnsCookie() makes when the option is missing. A link an earlier berthd pinned is
+ * updated, whatever the kernel (it touches only the probe sockets). Returns whether it is
+ * attached; throws a DatapathError (OBJECT) naming the kernel features when neither way works.
+ */
+function netnsCookieShim(native: NativeAddon, opts: DatapathOptions, attach: (name: string, progFd: number, attachTypeId: number) => void, log: DatapathOptions['logger']): boolean {
+  const pinned = fs.existsSync(path.join(opts.pinDir, linkPinName(NETNS_COOKIE_PROGRAM)));
+  if (!pinned) {
+    try {
+      native.netnsCookie();
+      return false;
+    } catch (e) {
+      if (!isNativeError(e) || e.code !== 'ENOPROTOOPT') throw e;
+    }
+  }
+  const missing = 'this kernel has no getsockopt(SO_NETNS_COOKIE) (Linux 5.14), and berth\'s replacement for it ' +
+    '(bpf_get_netns_cookie in a cgroup/sock_create program, Linux 5.7) does not work';
+  let obj;
+  try {
+    obj = native.loadObject(bpfObjectPath(NETNS_COOKIE_OBJECT), opts.pinDir, []);
+  } catch (e) {
+    throw new DatapathError(DatapathErrorCode.OBJECT, `${missing}: ${errText(e).split('\n').slice(-3).join(' | ')}`);
+  }
+  try {
+    const p = obj.programs.find((x) => x.name === NETNS_COOKIE_PROGRAM);
+    if (!p) throw new DatapathError(DatapathErrorCode.OBJECT, `${NETNS_COOKIE_OBJECT}.bpf.o has no ${NETNS_COOKIE_PROGRAM} program`);
+    attach(p.name, p.fd, p.attachTypeId);
+  } finally {
+    native.closeObject(obj.handle);
+  }
+  try {
+    native.netnsCookie();
+  } catch (e) {
+    throw new DatapathError(DatapathErrorCode.OBJECT, `${missing}: attached, but the probe socket still gets no cookie (${errText(e)})`);
+  }
+  if (!pinned) log.warn({}, 'getsockopt(SO_NETNS_COOKIE) is missing (kernel < 5.14): a cgroup sock_create hook hands netns cookies to berth\'s probe sockets instead');
+  return true;
 }
 
 /** One nsfs path per distinct network namespace of the host's processes. */

@@ -21,3 +21,9 @@ export const REFUSED_ERRNO = kernelAtLeast(5, 18) ? 'ECONNREFUSED' : 'EPERM';
 
 /** Whether removing a backend destroys connected UDP sockets to it (bpf_sock_destroy, Linux 6.5). */
 export const HAS_SOCK_DESTROY = btfHasFunc('bpf_sock_destroy');
+
+/**
+ * Whether getsockopt(SO_NETNS_COOKIE) is the kernel's own (Linux 5.14); before, berth attaches
+ * one more cgroup program (sock_create, bpf/netns_cookie.bpf.c) that hands cookies to probe sockets.
+ */
+export const HAS_NETNS_COOKIE_OPTION = kernelAtLeast(5, 14);
