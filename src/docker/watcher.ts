@@ -45,6 +45,28 @@ function compact(c: ContainerInfo, berthOnly: boolean): ContainerInfo {
   return c;
 }
 
+const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+const NO_PORTS: ContainerInfo['exposedPorts'] = Object.freeze([]) as unknown as ContainerInfo['exposedPorts'];
+
+/**
+ * A container without berth labels, kept as a client (berthd's `clients`): only what berth reads
+ * of it — id and name (a `container:<ref>` backend names it), state, network mode, and its
+ * networks with their addresses (berth_netns; the netns a `container:` backend shares). No labels,
+ * no ports, no health, no creation time: the model ignores it, and an event that changes only
+ * those makes no change at all (sameContainer sees the same object).
+ */
+function clientOnly(s: SummaryLike, c: ContainerInfo): ContainerInfo {
+  for (const n of c.networks) {
+    n.name = intern(n.name);
+    n.id = intern(n.id);
+  }
+  return {
+    id: s.Id, name: c.name, labels: NO_LABELS, state: intern(c.state), health: 'none', stopping: false,
+    exposedPorts: NO_PORTS, networks: c.networks,
+    ...(c.networkMode ? { networkMode: intern(c.networkMode) } : {}),
+  };
+}
+
 /** The 'changes' event: containers fetched after their events (not emitted when nothing differs). */
 export interface ContainerChanges {
   /** Their current state (from a list filtered by id). */
@@ -390,9 +412,21 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     return this.drain;
   }
 
-  /** Keep only what berth reads: berth-labelled containers, their berth labels, shared strings. */
+  /**
+   * Keep only what berth reads: berth-labelled containers with their berth labels, and (clients)
+   * the others in the compact client form; repeated strings shared.
+   */
   private convert(s: SummaryLike): ContainerInfo | null {
-    if (this.berthOnly && !this.clients && !Object.keys(s.Labels ?? {}).some((k) => k.startsWith(BERTH_PREFIX))) return null;
+    if (this.berthOnly) {
+      let berth = false;
+      for (const k in s.Labels ?? {}) {
+        if (k.startsWith(BERTH_PREFIX)) {
+          berth = true;
+          break;
+        }
+      }
+      if (!berth) return this.clients ? clientOnly(s, summaryToContainerInfo({ ...s, Labels: null, Ports: null }, false)) : null;
+    }
     return compact(summaryToContainerInfo(s, this.stoppingSince.has(s.Id)), this.berthOnly);
   }
 
