@@ -159,8 +159,9 @@ export class ServiceDns {
       const n = (e.service ? 1 : 0) + (e.ingress ? 1 : 0);
       this.names += n - (this.entities.get(name) ?? 0);
       if (n) this.entities.set(name, n); else this.entities.delete(name);
-      if (live.update(name, e.service, e.ingress, this.serial + 1)) changed = true;
+      if (!first && live.update(name, e.service, e.ingress, this.serial + 1)) changed = true;
     }
+    if (first) live.fill(byName, this.serial + 1);
     if (changed) this.serial++;
     if (first) this.server.setZone(live.zone);
   }

@@ -143,26 +143,41 @@ export class LiveZone {
   }
 
   /**
+   * Fills an empty zone (no name updated yet) with these names' records in one pass: what a
+   * first full sync does, without update()'s per-name bookkeeping of what to undo.
+   */
+  fill(byName: Map<string, { service?: Service; ingress?: Service }>, serial: number): void {
+    if (this.owners.size) throw new Error('LiveZone.fill: the zone is not empty');
+    const { records } = this.zone;
+    for (const [name, e] of byName) {
+      if (!e.service && !e.ingress) continue;
+      const fresh = this.recordsOf(name, e.service, e.ingress);
+      for (const [owner, list] of fresh) {
+        records.set(owner, list);
+        this.count(owner, 1);
+      }
+      this.owners.set(name, [...fresh.keys()]);
+      this.keys.set(name, keyOf(e.service, e.ingress));
+    }
+    for (const n of this.below.keys()) if (!records.has(n)) this.zone.nonTerminals.add(n);
+    this.setSerial(serial);
+  }
+
+  /**
    * Sets the records of `name` from its service and ingress (undefined: none of that kind).
    * Returns true when the zone changed; then the SOA serial is `serial`.
    */
   update(name: string, service: Service | undefined, ingress: Service | undefined, serial: number): boolean {
-    const rec = (s: Service | undefined) => (s ? [s.vip, s.vip6, s.ports.map((p) => `${p.port}/${p.protocol}`)] : null);
-    const key = service || ingress ? JSON.stringify([rec(service), rec(ingress)]) : '';
+    const key = service || ingress ? keyOf(service, ingress) : '';
     if ((this.keys.get(name) ?? '') === key) return false;
-    const { records, domain } = this.zone;
+    const { records } = this.zone;
     const touched = new Set<string>();
     for (const owner of this.owners.get(name) ?? []) {
       records.delete(owner);
       touched.add(owner);
       this.count(owner, -1, touched);
     }
-    const fresh = new Map<string, RecordData[]>();
-    if (service) addHost(fresh, `${name}.${domain}`, service);
-    if (ingress) {
-      addHost(fresh, `${name}.ingress.${domain}`, ingress);
-      if (!service) addHost(fresh, `${name}.${domain}`, ingress);
-    }
+    const fresh = this.recordsOf(name, service, ingress);
     for (const [owner, list] of fresh) {
       records.set(owner, list);
       touched.add(owner);
@@ -179,11 +194,27 @@ export class LiveZone {
       if ((this.below.get(n) ?? 0) > 0 && !records.has(n)) this.zone.nonTerminals.add(n);
       else this.zone.nonTerminals.delete(n);
     }
-    const soa = soaOf(domain, serial);
-    const apex = records.get(domain)!;
+    this.setSerial(serial);
+    return true;
+  }
+
+  /** The records a name owns: see buildZone (the service wins `<name>.<zone>` over the ingress). */
+  private recordsOf(name: string, service: Service | undefined, ingress: Service | undefined): Map<string, RecordData[]> {
+    const domain = this.zone.domain;
+    const fresh = new Map<string, RecordData[]>();
+    if (service) addHost(fresh, `${name}.${domain}`, service);
+    if (ingress) {
+      addHost(fresh, `${name}.ingress.${domain}`, ingress);
+      if (!service) addHost(fresh, `${name}.${domain}`, ingress);
+    }
+    return fresh;
+  }
+
+  private setSerial(serial: number): void {
+    const soa = soaOf(this.zone.domain, serial);
+    const apex = this.zone.records.get(this.zone.domain)!;
     apex[apex.indexOf(this.zone.soa)] = soa;
     this.zone.soa = soa;
-    return true;
   }
 
   /** Adds `d` to the count of every ancestor of `owner` below the apex's parent (buildZone's walk). */
@@ -197,6 +228,12 @@ export class LiveZone {
       touched?.add(n);
     }
   }
+}
+
+/** What a name's records are built from (its service's and ingress' VIPs and ports). */
+function keyOf(service: Service | undefined, ingress: Service | undefined): string {
+  const rec = (s: Service | undefined) => (s ? `${s.vip} ${s.vip6 ?? ''} ${s.ports.map((p) => `${p.port}/${p.protocol}`).join(',')}` : '-');
+  return `${rec(service)}|${rec(ingress)}`;
 }
 
 /** Lower case, without a trailing dot: the form zone keys use. */

@@ -105,18 +105,25 @@ test('LiveZone: name-by-name updates equal buildZone of the same services after 
     const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
     const live = new LiveZone('berth', 1, dns);
     const state = new Map<string, Service>(); // kind/name -> service
+    const randomize = (name: string, kind: Service['kind']) => {
+      const ports: [number, 'tcp' | 'udp'][] = [[pick([53, 80, 443]), pick(['tcp', 'udp'] as const)]];
+      if (r() < 0.3) ports.push([8080, 'tcp']);
+      state.set(`${kind}/${name}`, svc(name, `10.96.1.${1 + Math.floor(r() * 3)}`, r() < 0.5 ? null : 'fd00:96::1', ports, kind));
+    };
     let serial = 1;
+    // Odd seeds start from a zone filled in one pass (a first full sync), even ones from empty.
+    if (seed % 2) {
+      for (const name of NAMES) for (const kind of ['service', 'ingress'] as const) if (r() < 0.5) randomize(name, kind);
+      live.fill(new Map(NAMES.map((n) => [n, { service: state.get(`service/${n}`), ingress: state.get(`ingress/${n}`) }])), ++serial);
+      t.deepEqual(canonical(live.zone), canonical(buildZone([...state.values()], 'berth', serial, dns)), `seed ${seed}: filled`);
+    }
     for (let step = 0; step < 200; step++) {
       const name = pick(NAMES);
       const kind = pick(['service', 'ingress'] as const);
       const key = `${kind}/${name}`;
       const op = r();
       if (op < 0.3) state.delete(key);
-      else {
-        const ports: [number, 'tcp' | 'udp'][] = [[pick([53, 80, 443]), pick(['tcp', 'udp'] as const)]];
-        if (r() < 0.3) ports.push([8080, 'tcp']);
-        state.set(key, svc(name, `10.96.1.${1 + Math.floor(r() * 3)}`, r() < 0.5 ? null : 'fd00:96::1', ports, kind));
-      }
+      else randomize(name, kind);
       // Sometimes two names in one update (an event that touched several services).
       const names = r() < 0.2 ? [name, pick(NAMES)] : [name];
       let changed = false;
