@@ -276,3 +276,30 @@ test('berthOnly + clients: a container without berth labels is kept in the compa
   await until('stop seen', () => changes.length === 1);
   t.deepEqual(changes[0].upserts.map((c) => [c.id, c.state]), [['p', 'exited']]);
 });
+
+test('a backlog of more ids than maxFetchIds is fetched in chunks, never turned into a full list', async (t) => {
+  const engine = await FakeEngine.start();
+  const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: 600000, backoffMinMs: 20, backoffMaxMs: 100, maxFetchIds: 2 });
+  t.teardown(async () => {
+    await w.stop();
+    await engine.close();
+  });
+  const ids = ['a', 'b', 'c', 'd', 'e'];
+  for (const id of ids) engine.add(id, `n-${id}`);
+  const snaps: DockerSnapshot[] = [];
+  w.on('snapshot', (s) => snaps.push(s));
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  const seen = new Set<string>();
+  w.on('changes', (c: { upserts: { id: string; state: string }[] }) => {
+    for (const u of c.upserts) if (u.state === 'exited') seen.add(u.id);
+  });
+  engine.listDelayMs = 50; // the events below arrive while the first fetch runs
+  for (const id of ids) {
+    engine.containers.get(id)!.State.Status = 'exited';
+    engine.event(ev('die', id));
+  }
+  await until('all five fetched', () => seen.size === 5);
+  t.is(snaps.length, 1, 'no full list');
+  t.true(engine.idLists >= 3, `${engine.idLists} filtered fetches of at most 2 ids`);
+});
