@@ -94,8 +94,10 @@ export interface DockerWatcherOptions {
    */
   clients?: boolean;
   /**
-   * At most this many container ids per filtered fetch (default 256); more pending ids are
-   * fetched in several calls, one after another.
+   * At most this many container ids per filtered fetch (default 64); more pending ids are
+   * fetched in several calls, one after another. The ids travel in the URL (64 ids ≈ 5 KB):
+   * 256 (≈ 20 KB) made a Node HTTP server answer 431 (its header limit is 16 KB), and proxies
+   * in front of Docker's socket (nginx: 8 KB) would refuse them too.
    */
   maxFetchIds?: number;
   /** Parallel inspects during a list (default 8): enough to be quick, not a stampede on dockerd. */
@@ -189,7 +191,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     this.resyncMs = opts.resyncMs ?? 30000;
     this.berthOnly = opts.berthOnly ?? false;
     this.clients = opts.clients ?? false;
-    this.maxFetchIds = opts.maxFetchIds ?? 256;
+    this.maxFetchIds = opts.maxFetchIds ?? 64;
     this.inspectConcurrency = Math.max(1, opts.inspectConcurrency ?? 8);
     this.callTimeoutMs = opts.callTimeoutMs ?? 30000;
     this.backoff = new Backoff(opts.backoffMinMs ?? 250, opts.backoffMaxMs ?? 10000);
