@@ -150,6 +150,7 @@ function coldMarkdown(k: ColdReport): string {
       `| CPU time, spawn → ready | ${sizes.map((x) => `${at(x, (r) => r.cpuMs)} ms`).join(' | ')} |`,
       `| **one Docker event (new address) → maps, median of 20** | ${sizes.map((x) => `**${at(x, (r) => r.eventMs, 1)} ms**`).join(' | ')} |`,
       `| a new service's container (docker run) → maps, median of 5 | ${sizes.map((x) => `${at(x, (r) => r.newServiceMs, 1)} ms`).join(' | ')} |`,
+      `| slowest /status answer (berthd's longest event-loop stall seen) | ${sizes.map((x) => `${at(x, (r) => r.statusMaxMs)} ms`).join(' | ')} |`,
       `| inspects for those events | ${sizes.map((x) => at(x, (r) => r.eventInspects)).join(' | ')} |`,
       '',
     );
@@ -172,9 +173,8 @@ function coldMarkdown(k: ColdReport): string {
         '',
       );
     }
-  } else if (k.berthdError) {
-    out.push(`The real berthd against a fake engine: failed: ${k.berthdError}`, '');
   }
+  if (k.berthdError) out.push(`The real berthd against a fake engine: ${k.berthd.length ? 'a run ' : ''}failed: ${k.berthdError}`, '');
   out.push(
     'The reconcile alone, in a fresh process (cold-child.js: berthd\'s model and datapath modules on a snapshot already in memory), median (min–max):',
     '',

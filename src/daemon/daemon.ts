@@ -122,8 +122,12 @@ export class Daemon {
    * clients of per-client-network lists (berth_netns) and the targets of `container:` modes.
    */
   private allContainers = new Map<string, ContainerInfo>();
-  /** A container came, went or changed since berth_netns was last written. */
-  private clientsDirty = false;
+  /** Containers that came, went or changed since berth_netns was last written (by id). */
+  private clientIds = new Set<string>();
+  /** Client containers whose netns was not found yet: retried with the next reconcile. */
+  private clientRetry = new Set<string>();
+  /** Writing berth_netns failed: the next reconcile writes every client (syncClients). */
+  private clientsFull = false;
   /** Whether client lookups matter (docker mode, or a backend on several networks); from the last full pass. */
   private clientsNeeded = false;
   /** The network numbers the maps were last fully synced with (a change needs a full sync). */
@@ -250,7 +254,6 @@ export class Daemon {
     watcher.on('snapshot', (snap: DockerSnapshot) => {
       this.networks = snap.networks;
       this.allContainers = new Map(snap.containers.map((c) => [c.id, c]));
-      this.clientsDirty = true;
       const d = this.model!.resync(snap, { addresses: hostAddresses() });
       if (this.haveList && d.containersChanged) {
         // Only counted between full lists: a missed event, or Docker's state changed while unreachable.
@@ -264,9 +267,14 @@ export class Daemon {
     });
     watcher.on('changes', (ch: ContainerChanges) => {
       if (!this.haveList) return; // the first full list brings them
-      for (const c of ch.upserts) this.allContainers.set(c.id, c);
-      for (const id of ch.removed) this.allContainers.delete(id);
-      this.clientsDirty = true;
+      for (const c of ch.upserts) {
+        this.allContainers.set(c.id, c);
+        this.clientIds.add(c.id);
+      }
+      for (const id of ch.removed) {
+        this.allContainers.delete(id);
+        this.clientIds.add(id);
+      }
       this.note(this.model!.apply(ch.upserts, ch.removed));
       for (const t of ch.eventTimes) this.eventTimes.push(t);
       this.schedule();
@@ -341,10 +349,13 @@ export class Daemon {
     const nets = { mode: this.c.crossNetwork, numbers };
     const full = this.fullPending || netKey !== this.netKey;
     const names = this.dirtyNames;
-    const clientsDirty = this.clientsDirty;
-    this.clientsDirty = false;
+    const clientIds = this.clientIds;
+    this.clientIds = new Set();
     const clusterPass = this.clusterPending;
-    if (!full && names.size === 0 && !this.proxyPending && !clientsDirty && !clusterPass) return;
+    if (!full && names.size === 0 && !this.proxyPending && clientIds.size === 0 && !clusterPass) return;
+    // (Retries alone do not make a reconcile: they ride on the next one, at least every reconcileInterval.)
+    for (const id of this.clientRetry) clientIds.add(id);
+    this.clientRetry.clear();
     const periodic = this.proxyPending;
     this.fullPending = false;
     this.clusterPending = false;
@@ -412,9 +423,10 @@ export class Daemon {
           if (kept.length) this.runErrors.set(name, kept); else this.runErrors.delete(name);
         }
       }
-      // After the maps: a name resolves only once its VIP works. (The zone is rebuilt from every
-      // service: O(services) per change, the one such step left on the event path.)
-      if (this.dns && (full || changed.length || removed.length)) this.dns.setServices(this.services());
+      // After the maps: a name resolves only once its VIP works. A full sync sets the zone from
+      // every service; an incremental one rebuilds only the changed names' records.
+      if (this.dns && full) this.dns.setServices(this.services());
+      else if (this.dns && (changed.length || removed.length)) this.dns.update(names, (kind, name) => this.service(kind, name));
       if (cl) {
         // Routes failing must not fail the reconcile: the maps are already applied above.
         try {
@@ -456,16 +468,40 @@ export class Daemon {
       const wasNeeded = this.clientsNeeded;
       if (full) this.clientsNeeded = this.c.crossNetwork === 'docker' || model.services().some(multi);
       else if (changed.some(multi)) this.clientsNeeded = true;
-      if (full || clientsDirty || this.clientsNeeded !== wasNeeded) {
-        try {
-          const cl = this.datapath.syncClients?.(this.clientsNeeded ? clientNetworks([...this.allContainers.values()], numbers) : []);
-          if (cl?.unresolved.length) this.log.debug({ containers: cl.unresolved.length }, 'client network namespaces not found yet (list 0 until the next reconcile)');
-        } catch (e) {
-          this.log.error({ err: e }, 'writing the client networks failed');
+      // A full pass (or the need turning on or off) writes every client against a dump of
+      // berth_netns and repairs what differs; between full passes only the containers that
+      // changed are written, against berth's view of the map (no walk of the host's containers).
+      const dp = this.datapath;
+      try {
+        let unresolved: string[] = [];
+        const all = full || this.clientsFull || this.clientsNeeded !== wasNeeded || (clientIds.size > 0 && !dp.updateClients);
+        this.clientsFull = false;
+        if (all) {
+          const r = dp.syncClients?.(this.clientsNeeded ? clientNetworks([...this.allContainers.values()], numbers) : []);
+          unresolved = r?.unresolved ?? [];
+          if (r?.drift) {
+            this.metrics.driftRepaired.inc({ kind: 'map_entry' }, r.drift);
+            this.log.warn({ entries: r.drift }, 'full sync: berth_netns differed from berth\'s view (changed by someone else); repaired');
+          }
+        } else if (this.clientsNeeded && clientIds.size) {
+          const want = [...clientIds].map((id) => {
+            const c = this.allContainers.get(id);
+            return { id, nets: (c && clientNetworks([c], numbers)[0]?.nets) || null };
+          });
+          unresolved = dp.updateClients!(want).unresolved;
         }
+        for (const id of unresolved) this.clientRetry.add(id);
+        if (unresolved.length) this.log.debug({ containers: unresolved.length }, 'client network namespaces not found yet (list 0 until the next reconcile)');
+      } catch (e) {
+        // Retried whole (every client, against a dump) by the next reconcile.
+        this.clientsFull = true;
+        this.log.error({ err: e }, 'writing the client networks failed');
       }
-      // DOCKER-USER rules: on full passes, the periodic repair pass and when services changed.
-      if (full || periodic || changed.length || removed.length) await this.applyCrossNetwork(model.services());
+      // DOCKER-USER rules: on full passes and the periodic repair pass; on a service change only
+      // where the rules list backends (open-ports). Reading the chains spawns six iptables
+      // processes, which on the event path cost more than everything else an event does.
+      const servicesInRules = crossnetHow(this.c.crossNetwork, this.datapath.status().flows?.matchPin ?? null) === 'open-ports';
+      if (full || periodic || (servicesInRules && (changed.length || removed.length))) await this.applyCrossNetwork(model.services());
       this.desired = state;
       this.metrics.reconciles.inc({ result: 'ok' });
       const now = Date.now();

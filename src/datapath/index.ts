@@ -79,6 +79,8 @@ export class Datapath implements DatapathApi {
   private readonly batchless = new Set<MapName>();
   /** Container id -> its netns cookie (syncClients). */
   private readonly cookies = new Map<string, bigint>();
+  /** What berth believes berth_netns holds: netns cookie -> network numbers joined by ','; null before the first syncClients. */
+  private netnsView: Map<bigint, string> | null = null;
   /** The balanced-flow programs of crossNetwork `allow` (flows.ts). */
   flows: FlowsState = { matchPin: null, recording: false, error: 'not loaded' };
 
@@ -457,9 +459,11 @@ export class Datapath implements DatapathApi {
    * `cgroup.procs` (cgroupfs and systemd drivers), then SO_NETNS_COOKIE from a socket made in
    * `<hostProc>/<pid>/ns/net`. No Docker call: a cold start with thousands of containers makes no
    * inspect. Containers whose netns cannot be found yet are left out (they get list 0 until the
-   * next reconcile) and counted in the result.
+   * next reconcile) and counted in the result. O(clients) with a map dump: for full syncs; the
+   * result's `drift` counts entries the map held that berth's view did not expect (changed by
+   * someone else), repaired here. Between full syncs, updateClients() writes single containers.
    */
-  syncClients(clients: { id: string; nets: number[] }[]): { written: number; deleted: number; unresolved: string[] } {
+  syncClients(clients: { id: string; nets: number[] }[]): { written: number; deleted: number; unresolved: string[]; drift: number } {
     const n = this.native;
     const want = new Map<bigint, number[]>();
     const unresolved: string[] = [];
@@ -479,22 +483,80 @@ export class Datapath implements DatapathApi {
       want.set(cookie, c.nets);
     }
     for (const id of [...this.cookies.keys()]) if (!live.has(id)) this.cookies.delete(id);
-    const have = new Map<bigint, string>();
-    const dump = n.mapDump(this.fds.berth_netns);
-    const ks = 8, vs = codec.SIZES.clientNets;
-    for (let i = 0; i < dump.count; i++) have.set(codec.decodeNetnsKey(dump.keys, i * ks), codec.decodeClientNets(dump.values, i * vs).join(','));
+    const have = this.dumpNetns();
+    let drift = 0;
+    if (this.netnsView) {
+      for (const [cookie, nets] of have) if (this.netnsView.get(cookie) !== nets) drift++;
+      for (const cookie of this.netnsView.keys()) if (!have.has(cookie)) drift++;
+    }
+    // The view is the kernel's from here on; each write below updates it once it succeeded.
+    const view = (this.netnsView = have);
     let written = 0, deleted = 0;
     for (const [cookie, nets] of want) {
-      if (have.get(cookie) === nets.join(',')) continue;
+      const text = nets.join(',');
+      if (view.get(cookie) === text) continue;
       n.mapUpdate(this.fds.berth_netns, codec.encodeNetnsKey(cookie), codec.encodeClientNets(nets));
+      view.set(cookie, text);
       written++;
     }
-    for (const cookie of have.keys()) {
+    for (const cookie of [...view.keys()]) {
       if (want.has(cookie)) continue;
       n.mapDelete(this.fds.berth_netns, codec.encodeNetnsKey(cookie));
+      view.delete(cookie);
       deleted++;
     }
+    return { written, deleted, unresolved, drift };
+  }
+
+  /**
+   * berth_netns for these containers only (an event's), against berth's view of the map: no dump
+   * and no walk of the other containers, so the cost follows the change, not the host. A
+   * container with `nets` null is no client any more: its cached cookie and entry go (a restarted
+   * container has a new netns and is resolved again). Before the first syncClients the view is
+   * taken from one dump. A failed write throws with the view still equal to the map (the next
+   * full syncClients repairs the rest).
+   */
+  updateClients(clients: { id: string; nets: number[] | null }[]): { written: number; deleted: number; unresolved: string[] } {
+    const n = this.native;
+    const view = (this.netnsView ??= this.dumpNetns());
+    const unresolved: string[] = [];
+    let written = 0, deleted = 0;
+    for (const c of clients) {
+      if (c.nets === null) {
+        const cookie = this.cookies.get(c.id);
+        this.cookies.delete(c.id);
+        if (cookie === undefined || !view.has(cookie)) continue;
+        n.mapDelete(this.fds.berth_netns, codec.encodeNetnsKey(cookie));
+        view.delete(cookie);
+        deleted++;
+        continue;
+      }
+      let cookie = this.cookies.get(c.id);
+      if (cookie === undefined) {
+        const got = this.cookieOf(c.id);
+        if (got === null) {
+          unresolved.push(c.id);
+          continue;
+        }
+        cookie = got;
+        this.cookies.set(c.id, cookie);
+      }
+      const text = c.nets.join(',');
+      if (view.get(cookie) === text) continue;
+      n.mapUpdate(this.fds.berth_netns, codec.encodeNetnsKey(cookie), codec.encodeClientNets(c.nets));
+      view.set(cookie, text);
+      written++;
+    }
     return { written, deleted, unresolved };
+  }
+
+  /** berth_netns as the kernel holds it: netns cookie -> network numbers joined by ','. */
+  private dumpNetns(): Map<bigint, string> {
+    const have = new Map<bigint, string>();
+    const dump = this.native.mapDump(this.fds.berth_netns);
+    const ks = 8, vs = codec.SIZES.clientNets;
+    for (let i = 0; i < dump.count; i++) have.set(codec.decodeNetnsKey(dump.keys, i * ks), codec.decodeClientNets(dump.values, i * vs).join(','));
+    return have;
   }
 
   /** A running container's netns cookie, or null when its cgroup or process cannot be found. */

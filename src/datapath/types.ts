@@ -70,7 +70,13 @@ export interface DatapathApi {
    */
   update(changed: Service[], removed: string[], opts?: { nets?: import('./netlists').NetContext }): Promise<SyncResult>;
   /** berth_netns := these client containers' netns cookies -> network numbers (additive: optional). */
-  syncClients?(clients: { id: string; nets: number[] }[]): { written: number; deleted: number; unresolved: string[] };
+  syncClients?(clients: { id: string; nets: number[] }[]): { written: number; deleted: number; unresolved: string[]; drift: number };
+  /**
+   * Incremental syncClients (additive: optional): only these containers, against berth's view of
+   * berth_netns (no dump). `nets` null: no longer a client (stopped, gone, host/none/container:
+   * mode, on no numbered network), its entry is deleted. Unresolved ids are returned (retry later).
+   */
+  updateClients?(clients: { id: string; nets: number[] | null }[]): { written: number; deleted: number; unresolved: string[] };
   status(): DatapathStatus;
   /** Per service name, from the BPF counters. */
   counters(): Map<string, ServiceCounters>;

@@ -1,7 +1,8 @@
 /**
  * dns/: names for services. berthd owns one ServiceDns; each reconcile asks it for the DNS VIP's
  * datapath entry (frontend(), before datapath.sync) and then hands it the applied services
- * (setServices(), after the sync, so that a name never resolves before its VIP works).
+ * (setServices() after a full sync, update() with the changed names after an incremental one;
+ * always after the maps, so that a name never resolves before its VIP works).
  *
  *   vips.ts      the DNS VIPs, the host address its backend is, the datapath entry
  *   zone.ts      desired state -> records; lookups (pure)
@@ -14,7 +15,7 @@ import os from 'node:os';
 import type { Logger } from '../util/log';
 import type { NetworkInfo, Service } from '../model/types';
 import { dnsFrontendService, dnsVips, hostBackendAddress, type DnsVips } from './vips';
-import { buildZone } from './zone';
+import { LiveZone } from './zone';
 import { Forwarder } from './forward';
 import { readUpstreams, type Upstream, type UpstreamChoice } from './upstreams';
 import { DnsServer, type DnsMetricsSink } from './server';
@@ -58,7 +59,10 @@ export class ServiceDns {
   private readonly forwarder = new Forwarder();
   private readonly server: DnsServer;
   private serial = 0;
-  private zoneKey = '';
+  /** The zone served (null before the first setServices: names in the zone get SERVFAIL). */
+  private live: LiveZone | null = null;
+  /** Name -> how many of its service and ingress are in the zone (status' `names`). */
+  private readonly entities = new Map<string, number>();
   private names = 0;
   private backend: string | null = null;
   private choice: UpstreamChoice = { upstreams: [], source: 'none', skipped: [] };
@@ -119,15 +123,47 @@ export class ServiceDns {
     }
   }
 
-  /** The zone from now on: the services as applied to the datapath. */
+  /**
+   * The zone from now on: exactly these services and ingresses (the desired state a full sync
+   * applied). O(services); names whose records did not change are left alone, and the SOA serial
+   * moves only when something changed.
+   */
   setServices(services: Service[]): void {
-    const key = JSON.stringify(services.map((s) => [s.kind, s.name, s.vip, s.vip6, s.ports]));
-    if (key === this.zoneKey) return;
-    this.zoneKey = key;
-    this.serial++;
-    const zone = buildZone(services, this.o.domain, this.serial, this.vips);
-    this.names = services.length;
-    this.server.setZone(zone);
+    const byName = new Map<string, { service?: Service; ingress?: Service }>();
+    for (const s of services) {
+      const e = byName.get(s.name) ?? {};
+      e[s.kind] = s;
+      byName.set(s.name, e);
+    }
+    for (const name of this.entities.keys()) if (!byName.has(name)) byName.set(name, {});
+    this.apply(byName);
+  }
+
+  /**
+   * The zone from now on differs only in `names` (an incremental sync's changed and removed
+   * services and ingresses): each one's records are rebuilt from `get` (the desired state, as
+   * applied to the datapath), the rest of the zone is untouched. O(names).
+   */
+  update(names: Iterable<string>, get: (kind: Service['kind'], name: string) => Service | undefined): void {
+    const byName = new Map<string, { service?: Service; ingress?: Service }>();
+    for (const name of names) byName.set(name, { service: get('service', name), ingress: get('ingress', name) });
+    this.apply(byName);
+  }
+
+  private apply(byName: Map<string, { service?: Service; ingress?: Service }>): void {
+    let live = this.live;
+    const first = !live;
+    if (!live) live = this.live = new LiveZone(this.o.domain, this.serial + 1, this.vips);
+    let changed = first;
+    for (const [name, e] of byName) {
+      const n = (e.service ? 1 : 0) + (e.ingress ? 1 : 0);
+      this.names += n - (this.entities.get(name) ?? 0);
+      if (n) this.entities.set(name, n); else this.entities.delete(name);
+      if (!first && live.update(name, e.service, e.ingress, this.serial + 1)) changed = true;
+    }
+    if (first) live.fill(byName, this.serial + 1);
+    if (changed) this.serial++;
+    if (first) this.server.setZone(live.zone);
   }
 
   status(): DnsStatus {

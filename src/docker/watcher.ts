@@ -45,6 +45,28 @@ function compact(c: ContainerInfo, berthOnly: boolean): ContainerInfo {
   return c;
 }
 
+const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+const NO_PORTS: ContainerInfo['exposedPorts'] = Object.freeze([]) as unknown as ContainerInfo['exposedPorts'];
+
+/**
+ * A container without berth labels, kept as a client (berthd's `clients`): only what berth reads
+ * of it — id and name (a `container:<ref>` backend names it), state, network mode, and its
+ * networks with their addresses (berth_netns; the netns a `container:` backend shares). No labels,
+ * no ports, no health, no creation time: the model ignores it, and an event that changes only
+ * those makes no change at all (sameContainer sees the same object).
+ */
+function clientOnly(s: SummaryLike, c: ContainerInfo): ContainerInfo {
+  for (const n of c.networks) {
+    n.name = intern(n.name);
+    n.id = intern(n.id);
+  }
+  return {
+    id: s.Id, name: c.name, labels: NO_LABELS, state: intern(c.state), health: 'none', stopping: false,
+    exposedPorts: NO_PORTS, networks: c.networks,
+    ...(c.networkMode ? { networkMode: intern(c.networkMode) } : {}),
+  };
+}
+
 /** The 'changes' event: containers fetched after their events (not emitted when nothing differs). */
 export interface ContainerChanges {
   /** Their current state (from a list filtered by id). */
@@ -71,7 +93,12 @@ export interface DockerWatcherOptions {
    * the clients of per-client-network lists, crossNetwork; the model ignores them).
    */
   clients?: boolean;
-  /** Per-event fetches of more containers than this become one full list (default 256). */
+  /**
+   * At most this many container ids per filtered fetch (default 64); more pending ids are
+   * fetched in several calls, one after another. The ids travel in the URL (64 ids ≈ 5 KB):
+   * 256 (≈ 20 KB) made a Node HTTP server answer 431 (its header limit is 16 KB), and proxies
+   * in front of Docker's socket (nginx: 8 KB) would refuse them too.
+   */
   maxFetchIds?: number;
   /** Parallel inspects during a list (default 8): enough to be quick, not a stampede on dockerd. */
   inspectConcurrency?: number;
@@ -164,7 +191,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     this.resyncMs = opts.resyncMs ?? 30000;
     this.berthOnly = opts.berthOnly ?? false;
     this.clients = opts.clients ?? false;
-    this.maxFetchIds = opts.maxFetchIds ?? 256;
+    this.maxFetchIds = opts.maxFetchIds ?? 64;
     this.inspectConcurrency = Math.max(1, opts.inspectConcurrency ?? 8);
     this.callTimeoutMs = opts.callTimeoutMs ?? 30000;
     this.backoff = new Backoff(opts.backoffMinMs ?? 250, opts.backoffMaxMs ?? 10000);
@@ -373,14 +400,25 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
         // Let the events of this tick (one chunk of the stream) accumulate first.
         await new Promise<void>((r) => setImmediate(r));
         while (!this.stopped && (this.pendingFull || this.pendingIds.size)) {
-          if (this.pendingFull || this.pendingIds.size > this.maxFetchIds) {
+          if (this.pendingFull) {
             this.pendingFull = false;
             this.pendingIds.clear();
             await this.list();
           } else {
-            const batch = this.pendingIds;
-            this.pendingIds = new Map();
-            await this.fetch([...batch.keys()], [...batch.values()].flat());
+            // A backlog is fetched in chunks, never turned into a full list: a full list makes
+            // berthd's full sync, O(host), which under churn at 10,000 services took longer than
+            // the events took to arrive, so the backlog grew into the next full list (measured:
+            // the churn bench's backlog kept growing, and each list counted the pending events
+            // as "missed").
+            const ids: string[] = [];
+            const times: number[] = [];
+            for (const [id, t] of this.pendingIds) {
+              ids.push(id);
+              for (const x of t) times.push(x);
+              this.pendingIds.delete(id);
+              if (ids.length >= this.maxFetchIds) break;
+            }
+            await this.fetch(ids, times);
           }
         }
       })().finally(() => {
@@ -390,9 +428,21 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     return this.drain;
   }
 
-  /** Keep only what berth reads: berth-labelled containers, their berth labels, shared strings. */
+  /**
+   * Keep only what berth reads: berth-labelled containers with their berth labels, and (clients)
+   * the others in the compact client form; repeated strings shared.
+   */
   private convert(s: SummaryLike): ContainerInfo | null {
-    if (this.berthOnly && !this.clients && !Object.keys(s.Labels ?? {}).some((k) => k.startsWith(BERTH_PREFIX))) return null;
+    if (this.berthOnly) {
+      let berth = false;
+      for (const k in s.Labels ?? {}) {
+        if (k.startsWith(BERTH_PREFIX)) {
+          berth = true;
+          break;
+        }
+      }
+      if (!berth) return this.clients ? clientOnly(s, summaryToContainerInfo({ ...s, Labels: null, Ports: null }, false)) : null;
+    }
     return compact(summaryToContainerInfo(s, this.stoppingSince.has(s.Id)), this.berthOnly);
   }
 

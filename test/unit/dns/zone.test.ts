@@ -1,6 +1,7 @@
 import test from 'ava';
 import type { Service } from '../../../src/model/types';
-import { buildZone, inZone, lookup, DNS_TTL } from '../../../src/dns/zone';
+import { buildZone, inZone, lookup, DNS_TTL, LiveZone, type Zone } from '../../../src/dns/zone';
+import { rng } from '../../helpers/churn';
 
 function svc(name: string, vip: string, vip6: string | null, ports: [number, 'tcp' | 'udp'][], kind: 'service' | 'ingress' = 'service'): Service {
   return {
@@ -82,4 +83,69 @@ test('inZone: apex and below, case-insensitive; lookalikes are outside', (t) => 
   const z = buildZone(SERVICES, 'svc.local', 1);
   t.is(lookup(z, 'web.svc.local', 'A').answers.length, 1);
   t.false(inZone(z, 'web.berth'));
+});
+
+/** A zone as comparable data: owners sorted, each with its records in order; non-terminals sorted. */
+function canonical(z: Zone): unknown {
+  return {
+    domain: z.domain,
+    records: [...z.records].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    nonTerminals: [...z.nonTerminals].sort(),
+    soa: z.soa,
+  };
+}
+
+test('LiveZone: name-by-name updates equal buildZone of the same services after every step (random, seeded)', (t) => {
+  // Few names, so that services and ingresses share names, go and come back; names that are also
+  // the zone's own words ('ingress', the non-terminal of every ingress name) included.
+  const NAMES = ['web', 'db', 'ingress', 'shop', 'a'];
+  const dns = { vip: '10.96.0.10', vip6: 'fd00:96::a' };
+  for (let seed = 1; seed <= 20; seed++) {
+    const r = rng(seed);
+    const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
+    const live = new LiveZone('berth', 1, dns);
+    const state = new Map<string, Service>(); // kind/name -> service
+    const randomize = (name: string, kind: Service['kind']) => {
+      const ports: [number, 'tcp' | 'udp'][] = [[pick([53, 80, 443]), pick(['tcp', 'udp'] as const)]];
+      if (r() < 0.3) ports.push([8080, 'tcp']);
+      state.set(`${kind}/${name}`, svc(name, `10.96.1.${1 + Math.floor(r() * 3)}`, r() < 0.5 ? null : 'fd00:96::1', ports, kind));
+    };
+    let serial = 1;
+    // Odd seeds start from a zone filled in one pass (a first full sync), even ones from empty.
+    if (seed % 2) {
+      for (const name of NAMES) for (const kind of ['service', 'ingress'] as const) if (r() < 0.5) randomize(name, kind);
+      live.fill(new Map(NAMES.map((n) => [n, { service: state.get(`service/${n}`), ingress: state.get(`ingress/${n}`) }])), ++serial);
+      t.deepEqual(canonical(live.zone), canonical(buildZone([...state.values()], 'berth', serial, dns)), `seed ${seed}: filled`);
+    }
+    for (let step = 0; step < 200; step++) {
+      const name = pick(NAMES);
+      const kind = pick(['service', 'ingress'] as const);
+      const key = `${kind}/${name}`;
+      const op = r();
+      if (op < 0.3) state.delete(key);
+      else randomize(name, kind);
+      // Sometimes two names in one update (an event that touched several services).
+      const names = r() < 0.2 ? [name, pick(NAMES)] : [name];
+      let changed = false;
+      for (const n of names) if (live.update(n, state.get(`service/${n}`), state.get(`ingress/${n}`), serial + 1)) changed = true;
+      if (changed) serial++;
+      const want = buildZone([...state.values()], 'berth', serial, dns);
+      t.deepEqual(canonical(live.zone), canonical(want), `seed ${seed} step ${step}: ${key} ${op < 0.3 ? 'removed' : 'set'}`);
+      if (t.passed === false) return;
+    }
+  }
+});
+
+test('LiveZone: an update that changes no record keeps the zone and its serial; a backend change is not a zone change', (t) => {
+  const live = new LiveZone('berth', 1);
+  t.true(live.update('web', SERVICES[0], undefined, 2));
+  t.is(live.serial, 2);
+  t.false(live.update('web', { ...SERVICES[0], backends: [{ container: 'c', id: 'x', ip: '10.0.0.1', ip6: null }] }, undefined, 3));
+  t.is(live.serial, 2);
+  t.false(live.update('nothing', undefined, undefined, 3), 'an unknown name removed: nothing to do');
+  t.true(live.update('web', undefined, undefined, 3));
+  t.is(lookup(live.zone, 'web.berth', 'A').rcode, 'NXDOMAIN');
+  t.is(lookup(live.zone, '_tcp.web.berth', 'SRV').rcode, 'NXDOMAIN', 'its empty non-terminals went with it');
+  t.is(live.serial, 3);
+  t.is((lookup(live.zone, 'nope.berth', 'A').authorities[0].record.data as { serial: number }).serial, 3, 'negative answers carry the new serial');
 });

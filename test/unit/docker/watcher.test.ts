@@ -244,3 +244,62 @@ test('berthOnly: containers without a berth label are not kept, and only berth l
   await new Promise((r) => setTimeout(r, 50));
   t.deepEqual(changes, [], 'an event for a container berth does not care about changes nothing');
 });
+
+test('berthOnly + clients: a container without berth labels is kept in the compact client form; a change berth does not read emits nothing', async (t) => {
+  const engine = await FakeEngine.start();
+  const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: 600000, backoffMinMs: 20, backoffMaxMs: 100, berthOnly: true, clients: true });
+  t.teardown(async () => {
+    await w.stop();
+    await engine.close();
+  });
+  engine.add('p', 'plain', { Labels: { 'com.example': 'x' }, ExposedPorts: { '80/tcp': {} } }, undefined, '172.17.0.5');
+  engine.add('w', 'web', { Labels: { 'berth.service': 'web', 'com.example': 'x' } });
+  w.start();
+  await until('listed', () => w.snapshot !== null);
+  const plain = get(w.snapshot, 'p')!;
+  t.deepEqual(plain.labels, {}, 'no labels kept');
+  t.deepEqual(plain.exposedPorts, [], 'no ports kept');
+  t.is(plain.created, undefined, 'no creation time kept');
+  t.deepEqual([plain.name, plain.state, plain.networks.map((n) => [n.name, n.ip])], ['plain', 'running', [['bridge', '172.17.0.5']]], 'what a client is: name, state, networks and addresses');
+  t.deepEqual(get(w.snapshot, 'w')!.labels, { 'berth.service': 'web' });
+  const changes: { upserts: { id: string; state: string }[]; removed: string[] }[] = [];
+  w.on('changes', (c) => changes.push(c));
+  // Health is not kept for clients: a health change costs a fetch and nothing else.
+  engine.containers.get('p')!.State.Health = { Status: 'healthy' };
+  engine.event(ev('health_status: healthy', 'p'));
+  await until('fetched', () => engine.idLists === 1);
+  await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(changes, [], 'an unread change of a client emits nothing');
+  // Its state is read: a stop is a change.
+  engine.containers.get('p')!.State.Status = 'exited';
+  engine.event(ev('die', 'p'));
+  await until('stop seen', () => changes.length === 1);
+  t.deepEqual(changes[0].upserts.map((c) => [c.id, c.state]), [['p', 'exited']]);
+});
+
+test('a backlog of more ids than maxFetchIds is fetched in chunks, never turned into a full list', async (t) => {
+  const engine = await FakeEngine.start();
+  const w = new DockerWatcher({ dockerHost: `unix://${engine.socket}`, logger: silentLogger(), resyncMs: 600000, backoffMinMs: 20, backoffMaxMs: 100, maxFetchIds: 2 });
+  t.teardown(async () => {
+    await w.stop();
+    await engine.close();
+  });
+  const ids = ['a', 'b', 'c', 'd', 'e'];
+  for (const id of ids) engine.add(id, `n-${id}`);
+  const snaps: DockerSnapshot[] = [];
+  w.on('snapshot', (s) => snaps.push(s));
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  const seen = new Set<string>();
+  w.on('changes', (c: { upserts: { id: string; state: string }[] }) => {
+    for (const u of c.upserts) if (u.state === 'exited') seen.add(u.id);
+  });
+  engine.listDelayMs = 50; // the events below arrive while the first fetch runs
+  for (const id of ids) {
+    engine.containers.get(id)!.State.Status = 'exited';
+    engine.event(ev('die', id));
+  }
+  await until('all five fetched', () => seen.size === 5);
+  t.is(snaps.length, 1, 'no full list');
+  t.true(engine.idLists >= 3, `${engine.idLists} filtered fetches of at most 2 ids`);
+});
