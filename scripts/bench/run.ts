@@ -25,7 +25,7 @@ import { Berthd } from '../../test/helpers/berthd';
 import { datapathScenario, type DatapathConfig } from './scenarios/datapath';
 import { controlScenario, type ControlReport } from './scenarios/control';
 import { coldScenario, type ColdConfig, type ColdReport } from './scenarios/cold';
-import { l7Scenario, type L7Report } from './scenarios/l7';
+import { l7Scenario, type L7PathVariant, type L7Report } from './scenarios/l7';
 import { whatIfScenario } from './scenarios/whatif';
 import { dnsScenario, dnsMarkdown, type DnsReport } from './scenarios/dns';
 
@@ -112,6 +112,8 @@ async function hostFacts(): Promise<Record<string, string>> {
     envoy: (await first('envoy', ['--version'])).replace(/^.*version:\s*/, '').slice(0, 80),
     iptables: await first('iptables', ['--version']),
     wrk: await first('wrk', ['-v']),
+    // The machine is shared (other sessions' VM guests): the load at the start says how quiet it was.
+    loadavg: os.loadavg().map((x) => x.toFixed(2)).join(' '),
   };
 }
 
@@ -198,7 +200,7 @@ function coldMarkdown(k: ColdReport): string {
   return out.join('\n');
 }
 
-function l7Markdown(l: L7Report): string {
+function l7Markdown(l: L7Report, connections: number): string {
   if (l.status !== 'ok') return `L7: ${l.status}: ${l.reason}`;
   const out = ['| path | requests/s | × straight to Envoy | p50 ms | p99 ms |', '|---|---|---|---|---|'];
   const envoy = l.variants.find((v) => v.id === 'envoy');
@@ -212,7 +214,28 @@ function l7Markdown(l: L7Report): string {
     out.push(`| ${v.label} | ${fmtSummary(rps)} | ${(rps.median / ref).toFixed(3)} | ${fmtSummary(summarize(v.runs.map((r) => r.p50_ms)), 2)} | ${fmtSummary(summarize(v.runs.map((r) => r.p99_ms)), 2)} |`);
   }
   for (const v of l.variants.filter((x) => x.errors.length && x.runs.length)) out.push(`\n- ${v.id}: ${v.errors.join('; ')}`);
+  out.push('', ...l7PathMarkdown('HTTPS (TLS terminated by the ingress; wrk, HTTP/1.1 over TLS, same connections and time)', 'requests/s', l.https ?? [], (r) => r.rps));
+  out.push('', ...l7PathMarkdown(`WebSocket echo (ws-client: ${connections} connections, each a closed loop of 64-byte text frames; round trip = frame written → echo parsed)`, 'messages/s', l.websocket ?? [], (r) => r.rate));
+  if (l.loadavg?.length) out.push('', `1-minute load average of the machine at the start of each berthd phase: ${fmtSummary(summarize(l.loadavg), 2)} (other engineers' QEMU guests share the 2 cores).`);
   return out.join('\n');
+}
+
+/** One table of the HTTPS or WebSocket part: each path's rate and latency, and its rate over Envoy direct's. */
+function l7PathMarkdown<R extends { p50_ms: number; p99_ms: number }>(title: string, unit: string, vs: L7PathVariant<R>[], rate: (r: R) => number): string[] {
+  if (!vs.length) return [];
+  const out = [`${title}:`, '', `| path | ${unit} | × straight to Envoy | p50 ms | p99 ms |`, '|---|---|---|---|---|'];
+  const envoy = vs.find((v) => v.id === 'envoy');
+  const ref = envoy?.runs.length ? summarize(envoy.runs.map(rate)).median : NaN;
+  for (const v of vs) {
+    if (!v.runs.length) {
+      out.push(`| ${v.label} | ${v.status}: ${v.reason ?? v.errors[0] ?? 'no result'} | | | |`);
+      continue;
+    }
+    const r = summarize(v.runs.map(rate));
+    out.push(`| ${v.label} | ${fmtSummary(r)} | ${(r.median / ref).toFixed(3)} | ${fmtSummary(summarize(v.runs.map((x) => x.p50_ms)), 2)} | ${fmtSummary(summarize(v.runs.map((x) => x.p99_ms)), 2)} |`);
+  }
+  for (const v of vs.filter((x) => x.errors.length && x.runs.length)) out.push(`\n- ${v.id}: ${v.errors.join('; ')}`);
+  return out;
 }
 
 export function markdown(res: Results): string {
@@ -220,7 +243,7 @@ export function markdown(res: Results): string {
   const out = [
     `# berth benchmarks`,
     '',
-    `Run ${res.startedAt}, ${Math.round(res.durationS)} s; ${res.host.kernel}, ${res.host.cpus}, ${res.host.memoryGb} GB, Docker ${res.host.docker}, Envoy ${res.host.envoy}, node ${res.host.node}.`,
+    `Run ${res.startedAt}, ${Math.round(res.durationS)} s; ${res.host.kernel}, ${res.host.cpus}, ${res.host.memoryGb} GB, Docker ${res.host.docker}, Envoy ${res.host.envoy}, node ${res.host.node}; load average at the start ${res.host.loadavg ?? '?'} (1, 5, 15 min).`,
     '',
     '## Targets',
     '',
@@ -242,9 +265,9 @@ export function markdown(res: Results): string {
     '',
     res.cold ? coldMarkdown(res.cold) : 'not run (not selected)',
     '',
-    `## L7 ingress (wrk, ${c.l7.connections} connections, 1 thread, ${c.l7.seconds} s per path and round)`,
+    `## L7 ingress (wrk with 1 thread, or ws-client; ${c.l7.connections} connections, ${c.l7.seconds} s per path and round, ${c.l7.rounds} rounds; median (min–max))`,
     '',
-    res.l7 ? l7Markdown(res.l7) : 'not run (not selected)',
+    res.l7 ? l7Markdown(res.l7, c.l7.connections) : 'not run (not selected)',
     '',
     `## DNS (UDP, ${c.dns.concurrency} queries outstanding, ${c.dns.seconds} s per path and round, ${c.dns.rounds} rounds; median (min–max))`,
     '',

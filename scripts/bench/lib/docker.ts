@@ -28,6 +28,8 @@ export interface RunOpts {
   network?: string;
   /** docker run --cpuset-cpus */
   cpus?: string;
+  /** more `-v host:container[:ro]` (e.g. the host's node for a Node backend) */
+  binds?: string[];
   cmd: string[];
 }
 
@@ -36,6 +38,7 @@ export function runArgs(o: RunOpts): string[] {
   const a = ['run', '-d', '--name', o.name, '--label', NAMES.label, '-v', `${BIN_DIR}:/bench:ro`];
   for (const [k, v] of Object.entries(o.labels ?? {})) a.push('--label', `${k}=${v}`);
   for (const p of o.publish ?? []) a.push('-p', p);
+  for (const b of o.binds ?? []) a.push('-v', b);
   if (o.network) a.push('--network', o.network);
   if (o.cpus) a.push('--cpuset-cpus', o.cpus);
   a.push(NAMES.image, ...o.cmd);
