@@ -82,8 +82,14 @@ export function buildTestBinaries(): Promise<string> {
   return binaries;
 }
 
+/**
+ * Docker CLI calls here get minutes, not run()'s default 15 s: in a TCG guest on a loaded host
+ * (test/vm) a `docker tag` took longer than that and failed a working setup.
+ */
+const DOCKER_CLI_MS = 180000;
+
 async function imageExists(ref: string): Promise<boolean> {
-  return (await run('docker', ['image', 'inspect', '--format', '{{.Id}}', ref], { timeoutMs: 30000 })).code === 0;
+  return (await run('docker', ['image', 'inspect', '--format', '{{.Id}}', ref], { timeoutMs: DOCKER_CLI_MS })).code === 0;
 }
 
 function buildRootfs(dir: string): void {
@@ -127,13 +133,13 @@ export function ensureTestImage(): Promise<string> {
         }
         // tar | docker import: no Dockerfile, no registry, no base image.
         const r = await run('bash', ['-c', 'set -o pipefail; tar -C "$1" --numeric-owner -c . | docker import -c "$2" -c "$3" - "$4"', '_',
-          root, 'ENV PATH=/usr/local/bin:/bin', 'CMD ["/bin/sh"]', tag], { timeoutMs: 120000 });
+          root, 'ENV PATH=/usr/local/bin:/bin', 'CMD ["/bin/sh"]', tag], { timeoutMs: DOCKER_CLI_MS });
         if (r.code !== 0) throw new Error(`docker import failed: ${r.stderr}`);
       } finally {
         fs.rmSync(root, { recursive: true, force: true });
       }
     }
-    const t = await run('docker', ['tag', tag, TEST_IMAGE]);
+    const t = await run('docker', ['tag', tag, TEST_IMAGE], { timeoutMs: DOCKER_CLI_MS });
     if (t.code !== 0) throw new Error(`docker tag failed: ${t.stderr}`);
     await removeStaleTags(tag);
     return tag;
@@ -147,7 +153,7 @@ export function ensureTestImage(): Promise<string> {
  * rmi` without --force refuses an image a container still uses: other tests are never disturbed.
  */
 async function removeStaleTags(keep: string): Promise<void> {
-  const r = await run('docker', ['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', TEST_IMAGE_REPO]);
+  const r = await run('docker', ['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', TEST_IMAGE_REPO], { timeoutMs: DOCKER_CLI_MS });
   const stale = r.stdout.split('\n').map((x) => x.trim()).filter((x) => x && x !== keep && x !== TEST_IMAGE && /^berth-test\/busybox:[0-9a-f]{12}$/.test(x));
-  for (const s of stale) await run('docker', ['rmi', s]);
+  for (const s of stale) await run('docker', ['rmi', s], { timeoutMs: DOCKER_CLI_MS });
 }
