@@ -37,15 +37,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* The same definition as in sock_lb.bpf.c: libbpf reuses the map pinned by name. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct berth_sk_revnat);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} berth_sk_revnat SEC(".maps");
-
 /* Balanced flows, original direction -> 1. LRU: an entry is only needed until conntrack has
  * marked the connection (its first packet); old ones may go. */
 struct {

@@ -47,19 +47,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_backends SEC(".maps");
 
-/* Per socket: backend -> VIP translations, for getpeername and UDP recvmsg. Socket-local
- * storage lives and dies with the socket: no capacity to run out of (the LRU keyed by socket
- * cookie it replaces evicted live sockets' entries once more sockets than entries were open, and
- * their getpeername then showed the backend), no eviction and no shared lock on the connect path.
- * Its cost is one allocation at a socket's first balanced connect (npm run bench: connect4
- * ~2.5 us a run, as with the LRU; TCP_CRR rate 0.97x of direct at every service count). */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct berth_sk_revnat);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} berth_sk_revnat SEC(".maps");
+/* berth_sk_revnat (per-socket backend -> VIP translations) is defined in revnat.h. */
 
 /* service id -> per-CPU counters (no atomics on the connect path). */
 struct {

@@ -470,15 +470,10 @@ export class Datapath implements DatapathApi {
     const live = new Set<string>();
     for (const c of clients) {
       live.add(c.id);
-      let cookie = this.cookies.get(c.id);
-      if (cookie === undefined) {
-        const got = this.cookieOf(c.id);
-        if (got === null) {
-          unresolved.push(c.id);
-          continue;
-        }
-        cookie = got;
-        this.cookies.set(c.id, cookie);
+      const cookie = this.cachedCookieOf(c.id);
+      if (cookie === null) {
+        unresolved.push(c.id);
+        continue;
       }
       want.set(cookie, c.nets);
     }
@@ -531,15 +526,10 @@ export class Datapath implements DatapathApi {
         deleted++;
         continue;
       }
-      let cookie = this.cookies.get(c.id);
-      if (cookie === undefined) {
-        const got = this.cookieOf(c.id);
-        if (got === null) {
-          unresolved.push(c.id);
-          continue;
-        }
-        cookie = got;
-        this.cookies.set(c.id, cookie);
+      const cookie = this.cachedCookieOf(c.id);
+      if (cookie === null) {
+        unresolved.push(c.id);
+        continue;
       }
       const text = c.nets.join(',');
       if (view.get(cookie) === text) continue;
@@ -557,6 +547,15 @@ export class Datapath implements DatapathApi {
     const ks = 8, vs = codec.SIZES.clientNets;
     for (let i = 0; i < dump.count; i++) have.set(codec.decodeNetnsKey(dump.keys, i * ks), codec.decodeClientNets(dump.values, i * vs).join(','));
     return have;
+  }
+
+  /** cookieOf, remembered per container id once found (a container keeps its netns while it runs). */
+  private cachedCookieOf(id: string): bigint | null {
+    const known = this.cookies.get(id);
+    if (known !== undefined) return known;
+    const got = this.cookieOf(id);
+    if (got !== null) this.cookies.set(id, got);
+    return got;
   }
 
   /** A running container's netns cookie, or null when its cgroup or process cannot be found. */

@@ -117,6 +117,14 @@ export class Berthd {
     return (await this.services()).find((s) => s.name === name);
   }
 
+  /** Wait (up to `ms`) until service `name` is listed and `ok` holds for it; throws naming it. */
+  async waitService(name: string, ok: (s: ServiceView) => boolean = () => true, ms = 15000): Promise<ServiceView> {
+    return waitFor(`service ${name}`, async () => {
+      const s = await this.service(name);
+      return s && ok(s) ? s : undefined;
+    }, ms);
+  }
+
   /** SIGTERM and wait for exit. */
   async stop(): Promise<number | null> {
     if (!this.proc || this.proc.exitCode !== null) return this.proc?.exitCode ?? null;

@@ -57,3 +57,12 @@ export function tags(results: ProbeResult[]): Set<string> {
 export function hostPort(addr: string, port: number): string {
   return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
+
+/**
+ * Assert that every probe succeeded and each took under 1 s (a connect left hanging, e.g. in a
+ * firewall's drop, shows as a slow attempt). `what` names the case in the failure message.
+ */
+export function allFast(t: { true(v: boolean, m?: string): void }, res: ProbeResult[], what: string): void {
+  t.true(res.every((r) => r.ok), `${what}: ${JSON.stringify(res.filter((r) => !r.ok))}`);
+  t.true(res.every((r) => r.ms < 1000), `${what}: every attempt within 1 s (${res.map((r) => r.ms.toFixed(1)).join(', ')} ms)`);
+}

@@ -4,7 +4,7 @@
  * different nodeNames play two berthd hosts. No kernel or Docker state is touched (no host lock
  * needed), and no traffic leaves loopback.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -52,6 +52,23 @@ async function until<T>(what: string, f: () => T | undefined | null | false, ms 
   }
 }
 
+/**
+ * A fresh loopback etcd with stores for hosts 'a' and 'b' on it, both started; etcd is destroyed
+ * and the stores stopped when the test ends (`stopA: false` for a test that stops or replaces
+ * host a itself).
+ */
+async function twoHosts(t: ExecutionContext, opts: { stopA?: boolean } = {}): Promise<{ etcd: EtcdServer; a: ReturnType<typeof store>; b: ReturnType<typeof store> }> {
+  const etcd = new EtcdServer();
+  t.teardown(() => etcd.destroy());
+  await etcd.start();
+  const a = store(etcd.endpoint, 'a');
+  const b = store(etcd.endpoint, 'b');
+  t.teardown(() => Promise.all([opts.stopA === false ? undefined : a.stop(), b.stop()]));
+  await a.start();
+  await b.start();
+  return { etcd, a, b };
+}
+
 /** Remote backends of `name` as host `self` would merge them. */
 function remoteIps(s: ClusterStore, self: string, name = 'web'): string[] {
   const m = mergeRemote({ services: [], labelErrors: [] }, s.view(), self, []);
@@ -59,14 +76,7 @@ function remoteIps(s: ClusterStore, self: string, name = 'web'): string[] {
 }
 
 test.serial('publish, watch, agreed VIP, lease expiry after a host stops', async (t) => {
-  const etcd = new EtcdServer();
-  t.teardown(() => etcd.destroy());
-  await etcd.start();
-  const a = store(etcd.endpoint, 'a');
-  const b = store(etcd.endpoint, 'b');
-  t.teardown(() => Promise.all([a.stop(), b.stop()]));
-  await a.start();
-  await b.start();
+  const { a, b } = await twoHosts(t);
   t.is(a.status().address, '127.0.0.1', 'nodeAddress auto = source of the route to the endpoint');
 
   a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
@@ -97,14 +107,7 @@ test.serial('publish, watch, agreed VIP, lease expiry after a host stops', async
 });
 
 test.serial('a restart with the same nodeName re-publishes without a flap', async (t) => {
-  const etcd = new EtcdServer();
-  t.teardown(() => etcd.destroy());
-  await etcd.start();
-  const a = store(etcd.endpoint, 'a');
-  const b = store(etcd.endpoint, 'b');
-  t.teardown(() => b.stop());
-  await a.start();
-  await b.start();
+  const { etcd, a, b } = await twoHosts(t, { stopA: false });
   a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
   await until('b sees a', () => remoteIps(b, 'b').length === 1);
   let gaps = 0;
@@ -136,14 +139,7 @@ test.serial('a restart with the same nodeName re-publishes without a flap', asyn
 });
 
 test.serial('etcd restart: nothing withdrawn meanwhile, changes made during the outage arrive after', async (t) => {
-  const etcd = new EtcdServer();
-  t.teardown(() => etcd.destroy());
-  await etcd.start();
-  const a = store(etcd.endpoint, 'a');
-  const b = store(etcd.endpoint, 'b');
-  t.teardown(() => Promise.all([a.stop(), b.stop()]));
-  await a.start();
-  await b.start();
+  const { etcd, a, b } = await twoHosts(t);
   a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
   await until('b sees a', () => remoteIps(b, 'b').length === 1);
   const rev = BigInt(b.status().revision);

@@ -10,7 +10,7 @@
 import test from 'ava';
 import { Berthd, waitFor } from '../helpers/berthd';
 import { ensureTestImage, runContainer, removeTestContainers, createTestNetwork, removeTestNetwork, docker, type TestNetwork } from '../helpers/docker';
-import { probeFromHost, probeFromContainer, tags, type ProbeMode, type ProbeResult } from '../helpers/probe';
+import { probeFromHost, probeFromContainer, tags, allFast, type ProbeMode } from '../helpers/probe';
 import type { ServiceView } from '../../src/cli/format';
 import { run } from '../../src/util/exec';
 import { CROSSNET_CHAIN, DOCKER_USER } from '../../src/datapath/crossnet';
@@ -27,16 +27,8 @@ let webIp6 = '';
 // A host port for the host-network backend: fixed, high, outside the proxy range.
 const HOST_PORT = 18431;
 
-async function svc(name: string, ok: (s: ServiceView) => boolean = () => true): Promise<ServiceView> {
-  return waitFor(`service ${name}`, async () => {
-    const s = (await d.services()).find((x) => x.name === name);
-    return s && ok(s) ? s : undefined;
-  }, 15000);
-}
-
-function allFast(t: { true(v: boolean, m?: string): void }, res: ProbeResult[], what: string): void {
-  t.true(res.every((r) => r.ok), `${what}: ${JSON.stringify(res.filter((r) => !r.ok))}`);
-  t.true(res.every((r) => r.ms < 1000), `${what}: every attempt within 1 s (${res.map((r) => r.ms.toFixed(1)).join(', ')} ms)`);
+function svc(name: string, ok?: (s: ServiceView) => boolean): Promise<ServiceView> {
+  return d.waitService(name, ok);
 }
 
 test.after.always(async () => {
