@@ -283,7 +283,11 @@ test.serial('seed 000: berthd in a container with Docker\'s default (private) cg
     const cgns = await vmOk(G, 'p=$(docker inspect -f "{{.State.Pid}}" berthd-ctr); readlink /proc/$p/ns/cgroup /proc/1/ns/cgroup; docker inspect -f "{{.HostConfig.CgroupnsMode}}" berthd-ctr');
     const [own, host, mode] = cgns.trim().split('\n');
     t.not(own, host, `berthd runs in a private cgroup namespace (HostConfig.CgroupnsMode "${mode}")`);
-    await until('containerized berthd ready', async () => (await vmSh(G, 'berth status --json', 30000)).stdout.includes('"ready":true'), 900000, 3000);
+    // `berth status --json` is pretty-printed ("ready": true): parse it, don't match text.
+    await until('containerized berthd ready', async () => {
+      const r = await vmSh(G, 'berth status --json', 30000);
+      try { return r.code === 0 && (JSON.parse(r.stdout) as StatusView).ready; } catch { return false; }
+    }, 900000, 3000);
     const st = await vmJson<StatusView>(G, 'berth status --json');
     t.true(st.cgroupIsHostRoot, `attach point ${st.cgroupRoot} verified as the host root`);
     t.regex(await rootProgs(), new RegExp(`${CONNECT4} .*berth`), 'bpftool (guest host view) shows the programs on /sys/fs/cgroup itself');
