@@ -74,7 +74,23 @@ function assertLoops(t: import('ava').ExecutionContext, out: string, min: number
   console.log(`${what}: ${attemptLines(svc).length} service connects, ${attemptLines(ing).length} ingress requests, 0 failed`);
 }
 
+/**
+ * Seconds in a systemd time span as `systemctl show` prints it ("20s", "1min", "1min 30s",
+ * "500ms"); NaN for anything else (so the assertion on it fails, naming the text).
+ */
+function timespanSec(span: string): number {
+  const unit: Record<string, number> = { h: 3600, min: 60, s: 1, ms: 0.001 };
+  const parts = span.split(' ').map((p) => /^(\d+)(h|min|s|ms)$/.exec(p));
+  if (parts.length === 0 || parts.some((m) => !m)) return NaN;
+  return parts.reduce((sum, m) => sum + Number(m![1]) * unit[m![2]], 0);
+}
+
 const mainPid = async () => (await vmOk(G, 'systemctl show -p MainPID --value berthd')).trim();
+/**
+ * The connect4 attach type as bpftool prints it: "connect4" up to bpftool 6.x, libbpf's name
+ * "cgroup_inet4_connect" from 7.x (Debian 12's bpftool 7.1 in the guest).
+ */
+const CONNECT4 = '(?:connect4|cgroup_inet4_connect)';
 /** The berth programs on the guest's root cgroup (id, attach type, name), sorted. */
 const rootProgs = async () => (await vmOk(G, "bpftool cgroup show /sys/fs/cgroup | awk '/berth/{print $1, $2, $NF}' | sort")).trim();
 
@@ -143,7 +159,7 @@ test.serial('scripts/install + systemctl enable --now: active only after READY=1
   t.is(st.cgroupRoot, '/sys/fs/cgroup', 'the unified hierarchy');
   t.true(st.attached.includes('connect4'));
   // The programs really sit on the root of the guest's hierarchy.
-  t.regex(await rootProgs(), /connect4 .*berth/);
+  t.regex(await rootProgs(), new RegExp(`${CONNECT4} .*berth`));
 
   await until('web service with two backends', async () => {
     const web = (await vmJson<ServiceView[]>(G, 'berth services --json')).find((s) => s.name === 'web');
@@ -198,7 +214,7 @@ test.serial('systemctl restart berthd under a service and an ingress client loop
 
 test.serial('watchdog: a frozen berthd is killed and restarted by systemd within 2×WatchdogSec; VIPs answer throughout; pins adopted', async (t) => {
   const wd = (await vmOk(G, 'systemctl show -p WatchdogUSec --value berthd')).trim();
-  const wdSec = Number(/^(\d+)s$/.exec(wd)?.[1]);
+  const wdSec = timespanSec(wd);
   t.true(wdSec > 0, `WatchdogSec set (${wd})`);
   const progs0 = await rootProgs();
   const out = await vmOk(G, `${clientLoops(900)}
@@ -237,7 +253,7 @@ test.serial('reboot: berthd comes back by itself and rebuilds its pins; VIPs ans
   }, 900000, 3000);
   // One set of programs at the root (the old boot's pins died with it; nothing attached twice).
   const progs = (await rootProgs()).split('\n');
-  t.is(progs.filter((l) => / connect4 /.test(l)).length, 1, progs.join('\n'));
+  t.is(progs.filter((l) => new RegExp(` ${CONNECT4} `).test(l)).length, 1, progs.join('\n'));
   t.is(new Set(progs.map((l) => l.split(' ')[1])).size, progs.length, 'each attach type once');
   const out = await vmOk(G, `${PROBE} tcp ${vip} 80 --send ping --count 8 --timeout-ms 3000; docker exec cl berth-probe tcp ${vip} 80 --send ping --count 4 --timeout-ms 3000`);
   t.deepEqual(failures(out), []);
@@ -267,10 +283,14 @@ test.serial('seed 000: berthd in a container with Docker\'s default (private) cg
     const cgns = await vmOk(G, 'p=$(docker inspect -f "{{.State.Pid}}" berthd-ctr); readlink /proc/$p/ns/cgroup /proc/1/ns/cgroup; docker inspect -f "{{.HostConfig.CgroupnsMode}}" berthd-ctr');
     const [own, host, mode] = cgns.trim().split('\n');
     t.not(own, host, `berthd runs in a private cgroup namespace (HostConfig.CgroupnsMode "${mode}")`);
-    await until('containerized berthd ready', async () => (await vmSh(G, 'berth status --json', 30000)).stdout.includes('"ready":true'), 900000, 3000);
+    // `berth status --json` is pretty-printed ("ready": true): parse it, don't match text.
+    await until('containerized berthd ready', async () => {
+      const r = await vmSh(G, 'berth status --json', 30000);
+      try { return r.code === 0 && (JSON.parse(r.stdout) as StatusView).ready; } catch { return false; }
+    }, 900000, 3000);
     const st = await vmJson<StatusView>(G, 'berth status --json');
     t.true(st.cgroupIsHostRoot, `attach point ${st.cgroupRoot} verified as the host root`);
-    t.regex(await rootProgs(), /connect4 .*berth/, 'bpftool (guest host view) shows the programs on /sys/fs/cgroup itself');
+    t.regex(await rootProgs(), new RegExp(`${CONNECT4} .*berth`), 'bpftool (guest host view) shows the programs on /sys/fs/cgroup itself');
     await until('web backends', async () => (await vmJson<ServiceView[]>(G, 'berth services --json')).find((s) => s.name === 'web')?.backends.length === 2, 60000, 2000);
     const fromHost = await vmOk(G, `${PROBE} tcp ${vip} 80 --send ping --count 40 --timeout-ms 3000`);
     const fromCtr = await vmOk(G, `docker exec cl berth-probe tcp ${vip} 80 --send ping --count 40 --timeout-ms 3000`);
