@@ -23,6 +23,7 @@
 import { run } from '../util/exec';
 import { parseCidr, parseIp } from '../model/ip';
 import { DOCKER_USER } from '../datapath/crossnet';
+import { chainRules, iptablesTool, removeJumpAndChain } from '../util/iptables';
 import type { NodeRecord } from './codec';
 
 export const PEERS_CHAIN = 'BERTH_PEERS';
@@ -76,16 +77,6 @@ export function peerAcceptRules(accepts: PeerAccept[], family: 4 | 6): string[] 
   return accepts.filter((a) => a.family === family).map((a) => `-A ${PEERS_CHAIN} -s ${a.peer}/${bits} -d ${a.subnet} -m comment --comment berth -j ACCEPT`);
 }
 
-function tool(family: 4 | 6): { cmd: string; restore: string } {
-  return family === 4 ? { cmd: 'iptables', restore: 'iptables-restore' } : { cmd: 'ip6tables', restore: 'ip6tables-restore' };
-}
-
-async function rulesOf(family: 4 | 6, chain: string): Promise<string[] | null> {
-  const r = await run(tool(family).cmd, ['-w', '5', '-t', 'filter', '-S', chain]);
-  if (r.code !== 0) return null;
-  return r.stdout.split('\n').filter((l) => l.startsWith('-A '));
-}
-
 /** Per family: what was found and done. */
 export interface PeerAcceptStatus {
   family: 4 | 6;
@@ -110,15 +101,15 @@ export interface PeerAcceptStatus {
 export async function syncPeerAccepts(accepts: PeerAccept[]): Promise<PeerAcceptStatus[]> {
   const out: PeerAcceptStatus[] = [];
   for (const family of [4, 6] as const) {
-    const t = tool(family);
+    const t = iptablesTool(family);
     const want = peerAcceptRules(accepts, family);
-    const user = await rulesOf(family, DOCKER_USER);
+    const user = await chainRules(family, DOCKER_USER);
     const st: PeerAcceptStatus = { family, dockerUser: user !== null, rules: 0, changed: false, error: null };
     out.push(st);
-    const chain = await rulesOf(family, PEERS_CHAIN);
+    const chain = await chainRules(family, PEERS_CHAIN);
     if (want.length === 0 || user === null) {
       if (chain !== null || user?.includes(JUMP_TEXT)) {
-        await removeFamily(family);
+        await removeJumpAndChain(family, JUMP, PEERS_CHAIN);
         st.changed = true;
       }
       continue;
@@ -146,21 +137,7 @@ export async function syncPeerAccepts(accepts: PeerAccept[]): Promise<PeerAccept
   return out;
 }
 
-async function removeFamily(family: 4 | 6): Promise<string[]> {
-  const t = tool(family);
-  const removed: string[] = [];
-  for (let i = 0; i < 8; i++) {
-    if ((await run(t.cmd, ['-w', '5', '-t', 'filter', '-D', ...JUMP])).code !== 0) break;
-    removed.push(`${t.cmd} ${DOCKER_USER} -j ${PEERS_CHAIN}`);
-  }
-  if ((await rulesOf(family, PEERS_CHAIN)) !== null) {
-    await run(t.cmd, ['-w', '5', '-t', 'filter', '-F', PEERS_CHAIN]);
-    if ((await run(t.cmd, ['-w', '5', '-t', 'filter', '-X', PEERS_CHAIN])).code === 0) removed.push(`${t.cmd} chain ${PEERS_CHAIN}`);
-  }
-  return removed;
-}
-
 /** `berth cleanup`: removes BERTH_PEERS and its jump, both families. */
 export async function removePeerAccepts(): Promise<string[]> {
-  return [...(await removeFamily(4)), ...(await removeFamily(6))];
+  return [...(await removeJumpAndChain(4, JUMP, PEERS_CHAIN)), ...(await removeJumpAndChain(6, JUMP, PEERS_CHAIN))];
 }

@@ -22,6 +22,7 @@
  * Every rule carries the comment `berth`; `berth cleanup` removes the chain and the jump.
  */
 import { run } from '../util/exec';
+import { chainRules, iptablesTool, removeJumpAndChain } from '../util/iptables';
 import type { Service } from '../model/types';
 
 export const CROSSNET_CHAIN = 'BERTH_CROSSNET';
@@ -88,21 +89,11 @@ export interface CrossnetStatus {
   error: string | null;
 }
 
-function tool(family: 4 | 6): { cmd: string; restore: string } {
-  return family === 4 ? { cmd: 'iptables', restore: 'iptables-restore' } : { cmd: 'ip6tables', restore: 'ip6tables-restore' };
-}
-
-async function chainRulesOf(family: 4 | 6, chain: string): Promise<string[] | null> {
-  const r = await run(tool(family).cmd, ['-w', '5', '-t', 'filter', '-S', chain]);
-  if (r.code !== 0) return null;
-  return r.stdout.split('\n').filter((l) => l.startsWith('-A '));
-}
-
 /** Docker's chains as seen now, per family (read only). */
 export async function inspectDockerChains(family: 4 | 6): Promise<{ dockerUser: boolean; isolation: boolean; jumpFirst: boolean; chain: string[] | null }> {
-  const user = await chainRulesOf(family, DOCKER_USER);
-  const iso = await chainRulesOf(family, 'DOCKER-ISOLATION-STAGE-1');
-  const chain = await chainRulesOf(family, CROSSNET_CHAIN);
+  const user = await chainRules(family, DOCKER_USER);
+  const iso = await chainRules(family, 'DOCKER-ISOLATION-STAGE-1');
+  const chain = await chainRules(family, CROSSNET_CHAIN);
   const jumpFirst = !!user && user.length > 0 && user[0] === `-A ${DOCKER_USER} -m comment --comment berth -j ${CROSSNET_CHAIN}`;
   return { dockerUser: user !== null, isolation: iso !== null, jumpFirst, chain };
 }
@@ -118,13 +109,13 @@ export async function inspectDockerChains(family: 4 | 6): Promise<{ dockerUser: 
 export async function applyCrossnet(how: CrossnetHow, mode: 'allow' | 'docker', opts: { matchPin: string | null; services: Service[]; force?: boolean }): Promise<CrossnetStatus> {
   const st: CrossnetStatus = { mode, how, families: [], error: null };
   for (const family of [4, 6] as const) {
-    const t = tool(family);
+    const t = iptablesTool(family);
     const seen = await inspectDockerChains(family);
     const want = crossnetRules(how, family, opts);
     const fam = { family, dockerUser: seen.dockerUser, isolation: seen.isolation, jumpFirst: seen.jumpFirst, chainOk: false };
     st.families.push(fam);
     if (how === 'docker' || !seen.dockerUser) {
-      if (seen.chain !== null || seen.jumpFirst) await removeFamily(family);
+      if (seen.chain !== null || seen.jumpFirst) await removeJumpAndChain(family, JUMP, CROSSNET_CHAIN);
       fam.jumpFirst = false;
       fam.chainOk = how === 'docker';
       continue;
@@ -151,21 +142,7 @@ export async function applyCrossnet(how: CrossnetHow, mode: 'allow' | 'docker', 
   return st;
 }
 
-async function removeFamily(family: 4 | 6): Promise<string[]> {
-  const t = tool(family);
-  const removed: string[] = [];
-  for (let i = 0; i < 8; i++) {
-    if ((await run(t.cmd, ['-w', '5', '-t', 'filter', '-D', ...JUMP])).code !== 0) break;
-    removed.push(`${t.cmd} ${DOCKER_USER} -j ${CROSSNET_CHAIN}`);
-  }
-  if ((await chainRulesOf(family, CROSSNET_CHAIN)) !== null) {
-    await run(t.cmd, ['-w', '5', '-t', 'filter', '-F', CROSSNET_CHAIN]);
-    if ((await run(t.cmd, ['-w', '5', '-t', 'filter', '-X', CROSSNET_CHAIN])).code === 0) removed.push(`${t.cmd} chain ${CROSSNET_CHAIN}`);
-  }
-  return removed;
-}
-
 /** Remove berth's jump and chain, both families (berth cleanup). */
 export async function removeCrossnet(): Promise<string[]> {
-  return [...(await removeFamily(4)), ...(await removeFamily(6))];
+  return [...(await removeJumpAndChain(4, JUMP, CROSSNET_CHAIN)), ...(await removeJumpAndChain(6, JUMP, CROSSNET_CHAIN))];
 }

@@ -16,6 +16,7 @@
  * TPROXY. Docker's sysctls are left as Docker sets them.
  */
 import { run } from '../util/exec';
+import { chainRules as readChain, iptablesTool } from '../util/iptables';
 import { ProxyError, ProxyErrorCode } from './errors';
 import { proxyMark } from './routing';
 import { DEFAULT_REDIRECT_NAMES, type RedirectEntry, type RedirectNames } from './redirect-types';
@@ -61,14 +62,8 @@ const TABLES = [
   { table: 'nat', rules: bridgeRules },
 ] as const;
 
-function tool(family: 4 | 6): { cmd: string; restore: string } {
-  return family === 4 ? { cmd: 'iptables', restore: 'iptables-restore' } : { cmd: 'ip6tables', restore: 'ip6tables-restore' };
-}
-
-async function installed(family: 4 | 6, chain: string, table = 'mangle'): Promise<string[] | null> {
-  const r = await run(tool(family).cmd, ['-w', '5', '-t', table, '-S', chain]);
-  if (r.code !== 0) return null;
-  return r.stdout.split('\n').filter((l) => l.startsWith('-A '));
+function installed(family: 4 | 6, chain: string, table = 'mangle'): Promise<string[] | null> {
+  return readChain(family, chain, table);
 }
 
 /** Make the chain hold exactly these entries' rules and PREROUTING jump to it. */
@@ -78,7 +73,7 @@ export async function applyIptables(entries: RedirectEntry[], names: RedirectNam
   for (const family of [4, 6] as const) for (const { table, rules } of TABLES) {
     const want = rules(entries, family, names.chain);
     const have = await installed(family, names.chain, table);
-    const t = tool(family);
+    const t = iptablesTool(family);
     if (have === null || have.join('\n') !== want.join('\n')) {
       const input = [`*${table}`, `:${names.chain} - [0:0]`, ...want, 'COMMIT', ''].join('\n');
       const r = await run(t.restore, ['-w', '5', '--noflush'], { input });
@@ -107,7 +102,7 @@ export async function removeIptables(names: RedirectNames = DEFAULT_REDIRECT_NAM
   const CHAIN = names.chain;
   const JUMP = jump(CHAIN);
   for (const family of [4, 6] as const) for (const { table } of TABLES) {
-    const t = tool(family);
+    const t = iptablesTool(family);
     for (let i = 0; i < 8; i++) {
       const r = await run(t.cmd, ['-w', '5', '-t', table, '-D', ...JUMP]);
       if (r.code !== 0) break;
