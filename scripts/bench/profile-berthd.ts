@@ -3,6 +3,7 @@
  *
  *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
  *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
+ *     [--node-args '--max-semi-space-size=4 ...']
  *
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
@@ -54,6 +55,7 @@ async function main(): Promise<void> {
     ...(cpuDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuDir)}`] : []),
     ...(heapDir ? ['--heap-prof', `--heap-prof-dir=${path.resolve(heapDir)}`] : []),
     ...(snapFile ? ['--heapsnapshot-signal=SIGPWR'] : []),
+    ...(arg('node-args') ?? '').split(' ').filter(Boolean),
   ];
   const d = new Berthd({
     name: 'bench-prof', serviceCidr: RANGES.cold, serviceCidr6: RANGES.cold6,

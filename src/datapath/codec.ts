@@ -137,7 +137,8 @@ function ipToBytesSlow(ip: string): Buffer {
 
 /** The text form of 16 address bytes (RFC 5952 for IPv6; ::ffff:a.b.c.d for v4-mapped). */
 export function bytesToIp(b: Buffer, family: Family, off = 0): string {
-  if (family === FAMILY_V4) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  // (join: a flat string; the view keeps one per backend, and a 13+ character template is a rope.)
+  if (family === FAMILY_V4) return [b[off], b[off + 1], b[off + 2], b[off + 3]].join('.');
   const g: number[] = [];
   for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(off + i * 2));
   if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
@@ -154,7 +155,7 @@ export function bytesToIp(b: Buffer, family: Family, off = 0): string {
   }
   const hex = g.map((x) => x.toString(16));
   if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+  return [hex.slice(0, best).join(':'), hex.slice(best + bestLen).join(':')].join('::');
 }
 
 const v6Canonical = new Map<string, string>();

@@ -81,13 +81,15 @@ export const DEFAULT_LIMITS: Limits = { maxServiceIds: 1 << 17, maxBackends: 1 <
 
 // Identity strings. Addresses are canonical text everywhere in this module (desiredFrontends
 // canonicalizes the model's, the codec decodes to canonical), so no re-parsing here: at 100k
-// services this is the hot path of a no-op sync.
+// services this is the hot path of a no-op sync. Built with join, not templates: the view keeps
+// one per frontend and per backend, and a template's result is a V8 rope (cons string) of ~150
+// bytes where join gives a flat string of ~25 (heap snapshot of berthd at 10,000 × 4).
 export function frontendId(f: Frontend): string {
-  return f.net ? `${f.protocol}/${f.vip}/${f.port}#${f.net}` : `${f.protocol}/${f.vip}/${f.port}`;
+  return f.net ? [f.protocol, f.vip, `${f.port}#${f.net}`].join('/') : [f.protocol, f.vip, f.port].join('/');
 }
 
 export function backendId(a: BackendAddr): string {
-  return `${a.ip}/${a.port}`;
+  return [a.ip, a.port].join('/');
 }
 
 /** The frontends a service asks for (pure). */
