@@ -302,7 +302,8 @@ function portsText(ports: ServicePort[]): string {
 export function disagree(first: ContainerSpec, later: ContainerSpec): LabelError[] {
   const out: LabelError[] = [];
   const c = later.container;
-  if (portsKey(first.ports) !== portsKey(later.ports)) {
+  // (The same list object when both came from one berth.ports value: labels.ts shares them.)
+  if (first.ports !== later.ports && portsKey(first.ports) !== portsKey(later.ports)) {
     out.push(labelError(c, LABEL_PORTS, 'BERTH_SERVICE_DISAGREE', later.service, 'ports', first.container, portsText(later.ports), portsText(first.ports)));
   }
   const pins: [string, string | null, string | null][] = [[LABEL_VIP, first.vip, later.vip], [LABEL_VIP6, first.vip6, later.vip6]];

@@ -292,7 +292,8 @@ export class IncrementalModel {
       g.members = [];
       g.errors = [];
       for (const e of members) {
-        const m = { info: e.info, spec: e.spec! };
+        // The entry itself is the member (it has info and spec): no second object per container.
+        const m = e as Member;
         if (g.members.length === 0) {
           g.members.push(m);
           continue;
@@ -459,7 +460,8 @@ const NO_ROUTES: ContainerSpec['routes'] = Object.freeze([]) as unknown as Conta
  * containers that was ~10 MB of berthd's heap (heap snapshot, npm run bench's 10,000 × 4).
  */
 function compactSpec(spec: ContainerSpec): ContainerSpec {
-  spec.ports = spec.ports.slice();
+  // (A berth.ports list is shared and frozen already: labels.ts parsePortsShared.)
+  if (!Object.isFrozen(spec.ports)) spec.ports = spec.ports.slice();
   spec.routes = spec.routes.length ? spec.routes.slice() : NO_ROUTES;
   return spec;
 }
