@@ -3,7 +3,7 @@
  *
  *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
  *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
- *     [--node-args '--max-semi-space-size=4 ...']
+ *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N]
  *
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
@@ -98,7 +98,14 @@ async function main(): Promise<void> {
         }
       }
     }
-    console.log(JSON.stringify({ services, containers: n, readyMs: Math.round(readyMs), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss), afterEventsRssMb: Math.round(rssMb(pid)), eventMs: samples }));
+    const afterEventsRss = rssMb(pid);
+    // RSS once berthd has been left alone for a while (V8's memory reducer runs on an idle heap).
+    const idleS = Number(arg('idle-seconds') ?? 0);
+    if (idleS > 0) await sleep(idleS * 1000);
+    console.log(JSON.stringify({
+      services, containers: n, readyMs: Math.round(readyMs), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
+      afterEventsRssMb: Math.round(afterEventsRss), ...(idleS > 0 ? { idleRssMb: Math.round(rssMb(pid)) } : {}), eventMs: samples,
+    }));
   } finally {
     await d.cleanup().catch((e: Error) => console.error(e.message));
     await engine.close();
