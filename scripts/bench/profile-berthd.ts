@@ -99,12 +99,20 @@ async function main(): Promise<void> {
       }
     }
     const afterEventsRss = rssMb(pid);
+    // What one /status answer costs berthd at this size (20 in a row, median ms).
+    const statusMs: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const t = nowMs();
+      await status();
+      statusMs.push(nowMs() - t);
+    }
+    statusMs.sort((a, b) => a - b);
     // RSS once berthd has been left alone for a while (V8's memory reducer runs on an idle heap).
     const idleS = Number(arg('idle-seconds') ?? 0);
     if (idleS > 0) await sleep(idleS * 1000);
     console.log(JSON.stringify({
       services, containers: n, readyMs: Math.round(readyMs), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
-      afterEventsRssMb: Math.round(afterEventsRss), ...(idleS > 0 ? { idleRssMb: Math.round(rssMb(pid)) } : {}), eventMs: samples,
+      afterEventsRssMb: Math.round(afterEventsRss), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: Math.round(rssMb(pid)) } : {}), eventMs: samples,
     }));
   } finally {
     await d.cleanup().catch((e: Error) => console.error(e.message));
