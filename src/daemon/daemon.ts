@@ -23,6 +23,7 @@ import { Proxy } from '../proxy';
 import { DockerWatcher, type ContainerChanges } from '../docker/watcher';
 import { VipStore } from '../model';
 import { storeKey } from '../model/vipstore';
+import { serviceOrder } from '../model/desired';
 import { IncrementalModel, type ModelDelta } from '../model/incremental';
 import { AdminApi } from '../api/server';
 import { Metrics } from '../api/metrics';
@@ -34,6 +35,7 @@ import type { Cluster } from '../cluster';
 import { syncPeerRoutes } from '../cluster/routes';
 import { syncPeerAccepts, type PeerAcceptStatus } from '../cluster/firewall';
 import { routeMetric } from '../datapath/routes';
+import { collectGarbage } from '../util/gc';
 
 export const VERSION: string = (() => {
   try {
@@ -42,6 +44,21 @@ export const VERSION: string = (() => {
     return 'unknown';
   }
 })();
+
+/** A backend with something to say (Backend.reason), as `berth status --json` lists it. */
+interface BackendWarning {
+  service: string;
+  container: string;
+  reachable: boolean;
+  reason: string | null | undefined;
+}
+
+/** The warnings of one service's backends (empty when none has a reason). */
+function warningsOf(s: Service): BackendWarning[] {
+  const out: BackendWarning[] = [];
+  for (const b of s.backends) if (b.reason) out.push({ service: s.name, container: b.container, reachable: b.reachable !== false, reason: b.reason });
+  return out;
+}
 
 interface ReconcileRecord {
   at: string;
@@ -132,6 +149,12 @@ export class Daemon {
   private clientsNeeded = false;
   /** The network numbers the maps were last fully synced with (a change needs a full sync). */
   private netKey = '';
+  /**
+   * `berth status` backendWarnings per service with any (by storeKey), kept by the reconcile
+   * that changes them: /status answers without walking every backend of every service (at
+   * 10,000 services that walk cost 6 ms per request on the one event loop, delaying events).
+   */
+  private warnings = new Map<string, { name: string; kind: Service['kind']; list: BackendWarning[] }>();
   readonly startedAt = new Date();
 
   constructor(private readonly cfg: LoadedConfig, private readonly log: Logger) {
@@ -503,6 +526,7 @@ export class Daemon {
       const servicesInRules = crossnetHow(this.c.crossNetwork, this.datapath.status().flows?.matchPin ?? null) === 'open-ports';
       if (full || periodic || (servicesInRules && (changed.length || removed.length))) await this.applyCrossNetwork(model.services());
       this.desired = state;
+      this.updateWarnings(full, names);
       this.metrics.reconciles.inc({ result: 'ok' });
       const now = Date.now();
       for (const t of eventTimes) {
@@ -515,6 +539,11 @@ export class Daemon {
       // Not awaited: waiting for Envoy's ACK must not hold up the next reconcile.
       if (!this.ready && !this.becomingReady) {
         this.becomingReady = true;
+        // The start-up's garbage (the list, the model build, every planned write) is collected
+        // once, here, so an idle berthd does not keep it resident (util/gc.ts; measured there).
+        const rssBefore = process.memoryUsage.rss();
+        const gcMs = collectGarbage();
+        if (gcMs !== null) this.log.info({ gcMs: Math.round(gcMs), rssMbBefore: Math.round(rssBefore / 1048576), rssMbAfter: Math.round(process.memoryUsage.rss() / 1048576) }, 'start-up garbage collected');
         void this.becomeReady();
       }
     } catch (e) {
@@ -583,6 +612,22 @@ export class Daemon {
     }
     for (const [k, s] of before) if (!byKey.has(k)) names.add(s.name);
     this.merged = { list: m.services, byKey };
+  }
+
+  /** Recompute backendWarnings: of every service after a full pass, else of the `names` that changed. */
+  private updateWarnings(full: boolean, names: Set<string>): void {
+    const put = (s: Service | undefined, key: string): void => {
+      const list = s ? warningsOf(s) : [];
+      if (s && list.length) this.warnings.set(key, { name: s.name, kind: s.kind, list }); else this.warnings.delete(key);
+    };
+    if (full) {
+      this.warnings.clear();
+      for (const s of this.services()) put(s, storeKey(s.kind, s.name));
+      return;
+    }
+    for (const name of names) {
+      for (const kind of ['service', 'ingress'] as const) put(this.service(kind, name), storeKey(kind, name));
+    }
   }
 
   /** The desired services: the model's, or in cluster mode the last merge with the peers'. */
@@ -754,9 +799,8 @@ export class Daemon {
         chains: this.crossnet?.families ?? [],
         error: this.crossnet?.error ?? null,
       },
-      backendWarnings: (this.desired ? this.services() : []).flatMap((s) => s.backends
-        .filter((b) => b.reason)
-        .map((b) => ({ service: s.name, container: b.container, reachable: b.reachable !== false, reason: b.reason }))),
+      // In services() order: by name, a service before the ingress of the same name.
+      backendWarnings: this.desired ? [...this.warnings.values()].sort((a, b) => serviceOrder(a, b)).flatMap((x) => x.list) : [],
       cluster: this.cluster ? { ...this.cluster.status(), peerAccept: this.peerAccept ?? [] } : null,
       lastReconcile: this.last,
       // Docker event → its change in the maps (and the proxy), ms: count, and the latest ones.

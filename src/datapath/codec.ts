@@ -12,6 +12,7 @@ import os from 'node:os';
 import type { Protocol } from '../model/types';
 import type { LbOffsets, LbSizes } from '../native';
 import { DatapathError, DatapathErrorCode } from './errors';
+import { canonicalV4Value } from '../model/ip';
 
 export const FAMILY_V4 = 4;
 export const FAMILY_V6 = 6;
@@ -67,6 +68,9 @@ export class CodecError extends DatapathError {
 
 /** The address family of an IP string (4 or 6); throws on anything else. */
 export function familyOf(ip: string): Family {
+  if (canonicalV4Value(ip) >= 0) return FAMILY_V4;
+  const known = ipCache.get(ip);
+  if (known) return known.family;
   if (net.isIPv4(ip)) return FAMILY_V4;
   if (net.isIPv6(ip)) return FAMILY_V6;
   throw new CodecError(`not an IP address: '${ip}'`);
@@ -74,6 +78,38 @@ export function familyOf(ip: string): Family {
 
 /** 16 bytes: IPv4 in the first 4 (rest zero), IPv6 as its 16 bytes. */
 export function ipToBytes(ip: string): Buffer {
+  const out = Buffer.alloc(16);
+  writeIp(out, 0, ip);
+  return out;
+}
+
+/**
+ * Write the 16 address bytes of `ip` (ipToBytes) at `off` of `b`, which must be zero there;
+ * returns its family. Canonical IPv4 text is written without an intermediate buffer (the batch
+ * writers encode 100,000 keys in a cold start).
+ */
+export function writeIp(b: Buffer, off: number, ip: string): Family {
+  const v4 = canonicalV4Value(ip);
+  if (v4 >= 0) {
+    b.writeUInt32BE(v4, off);
+    return FAMILY_V4;
+  }
+  // IPv6 (and any IPv4 text net.isIPv4 takes that the scan did not): parsed once per address
+  // (memoized, bounded), since every service's v6 VIP is in several keys of every full sync.
+  let m = ipCache.get(ip);
+  if (m === undefined) {
+    m = { bytes: ipToBytesSlow(ip), family: familyOf(ip) };
+    if (ipCache.size >= 65536) ipCache.clear();
+    ipCache.set(ip, m);
+  }
+  m.bytes.copy(b, off);
+  return m.family;
+}
+
+/** Address text -> its 16 bytes and family (writeIp's memo; the bytes are only copied from). */
+const ipCache = new Map<string, { bytes: Buffer; family: Family }>();
+
+function ipToBytesSlow(ip: string): Buffer {
   const out = Buffer.alloc(16);
   if (net.isIPv4(ip)) {
     ip.split('.').forEach((p, i) => { out[i] = Number(p); });
@@ -101,7 +137,8 @@ export function ipToBytes(ip: string): Buffer {
 
 /** The text form of 16 address bytes (RFC 5952 for IPv6; ::ffff:a.b.c.d for v4-mapped). */
 export function bytesToIp(b: Buffer, family: Family, off = 0): string {
-  if (family === FAMILY_V4) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  // (join: a flat string; the view keeps one per backend, and a 13+ character template is a rope.)
+  if (family === FAMILY_V4) return [b[off], b[off + 1], b[off + 2], b[off + 3]].join('.');
   const g: number[] = [];
   for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(off + i * 2));
   if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
@@ -118,7 +155,7 @@ export function bytesToIp(b: Buffer, family: Family, off = 0): string {
   }
   const hex = g.map((x) => x.toString(16));
   if (best < 0) return hex.join(':');
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
+  return [hex.slice(0, best).join(':'), hex.slice(best + bestLen).join(':')].join('::');
 }
 
 const v6Canonical = new Map<string, string>();
@@ -127,9 +164,10 @@ const v6Canonical = new Map<string, string>();
  * services: valid IPv4 text is already canonical (net.isIPv4 rejects leading zeros), and IPv6
  * results are memoized (bounded). */
 export function canonicalIp(ip: string): string {
-  if (net.isIPv4(ip)) return ip;
+  if (canonicalV4Value(ip) >= 0) return ip;
   let c = v6Canonical.get(ip);
   if (c === undefined) {
+    if (net.isIPv4(ip)) return ip;
     c = bytesToIp(ipToBytes(ip), familyOf(ip));
     if (v6Canonical.size >= 65536) v6Canonical.clear();
     v6Canonical.set(ip, c);
@@ -149,13 +187,18 @@ export interface SvcKey {
 
 export function encodeSvcKey(k: SvcKey): Buffer {
   const b = Buffer.alloc(SIZES.svcKey);
-  ipToBytes(k.vip).copy(b, 0);
-  b.writeUInt16BE(k.port, OFFSETS.svcKeyPort);
-  b[OFFSETS.svcKeyProto] = PROTO_NUM[k.protocol];
-  b[OFFSETS.svcKeyFamily] = familyOf(k.vip);
-  u16(b, OFFSETS.svcKeySlot, k.slot);
-  if (k.net) u16(b, OFFSETS.svcKeyNet, k.net);
+  encodeSvcKeyInto(b, 0, k);
   return b;
+}
+
+/** encodeSvcKey into `b` at `off` (zeroed bytes), for batches encoded into one buffer. */
+export function encodeSvcKeyInto(b: Buffer, off: number, k: SvcKey): void {
+  const family = writeIp(b, off, k.vip);
+  b.writeUInt16BE(k.port, off + OFFSETS.svcKeyPort);
+  b[off + OFFSETS.svcKeyProto] = PROTO_NUM[k.protocol];
+  b[off + OFFSETS.svcKeyFamily] = family;
+  u16(b, off + OFFSETS.svcKeySlot, k.slot);
+  if (k.net) u16(b, off + OFFSETS.svcKeyNet, k.net);
 }
 
 export function decodeSvcKey(b: Buffer, off = 0): SvcKey {
@@ -183,10 +226,15 @@ export interface SvcVal {
 
 export function encodeSvcVal(v: SvcVal): Buffer {
   const b = Buffer.alloc(SIZES.svcVal);
-  u32(b, 0, v.id);
-  u16(b, OFFSETS.svcValCount, v.count);
-  b[OFFSETS.svcValFlags] = v.flags;
+  encodeSvcValInto(b, 0, v);
   return b;
+}
+
+/** encodeSvcVal into `b` at `off`. */
+export function encodeSvcValInto(b: Buffer, off: number, v: SvcVal): void {
+  u32(b, off, v.id);
+  u16(b, off + OFFSETS.svcValCount, v.count);
+  b[off + OFFSETS.svcValFlags] = v.flags;
 }
 
 export function decodeSvcVal(b: Buffer, off = 0): SvcVal {
@@ -196,7 +244,7 @@ export function decodeSvcVal(b: Buffer, off = 0): SvcVal {
 /** struct berth_backend_key */
 export function encodeBackendKey(id: number): Buffer {
   const b = Buffer.alloc(SIZES.backendKey);
-  u32(b, 0, id);
+  encodeU32Into(b, 0, id);
   return b;
 }
 
@@ -212,10 +260,15 @@ export interface BackendAddr {
 
 export function encodeBackend(a: BackendAddr): Buffer {
   const b = Buffer.alloc(SIZES.backend);
-  ipToBytes(a.ip).copy(b, 0);
-  b.writeUInt16BE(a.port, OFFSETS.backendPort);
-  b[OFFSETS.backendFamily] = familyOf(a.ip);
+  encodeBackendInto(b, 0, a);
   return b;
+}
+
+/** encodeBackend into `b` at `off` (zeroed bytes). */
+export function encodeBackendInto(b: Buffer, off: number, a: BackendAddr): void {
+  const family = writeIp(b, off, a.ip);
+  b.writeUInt16BE(a.port, off + OFFSETS.backendPort);
+  b[off + OFFSETS.backendFamily] = family;
 }
 
 export function decodeBackend(b: Buffer, off = 0): BackendAddr {
@@ -256,6 +309,11 @@ export function encodeU32(v: number): Buffer {
   const b = Buffer.alloc(4);
   u32(b, 0, v);
   return b;
+}
+
+/** A u32 in host order into `b` at `off` (backend ids, array map keys). */
+export function encodeU32Into(b: Buffer, off: number, v: number): void {
+  u32(b, off, v);
 }
 
 /** struct berth_counters, per CPU: the syscall returns one 8-aligned slot per possible CPU. */

@@ -81,13 +81,15 @@ export const DEFAULT_LIMITS: Limits = { maxServiceIds: 1 << 17, maxBackends: 1 <
 
 // Identity strings. Addresses are canonical text everywhere in this module (desiredFrontends
 // canonicalizes the model's, the codec decodes to canonical), so no re-parsing here: at 100k
-// services this is the hot path of a no-op sync.
+// services this is the hot path of a no-op sync. Built with join, not templates: the view keeps
+// one per frontend and per backend, and a template's result is a V8 rope (cons string) of ~150
+// bytes where join gives a flat string of ~25 (heap snapshot of berthd at 10,000 × 4).
 export function frontendId(f: Frontend): string {
-  return f.net ? `${f.protocol}/${f.vip}/${f.port}#${f.net}` : `${f.protocol}/${f.vip}/${f.port}`;
+  return f.net ? [f.protocol, f.vip, `${f.port}#${f.net}`].join('/') : [f.protocol, f.vip, f.port].join('/');
 }
 
 export function backendId(a: BackendAddr): string {
-  return `${a.ip}/${a.port}`;
+  return [a.ip, a.port].join('/');
 }
 
 /** The frontends a service asks for (pure). */
@@ -117,16 +119,16 @@ export function desiredFrontends(s: Service, limits: Limits = DEFAULT_LIMITS): {
   for (const p of s.ports) {
     for (const vip of vips) {
       const v4 = familyOf(vip) === FAMILY_V4;
+      // (The port is the same for all of them: an address seen twice is the same backend.)
       const seen = new Set<string>();
       const backends: BackendAddr[] = [];
       for (const b of s.backends) {
         const ip = v4 ? b.ip : b.ip6;
         if (!ip) continue;
-        const a = { ip: canonicalIp(ip), port: p.targetPort };
-        const k = backendId(a);
-        if (seen.has(k)) continue;
-        seen.add(k);
-        backends.push(a);
+        const canon = canonicalIp(ip);
+        if (seen.has(canon)) continue;
+        seen.add(canon);
+        backends.push({ ip: canon, port: p.targetPort });
       }
       if (backends.length > limits.maxSlots) {
         errors.push(`${vip}:${p.port}/${p.protocol}: ${backends.length} backends, at most ${limits.maxSlots} used`);
@@ -210,11 +212,12 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
 
   // Desired frontends, first service wins a frontend claimed twice.
   const desired = new Map<string, DesiredFrontend>();
-  const byService = new Map<string, DesiredFrontend[]>();
+  // Each frontend with its id, built once (at 10,000 services the ids were built three times).
+  const byService = new Map<string, { f: DesiredFrontend; fid: string }[]>();
   for (const s of [...services].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     const d = frontendsWithNetworks(s, limits, nets);
     for (const e of d.errors) errors.push({ service: s.name, error: e });
-    const mine: DesiredFrontend[] = [];
+    const mine: { f: DesiredFrontend; fid: string }[] = [];
     for (const f of d.frontends) {
       const id = frontendId(f);
       const other = desired.get(id);
@@ -223,7 +226,7 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
         continue;
       }
       desired.set(id, f);
-      mine.push(f);
+      mine.push({ f, fid: id });
     }
     byService.set(s.name, mine);
   }
@@ -241,8 +244,8 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
   const usedSvcIds = new Set<number>();
   const idOwner = new Map<number, string>();
   for (const [name, fronts] of byService) {
-    for (const f of fronts) {
-      const cf = current.frontends.get(frontendId(f));
+    for (const { fid } of fronts) {
+      const cf = current.frontends.get(fid);
       const id = cf?.master?.id;
       if (id && !serviceIds.has(name) && !idOwner.has(id)) {
         serviceIds.set(name, id);
@@ -273,8 +276,8 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
       ops.push({ op: 'counter-reset', id: sid });
     }
     if (sid === undefined) continue;
-    for (const f of fronts) {
-      const cf = current.frontends.get(frontendId(f));
+    for (const { f, fid } of fronts) {
+      const cf = current.frontends.get(fid);
       let wanted = f.backends;
       if (!opts.prune && cf) {
         // Keep what is there, add the rest.

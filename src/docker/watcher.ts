@@ -42,6 +42,9 @@ function compact(c: ContainerInfo, berthOnly: boolean): ContainerInfo {
     n.name = intern(n.name);
     n.id = intern(n.id);
   }
+  // Exact-length copies (push() leaves spare capacity: ~150 bytes for a one-element list).
+  c.networks = c.networks.slice();
+  c.exposedPorts = c.exposedPorts.length ? c.exposedPorts.slice() : NO_PORTS;
   return c;
 }
 

@@ -123,7 +123,7 @@ export function serviceEntity(name: string, members: Member[]): Entity {
 }
 
 /** By name; a service before the ingress of the same name (DesiredState.services order). */
-export function serviceOrder(a: Service, b: Service): number {
+export function serviceOrder(a: Pick<Service, 'name' | 'kind'>, b: Pick<Service, 'name' | 'kind'>): number {
   return cmp(a.name, b.name) || (a.kind === b.kind ? 0 : a.kind === 'service' ? -1 : 1);
 }
 
@@ -302,7 +302,8 @@ function portsText(ports: ServicePort[]): string {
 export function disagree(first: ContainerSpec, later: ContainerSpec): LabelError[] {
   const out: LabelError[] = [];
   const c = later.container;
-  if (portsKey(first.ports) !== portsKey(later.ports)) {
+  // (The same list object when both came from one berth.ports value: labels.ts shares them.)
+  if (first.ports !== later.ports && portsKey(first.ports) !== portsKey(later.ports)) {
     out.push(labelError(c, LABEL_PORTS, 'BERTH_SERVICE_DISAGREE', later.service, 'ports', first.container, portsText(later.ports), portsText(first.ports)));
   }
   const pins: [string, string | null, string | null][] = [[LABEL_VIP, first.vip, later.vip], [LABEL_VIP6, first.vip6, later.vip6]];
@@ -314,13 +315,13 @@ export function disagree(first: ContainerSpec, later: ContainerSpec): LabelError
 
 /** Earliest store assignment first, then names never assigned, by name (then kind). */
 function ownershipOrder(entities: Entity[], store: VipStore): Entity[] {
-  const seq = (e: Entity) => store.get(e.kind, e.name)?.seq ?? Number.POSITIVE_INFINITY;
-  return [...entities].sort((a, b) => {
-    const sa = seq(a);
-    const sb = seq(b);
-    if (sa !== sb) return sa < sb ? -1 : 1;
-    return cmp(a.name, b.name) || cmp(a.kind, b.kind);
+  // Each entity's seq looked up once (not twice per comparison: 10,000 entities make ~280,000).
+  const keyed = entities.map((e) => ({ e, seq: store.get(e.kind, e.name)?.seq ?? Number.POSITIVE_INFINITY }));
+  keyed.sort((a, b) => {
+    if (a.seq !== b.seq) return a.seq < b.seq ? -1 : 1;
+    return cmp(a.e.name, b.e.name) || cmp(a.e.kind, b.e.kind);
   });
+  return keyed.map((x) => x.e);
 }
 
 /** Skips every container of a service (one error each); an ingress is just dropped. */

@@ -29,8 +29,39 @@ export interface Cidr {
 
 const BITS: Record<Family, number> = { 4: 32, 6: 128 };
 
+/**
+ * The value of `s` when it is an IPv4 address in canonical dotted-quad form (four decimal parts
+ * 0-255, no leading zeros, nothing else), else -1. A hand-written scan: the model and the
+ * datapath meet every backend address several times per full pass, and net.isIPv4's regular
+ * expression was a visible share of a cold start at 40,000 containers (node --cpu-prof).
+ */
+export function canonicalV4Value(s: string): number {
+  let value = 0, part = 0, digits = 0, dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      dots++;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // a leading zero
+      part = part * 10 + (c - 48);
+      if (part > 255) return -1;
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  if (digits === 0 || dots !== 3) return -1;
+  return value * 256 + part;
+}
+
 /** Parses an IPv4 or IPv6 address (no zone id, no prefix); null when it is not one. */
 export function parseIp(text: string): Addr | null {
+  const v4 = canonicalV4Value(text);
+  if (v4 >= 0) return { family: 4, value: BigInt(v4) };
   const s = text.trim();
   const kind = net.isIP(s);
   if (kind === 4) return { family: 4, value: parseV4(s) };
@@ -67,7 +98,9 @@ function parseV6(s: string): bigint {
 
 export function formatIp(a: Addr): string {
   if (a.family === 4) {
-    return [24n, 16n, 8n, 0n].map((sh) => String((a.value >> sh) & 0xffn)).join('.');
+    const v = Number(a.value);
+    // (join: a flat string; a template of 13+ characters is a rope that every VIP would keep.)
+    return [(v >>> 24) & 255, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
   }
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((a.value >> BigInt(i * 16)) & 0xffffn));
@@ -89,11 +122,13 @@ export function formatIp(a: Addr): string {
   }
   const hex = groups.map((g) => g.toString(16));
   if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  return [hex.slice(0, bestStart).join(':'), hex.slice(bestStart + bestLen).join(':')].join('::');
 }
 
 /** The canonical text of an address, or null when `text` is not an address. */
 export function canonicalIp(text: string): string | null {
+  // Canonical IPv4 text is returned as is (the same string: no copy kept per backend).
+  if (canonicalV4Value(text) >= 0) return text;
   const a = parseIp(text);
   return a ? formatIp(a) : null;
 }

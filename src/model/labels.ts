@@ -110,6 +110,26 @@ export function parsePorts(value: string): PortsResult {
   return { ports };
 }
 
+/**
+ * parsePorts, memoized by label value (bounded): the containers of one service carry the same
+ * `berth.ports`, so 40,000 containers of 10,000 services parse 10,000 values, and share one frozen
+ * port list per value instead of holding 40,000 copies (npm run bench, cold start at 10,000 × 4).
+ */
+function parsePortsShared(value: string): PortsResult {
+  let r = portsMemo.get(value);
+  if (r === undefined) {
+    r = parsePorts(value);
+    if ('ports' in r) {
+      for (const p of r.ports) Object.freeze(p);
+      r = { ports: Object.freeze(r.ports.slice()) as ServicePort[] };
+    }
+    if (portsMemo.size >= 16384) portsMemo.clear();
+    portsMemo.set(value, r);
+  }
+  return r;
+}
+const portsMemo = new Map<string, PortsResult>();
+
 /** Upper bound of `retries` (more only multiplies load on a failing backend). */
 export const MAX_RETRIES = 10;
 /** Upper bound of `timeout`: one day, in ms. */
@@ -207,7 +227,7 @@ export function decodeLabels(c: Pick<ContainerInfo, 'name' | 'labels' | 'exposed
   let ports: ServicePort[] = [];
   const portsValue = c.labels[LABEL_PORTS];
   if (portsValue !== undefined) {
-    const r = parsePorts(portsValue);
+    const r = parsePortsShared(portsValue);
     if ('error' in r) fatal.push(r.error(container));
     else ports = r.ports;
   } else {

@@ -114,8 +114,9 @@ function unreachable(networks: BackendNetwork[], reason: string): Placement {
 
 /** A container with its own netns on Docker networks. */
 function placeOnNetworks(c: ContainerInfo, networks: NetworkInfo[]): Placement {
-  const byName = new Map(networks.map((n) => [n.name, n]));
-  const nets = [...c.networks].sort((a, b) => cmp(a.name, b.name));
+  // (A linear find: a host has a handful of networks, and this runs for every backend.)
+  const byName = { get: (name: string) => networks.find((n) => n.name === name) };
+  const nets = c.networks.length > 1 ? [...c.networks].sort((a, b) => cmp(a.name, b.name)) : c.networks;
   const listed: BackendNetwork[] = nets.map((n) => ({ network: n.name, ip: canon(n.ip), ip6: canon(n.ip6) }));
   const skipped: string[] = [];
   const usable: BackendNetwork[] = [];

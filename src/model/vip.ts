@@ -56,20 +56,20 @@ export function makeVipRules(range: Cidr, host: HostInfo, networks: NetworkInfo[
 
 /** Why `a` cannot be a VIP, as a LabelError builder; null when it can (ownership aside). */
 export function vipProblem(rules: VipRules, a: Addr): ((container: string, label: string) => LabelError) | null {
-  const v = formatIp(a);
+  // (The text only when there is a problem: this runs for every VIP of every full placement.)
   const r = rules.range;
-  if (isLoopback(a)) return (c, l) => labelError(c, l, 'BERTH_VIP_LOOPBACK', v);
-  if (!cidrContains(r, a)) return (c, l) => labelError(c, l, 'BERTH_VIP_OUTSIDE_RANGE', v, r.text);
-  if (a.value === r.base || sameAddr(a, cidrLast(r))) return (c, l) => labelError(c, l, 'BERTH_VIP_RESERVED', v, r.text);
-  if (rules.reserved.some((h) => sameAddr(h, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_BERTH_RESERVED', v);
-  if (rules.hostAddrs.some((h) => sameAddr(h, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_HOST_ADDRESS', v);
+  if (isLoopback(a)) return (c, l) => labelError(c, l, 'BERTH_VIP_LOOPBACK', formatIp(a));
+  if (!cidrContains(r, a)) return (c, l) => labelError(c, l, 'BERTH_VIP_OUTSIDE_RANGE', formatIp(a), r.text);
+  if (a.value === r.base || sameAddr(a, cidrLast(r))) return (c, l) => labelError(c, l, 'BERTH_VIP_RESERVED', formatIp(a), r.text);
+  if (rules.reserved.some((h) => sameAddr(h, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_BERTH_RESERVED', formatIp(a));
+  if (rules.hostAddrs.some((h) => sameAddr(h, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_HOST_ADDRESS', formatIp(a));
   // Gateways before subnets: a gateway lies inside its subnet, and "gateway" is the sharper reason.
   for (const n of rules.networks) {
-    if (n.gateways.some((g) => sameAddr(g, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_DOCKER_GATEWAY', v, n.name);
+    if (n.gateways.some((g) => sameAddr(g, a))) return (c, l) => labelError(c, l, 'BERTH_VIP_DOCKER_GATEWAY', formatIp(a), n.name);
   }
   for (const n of rules.networks) {
     const s = n.subnets.find((sub) => cidrContains(sub, a));
-    if (s) return (c, l) => labelError(c, l, 'BERTH_VIP_DOCKER_SUBNET', v, n.name, s.text);
+    if (s) return (c, l) => labelError(c, l, 'BERTH_VIP_DOCKER_SUBNET', formatIp(a), n.name, s.text);
   }
   return null;
 }

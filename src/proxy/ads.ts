@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../util/log';
-import { PUSH_ORDER, packageDefinition, type AnyMessage, type TypeUrl } from './protos';
+import { PUSH_ORDER, adsServiceDefinition, type AnyMessage, type TypeUrl } from './protos';
 import type { Snapshot } from './resources';
 
 interface DiscoveryRequest {
@@ -157,11 +157,8 @@ export class AdsServer extends EventEmitter {
   /** Listen on a unix socket, mode 0600 (only root's Envoy may take config from us). */
   async listen(socketPath: string): Promise<void> {
     fs.rmSync(socketPath, { force: true });
-    const pkg = grpc.loadPackageDefinition(packageDefinition()) as unknown as {
-      envoy: { service: { discovery: { v3: { AggregatedDiscoveryService: { service: grpc.ServiceDefinition } } } } };
-    };
     const server = new grpc.Server();
-    server.addService(pkg.envoy.service.discovery.v3.AggregatedDiscoveryService.service, {
+    server.addService(adsServiceDefinition(), {
       StreamAggregatedResources: (call: Stream) => this.onStream(call),
       DeltaAggregatedResources: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
         call.emit('error', { code: grpc.status.UNIMPLEMENTED, details: 'berth serves state-of-the-world ADS only' });

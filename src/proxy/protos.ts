@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as protobuf from 'protobufjs';
 import * as protoLoader from '@grpc/proto-loader';
+import type * as grpc from '@grpc/grpc-js';
 
 /** Type URLs of the four resource types berth serves, in the order they must be pushed. */
 export const TypeUrl = {
@@ -80,10 +81,45 @@ export function protoRoot(): protobuf.Root {
   return cachedRoot;
 }
 
-/** The same definitions in @grpc/proto-loader's form, for the gRPC service (one parse, not two). */
+/**
+ * The same definitions in @grpc/proto-loader's form (every Envoy message and service), for gRPC
+ * clients (the unit tests' ADS client). berthd's server needs one service: adsServiceDefinition.
+ */
 export function packageDefinition(): protoLoader.PackageDefinition {
   if (!cachedDef) cachedDef = protoLoader.fromJSON(protoRoot().toJSON(), LOAD_OPTIONS);
   return cachedDef;
+}
+
+/**
+ * The gRPC definition of envoy.service.discovery.v3.AggregatedDiscoveryService, built from
+ * protoRoot() directly: per method what @grpc/proto-loader builds (path, streaming flags, and
+ * serializers that convert as LOAD_OPTIONS says), without also building a definition and a file
+ * descriptor set for every other Envoy message, which packageDefinition() does and which cost
+ * berthd ~0.25 s of its start (node --cpu-prof: proto-loader's fromJSON and
+ * createPackageDefinition) to serve this one service. The unit tests' client still uses
+ * packageDefinition(), so the two are checked against each other on the wire.
+ */
+export function adsServiceDefinition(): grpc.ServiceDefinition {
+  const svc = protoRoot().lookupService('envoy.service.discovery.v3.AggregatedDiscoveryService');
+  const def: Record<string, grpc.MethodDefinition<object, object>> = {};
+  for (const m of svc.methodsArray) {
+    m.resolve();
+    const req = m.resolvedRequestType!;
+    const res = m.resolvedResponseType!;
+    const serialize = (t: protobuf.Type) => (v: object): Buffer => t.encode(t.fromObject(v as Record<string, unknown>)).finish() as Buffer; // (a Buffer under node: BufferWriter)
+    const deserialize = (t: protobuf.Type) => (b: Buffer): object => t.toObject(t.decode(b), LOAD_OPTIONS as protobuf.IConversionOptions);
+    def[m.name] = {
+      path: `/${svc.fullName.slice(1)}/${m.name}`,
+      requestStream: !!m.requestStream,
+      responseStream: !!m.responseStream,
+      requestSerialize: serialize(req),
+      requestDeserialize: deserialize(req),
+      responseSerialize: serialize(res),
+      responseDeserialize: deserialize(res),
+      originalName: m.name[0].toLowerCase() + m.name.slice(1),
+    };
+  }
+  return def;
 }
 
 function messageType(fullName: string): protobuf.Type {

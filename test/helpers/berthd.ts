@@ -22,6 +22,8 @@ export interface BerthdOptions {
   serviceCidr6?: string;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Options for node itself, before the script (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
+  nodeArgs?: string[];
 }
 
 export function berthdArgs(o: BerthdOptions): string[] {
@@ -60,7 +62,7 @@ export class Berthd {
    */
   async start(timeoutMs = 30000, until: 'ready' | 'serving' = 'ready'): Promise<void> {
     const log = fs.openSync(this.logFile, 'a');
-    const proc = spawn(process.execPath, [DAEMON, ...this.args], {
+    const proc = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), DAEMON, ...this.args], {
       stdio: ['ignore', log, log],
       env: { ...process.env, ...(this.opts.env ?? {}) },
     });

@@ -59,6 +59,33 @@ test('service key: network-order VIP and port, host-order slot, round trip', (t)
   t.is(codec.encodeSvcKey(k6)[19], 6);
 });
 
+test('encoders into a shared buffer write exactly what the single encoders write, at each offset', (t) => {
+  const keys = [
+    { vip: '10.96.0.10', port: 80, protocol: 'tcp' as const, slot: 3 },
+    { vip: 'fd00:96::a', port: 53, protocol: 'udp' as const, slot: 0, net: 2 },
+    { vip: '::ffff:10.0.0.1', port: 443, protocol: 'tcp' as const, slot: 1 },
+    { vip: 'fd00:96::a', port: 54, protocol: 'udp' as const, slot: 1 }, // the memoized v6 again
+  ];
+  const kb = Buffer.alloc(24 * keys.length);
+  keys.forEach((k, i) => codec.encodeSvcKeyInto(kb, i * 24, k));
+  keys.forEach((k, i) => t.deepEqual(kb.subarray(i * 24, (i + 1) * 24), codec.encodeSvcKey(k), k.vip));
+  const addrs = [{ ip: '172.17.0.2', port: 8080 }, { ip: 'fd00::2', port: 80 }, { ip: '::ffff:127.0.0.1', port: 15001 }];
+  const bb = Buffer.alloc(20 * addrs.length);
+  addrs.forEach((a, i) => codec.encodeBackendInto(bb, i * 20, a));
+  addrs.forEach((a, i) => {
+    t.deepEqual(bb.subarray(i * 20, (i + 1) * 20), codec.encodeBackend(a), a.ip);
+    t.deepEqual(codec.decodeBackend(bb, i * 20), a);
+  });
+  const vb = Buffer.alloc(16);
+  codec.encodeSvcValInto(vb, 8, { id: 7, count: 4, flags: 2 });
+  t.deepEqual(vb.subarray(8), codec.encodeSvcVal({ id: 7, count: 4, flags: 2 }));
+  t.true(vb.subarray(0, 8).every((x) => x === 0));
+  // Bad addresses fail the same way through writeIp, also when asked twice (nothing memoized).
+  for (const bad of ['10.96.0', 'fd00::96::1']) {
+    for (let n = 0; n < 2; n++) t.throws(() => codec.encodeSvcKeyInto(Buffer.alloc(24), 0, { vip: bad, port: 1, protocol: 'tcp', slot: 0 }), { message: new RegExp(`'${bad}'`) });
+  }
+});
+
 test('service value, backend, config, destroy key round trips', (t) => {
   const v = { id: 70000, count: 65535, flags: 1 };
   t.deepEqual(codec.decodeSvcVal(codec.encodeSvcVal(v)), v);

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { canonicalIp, cidrContains, cidrLast, isLoopback, parseCidr, parseIp } from '../../../src/model/ip';
+import { canonicalIp, canonicalV4Value, cidrContains, cidrLast, isLoopback, parseCidr, parseIp } from '../../../src/model/ip';
 
 const canonical: [string, string | null][] = [
   ['10.96.0.1', '10.96.0.1'],
@@ -57,3 +57,33 @@ test('isLoopback: 127/8, ::1 and IPv4-mapped loopback', (t) => {
   for (const a of ['127.0.0.1', '127.255.0.5', '::1', '::ffff:127.0.0.1']) t.true(isLoopback(parseIp(a)!), a);
   for (const a of ['10.96.0.1', '128.0.0.1', '::2', '::ffff:10.0.0.1']) t.false(isLoopback(parseIp(a)!), a);
 });
+
+// The hand-written scan behind the fast paths must accept exactly the canonical dotted quads
+// (net.isIPv4's set) and give their value; everything else is -1 (then the slow paths decide).
+const v4Values: [string, number][] = [
+  ['0.0.0.0', 0],
+  ['10.96.0.1', 0x0a600001],
+  ['255.255.255.255', 0xffffffff],
+  ['127.1.2.3', 0x7f010203],
+  ['1.2.3.40', 0x01020328],
+  ['', -1],
+  ['1.2.3', -1],
+  ['1.2.3.4.5', -1],
+  ['1.2.3.256', -1],
+  ['1.2.3.1000', -1],
+  ['01.2.3.4', -1],
+  ['1.2.3.00', -1],
+  ['1..3.4', -1],
+  ['.1.2.3', -1],
+  ['1.2.3.', -1],
+  [' 1.2.3.4', -1],
+  ['1.2.3.4/32', -1],
+  ['::ffff:1.2.3.4', -1],
+  ['1.2.3.-4', -1],
+  ['1.2.3.a', -1],
+];
+for (const [input, want] of v4Values) {
+  test(`canonicalV4Value(${JSON.stringify(input)}) = ${want}`, (t) => {
+    t.is(canonicalV4Value(input), want);
+  });
+}

@@ -1,0 +1,126 @@
+/**
+ * Profile the real berthd at size against the fake engine (the cold scenario's set-up, one run):
+ *
+ *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
+ *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
+ *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N]
+ *
+ * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
+ * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
+ * --heapsnapshot-signal). Prints spawn → ready, berthd's first reconcile, RSS and the event →
+ * maps samples as one JSON line. Open the .cpuprofile/.heapprofile in Chrome DevTools, or
+ * summarise them with `node dist/scripts/bench/profile-summary.js FILE`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { FakeEngine } from '../../test/helpers/fake-engine';
+import { Berthd, sleep } from '../../test/helpers/berthd';
+import { getJson } from '../../src/api/server';
+import { RANGES, nowMs } from './lib/util';
+
+interface StatusLike {
+  maps: { services: number; backends: number } | null;
+  lastReconcile: { durationMs: number } | null;
+  events?: { applied: number; recentMs: number[] };
+}
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+function rssMb(pid: number): number {
+  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(s)?.[1] ?? NaN) / 1024;
+}
+
+async function main(): Promise<void> {
+  const services = Number(arg('services') ?? 10000);
+  const backends = Number(arg('backends') ?? 4);
+  const nEvents = Number(arg('events') ?? 21);
+  const cpuDir = arg('cpu-prof');
+  const heapDir = arg('heap-prof');
+  const snapFile = arg('heap-snapshot');
+  const engine = await FakeEngine.start();
+  engine.recordRequests = false;
+  engine.networks = [{ Id: 'n1', Name: 'bench-syn', IPAM: { Config: [{ Subnet: '127.1.0.0/16' }] } }];
+  const n = services * backends;
+  const ipOf = (j: number) => `127.1.${(j + 2) >> 8}.${(j + 2) & 255}`;
+  const idOf = (j: number) => `c${j.toString(16).padStart(63, '0')}`;
+  for (let j = 0; j < n; j++) {
+    const svc = Math.floor(j / backends);
+    engine.add(idOf(j), `svc-${svc}-${j % backends}`, { Labels: { 'berth.service': `svc-${svc}`, 'berth.ports': '80:8080' } }, '2026-01-01T00:00:00.000000000Z', ipOf(j));
+  }
+  const nodeArgs = [
+    ...(cpuDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(cpuDir)}`] : []),
+    ...(heapDir ? ['--heap-prof', `--heap-prof-dir=${path.resolve(heapDir)}`] : []),
+    ...(snapFile ? ['--heapsnapshot-signal=SIGPWR'] : []),
+    ...(arg('node-args') ?? '').split(' ').filter(Boolean),
+  ];
+  const d = new Berthd({
+    name: 'bench-prof', serviceCidr: RANGES.cold, serviceCidr6: RANGES.cold6,
+    extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy', '--resync-interval', '3600', '--log-level', 'info'],
+    nodeArgs,
+  });
+  const status = () => getJson<StatusLike>(d.socket, '/status', 60000);
+  try {
+    const t0 = nowMs();
+    await d.start(180000);
+    let st = await status();
+    while (!st.maps || st.maps.backends < n) {
+      if (nowMs() - t0 > 180000) throw new Error('not ready after 180 s');
+      await sleep(10);
+      st = await status();
+    }
+    const readyMs = nowMs() - t0;
+    const pid = d.proc!.pid!;
+    const readyRss = rssMb(pid);
+    if (snapFile) {
+      const before = new Set(fs.readdirSync(process.cwd()));
+      d.proc!.kill('SIGPWR');
+      await sleep(20000);
+      const made = fs.readdirSync(process.cwd()).filter((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+      if (made[0]) fs.renameSync(made[0], snapFile);
+    }
+    let nextIp = n;
+    const samples: number[] = [];
+    for (let k = 0; k < nEvents; k++) {
+      const before = (await status()).events?.applied ?? 0;
+      const c = engine.containers.get(idOf(k * backends))!;
+      c.NetworkSettings.Networks.bridge.IPAddress = ipOf(nextIp++);
+      engine.event({ Type: 'container', Action: 'start', Actor: { ID: c.Id, Attributes: {} }, timeNano: Date.now() * 1e6 });
+      for (let i = 0; i < 4000; i++) {
+        await sleep(2);
+        const e = (await status()).events;
+        if (e && e.applied > before) {
+          samples.push(e.recentMs[e.recentMs.length - 1]);
+          break;
+        }
+      }
+    }
+    const afterEventsRss = rssMb(pid);
+    // What one /status answer costs berthd at this size (20 in a row, median ms).
+    const statusMs: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const t = nowMs();
+      await status();
+      statusMs.push(nowMs() - t);
+    }
+    statusMs.sort((a, b) => a - b);
+    // RSS once berthd has been left alone for a while (V8's memory reducer runs on an idle heap).
+    const idleS = Number(arg('idle-seconds') ?? 0);
+    if (idleS > 0) await sleep(idleS * 1000);
+    console.log(JSON.stringify({
+      services, containers: n, readyMs: Math.round(readyMs), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
+      afterEventsRssMb: Math.round(afterEventsRss), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: Math.round(rssMb(pid)) } : {}), eventMs: samples,
+    }));
+  } finally {
+    await d.cleanup().catch((e: Error) => console.error(e.message));
+    await engine.close();
+  }
+}
+
+main().catch((e: Error) => {
+  console.error(e.stack);
+  process.exit(1);
+});
