@@ -88,7 +88,7 @@ for (const k of ALL) {
     const tDoctor = secs();
 
     const skip = HOST_ONLY.map((m) => `--match='!${m}'`).join(' ');
-    const tests = await vmSh(name, `cd /root/berth && npx ava --no-worker-threads --serial --concurrency=1 --timeout=5m ${skip} ${MATRIX_FILES.join(' ')} 2>&1`, 45 * 60000);
+    const tests = await vmSh(name, `cd /root/berth && node node_modules/ava/entrypoints/cli.mjs --no-worker-threads --serial --concurrency=1 --timeout=5m ${skip} ${MATRIX_FILES.join(' ')} 2>&1`, 45 * 60000);
     fs.mkdirSync(LOG_DIR, { recursive: true });
     fs.writeFileSync(path.join(LOG_DIR, `${name}-ava.txt`), tests.stdout + tests.stderr);
     const summary = tests.stdout.split('\n').filter((l) => /tests? (passed|failed)|known failure|skipped|✘/.test(l)).join('\n');
