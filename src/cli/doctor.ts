@@ -10,6 +10,7 @@ import path from 'node:path';
 import Docker from 'dockerode';
 import type { Config } from '../daemon/config';
 import { run } from '../util/exec';
+import { kernelAtLeast, skAssignTakesReuseport } from '../util/kernel';
 import { findCgroup2Mounts, inBpffs } from '../util/mounts';
 import { hostNsPid, privateCgroupNamespace } from '../datapath/cgroup';
 import { probeTproxy } from '../proxy/iptables';
@@ -40,9 +41,7 @@ interface Probe {
 async function kernelChecks(): Promise<Check[]> {
   const out: Check[] = [];
   const release = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
-  const [maj, min] = release.split('.').map((x) => parseInt(x, 10));
-  const atLeast = (a: number, b: number) => maj > a || (maj === a && min >= b);
-  out.push(atLeast(5, 10) ? ok('kernel', `Linux ${release}`) : fail('kernel', `Linux ${release}`, 'berth needs Linux 5.10 or newer (the oldest it is tested on; 6.1+ recommended)'));
+  out.push(kernelAtLeast(5, 10, release) ? ok('kernel', `Linux ${release}`) : fail('kernel', `Linux ${release}`, 'berth needs Linux 5.10 or newer (the oldest it is tested on; 6.1+ recommended)'));
 
   // 17 s in an idle TCG guest (scripts/vm), far more with several guests on two cores.
   const r = await run('bpftool', ['-j', 'feature', 'probe', 'kernel'], { timeoutMs: 120000 });
@@ -72,7 +71,7 @@ async function kernelChecks(): Promise<Check[]> {
     : warn('netns cookie', 'bpf_get_netns_cookie missing for cgroup_sock_addr', 'use Linux 5.8+'));
   // getsockopt(SO_NETNS_COOKIE) (5.14): berthd learns netns cookies with it; before 5.14 it
   // attaches bpf/netns_cookie.bpf.o (cgroup/sock_create calling bpf_get_netns_cookie) instead.
-  out.push(atLeast(5, 14)
+  out.push(kernelAtLeast(5, 14, release)
     ? ok('netns cookie option', 'getsockopt(SO_NETNS_COOKIE) available')
     : helper('cgroup_sock', 'bpf_get_netns_cookie')
       ? ok('netns cookie option', 'getsockopt(SO_NETNS_COOKIE) missing (Linux < 5.14): berth learns netns cookies through a cgroup/sock_create hook of its own (one more program at the root cgroup)')
@@ -86,9 +85,11 @@ async function kernelChecks(): Promise<Check[]> {
     ? ok('UDP fail-over', 'bpf_sock_destroy available: connected UDP sockets to a removed backend are destroyed')
     : warn('UDP fail-over', 'bpf_sock_destroy missing (Linux < 6.5): connected UDP sockets to a removed backend are not destroyed', 'use Linux 6.5+; clients must reconnect themselves'));
   out.push(helper('sched_cls', 'bpf_sk_assign')
-    ? ok('bpf_sk_assign', 'available to tc programs (redirect: ebpf)')
+    ? ok('bpf_sk_assign', skAssignTakesReuseport(release)
+      ? 'available to tc programs (redirect: ebpf)'
+      : 'available to tc programs (redirect: ebpf); it takes no SO_REUSEPORT sockets before Linux 6.5, so Envoy\'s ingress listeners use one shared socket each')
     : warn('bpf_sk_assign', 'missing for tc programs', 'redirect: ebpf cannot work; berth uses iptables (Linux 5.7+ has it)'));
-  out.push(atLeast(5, 7) ? ok('bpf_link', `cgroup bpf_link supported (Linux ${release})`) : fail('bpf_link', 'cgroup bpf_link needs Linux 5.7', 'upgrade the kernel'));
+  out.push(kernelAtLeast(5, 7, release) ? ok('bpf_link', `cgroup bpf_link supported (Linux ${release})`) : fail('bpf_link', 'cgroup bpf_link needs Linux 5.7', 'upgrade the kernel'));
   out.push(fs.existsSync('/sys/kernel/btf/vmlinux')
     ? ok('BTF', '/sys/kernel/btf/vmlinux present')
     : fail('BTF', '/sys/kernel/btf/vmlinux missing', 'use a kernel built with CONFIG_DEBUG_INFO_BTF (Ubuntu 20.10+ kernels are)'));

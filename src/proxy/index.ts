@@ -16,6 +16,7 @@ import { ingressMetrics } from './stats';
 import { DEFAULT_REDIRECT_NAMES, cleanupRedirect, createRedirector, resolveMode, type RedirectEntry, type RedirectNames, type Redirector } from './redirect';
 import { ProxyErrorCode } from './errors';
 import { TypeUrl } from './protos';
+import { skAssignTakesReuseport } from '../util/kernel';
 
 export { ProxyError, ProxyErrorCode } from './errors';
 
@@ -53,6 +54,8 @@ export class Proxy implements ProxyApi {
   private listenerFailures = new Map<string, string>();
   /** The host has an IPv6 stack: listeners also take [::]:port. */
   private readonly ipv6 = hostHasIpv6();
+  /** Linux < 6.5: Envoy's listeners without SO_REUSEPORT, for bpf_sk_assign (util/kernel.ts). */
+  private readonly reusePort = skAssignTakesReuseport();
   /** The redirect entries last applied, to tell a repair from a change of ours. */
   private appliedEntries = '';
   private loggedErrors = '[]';
@@ -168,7 +171,7 @@ export class Proxy implements ProxyApi {
     this.tlsHosts = tlsHosts;
     this.certStamp = certFilesStamp(this.tlsDir, tlsHosts);
     const certs: Map<string, HostCert> = tlsHosts.length ? loadCerts(this.tlsDir, tlsHosts) : new Map();
-    const built = buildSnapshot(state, { ipv6: this.ipv6, certs, accessLog: this.o.accessLog === false ? null : this.envoy.paths.accessLog });
+    const built = buildSnapshot(state, { ipv6: this.ipv6, reusePort: this.reusePort, certs, accessLog: this.o.accessLog === false ? null : this.envoy.paths.accessLog });
     this.routeStats = built.routeStats;
     errors.push(...built.errors);
     if (this.ads) {

@@ -149,6 +149,12 @@ export interface BuildOptions {
   certs?: ReadonlyMap<string, HostCert>;
   /** File Envoy appends JSON access log lines to, or null for none. */
   accessLog?: string | null;
+  /**
+   * Whether the ingress listeners may use SO_REUSEPORT (Envoy's default: one socket per worker).
+   * false on kernels before 6.5, where bpf_sk_assign refuses reuseport sockets
+   * (src/util/kernel.ts skAssignTakesReuseport): one shared socket per listener. Default true.
+   */
+  reusePort?: boolean;
 }
 
 /**
@@ -249,6 +255,9 @@ function listener(ing: Service & { ingress: NonNullable<Service['ingress']> }, t
     // IP_TRANSPARENT: accepts connections TPROXY / bpf_sk_assign hand over although their
     // destination is the ingress VIP or a host address, not this socket's own address.
     transparent: { value: true },
+    // Linux < 6.5: bpf_sk_assign cannot hand a packet to a reuseport socket (redirect: ebpf). Set
+    // whatever the redirect mode, so that a switch between modes never changes a bound socket.
+    ...(o.reusePort === false ? { enable_reuse_port: { value: false } } : {}),
     ...(tls ? { listener_filters: [{ name: 'envoy.filters.listener.tls_inspector', typed_config: toAny(TLS_INSPECTOR_TYPE, {}) }] } : {}),
     filter_chains: chains,
   };

@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { getJson, getText } from '../../src/api/server';
+import { scaled } from './time';
 import type { ServiceView, StatusView } from '../../src/cli/format';
 
 export const REPO = path.resolve(__dirname, '../../..');
@@ -70,16 +71,18 @@ export class Berthd {
     this.proc = proc;
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
     if (until === 'ready') await this.waitReady(timeoutMs);
-    else await waitFor('berthd admin socket', async () => (await getJson<{ ok: boolean }>(this.socket, '/healthz', 1000)).ok, timeoutMs, 100);
+    else await waitFor('berthd admin socket', async () => (await getJson<{ ok: boolean }>(this.socket, '/healthz', scaled(1000))).ok, timeoutMs, 100);
   }
 
+  /** Wait until /healthz says ready; timeoutMs is stretched by BERTH_TEST_TIME_SCALE (helpers/time). */
   async waitReady(timeoutMs = 30000): Promise<void> {
+    timeoutMs = scaled(timeoutMs);
     const deadline = Date.now() + timeoutMs;
     let lastErr = '';
     while (Date.now() < deadline) {
       if (this.proc && this.proc.exitCode !== null) throw new Error(`berthd exited with ${this.proc.exitCode}:\n${this.tail()}`);
       try {
-        const st = await getJson<{ ready: boolean }>(this.socket, '/healthz', 1000);
+        const st = await getJson<{ ready: boolean }>(this.socket, '/healthz', scaled(1000));
         if (st.ready) return;
       } catch (e) {
         lastErr = (e as Error).message;
@@ -176,8 +179,12 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Poll fn until it returns a truthy value (returned) or the bound passes (throws with the last value). */
+/**
+ * Poll fn until it returns a truthy value (returned) or the bound passes (throws with the last
+ * value). timeoutMs is stretched by BERTH_TEST_TIME_SCALE (helpers/time; 1 on the host).
+ */
 export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 10000, everyMs = 50): Promise<NonNullable<T>> {
+  timeoutMs = scaled(timeoutMs);
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {

@@ -3,15 +3,10 @@
  * so that integration tests assert the degraded behaviour on old kernels (the VM kernel matrix
  * runs them on 5.10, 6.1 and 6.12) instead of skipping.
  */
-import fs from 'node:fs';
 import { btfHasFunc } from '../../src/cli/doctor';
 
-/** Whether `release` (default: the running kernel's, e.g. "5.10.0-46-amd64") is at least major.minor. */
-export function kernelAtLeast(major: number, minor: number, release = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8')): boolean {
-  const [maj, min] = release.trim().split(/[.-]/).map((x) => parseInt(x, 10));
-  if (Number.isNaN(maj) || Number.isNaN(min)) throw new Error(`not a kernel release: ${release}`);
-  return maj > major || (maj === major && min >= minor);
-}
+export { kernelAtLeast } from '../../src/util/kernel';
+import { kernelAtLeast } from '../../src/util/kernel';
 
 /**
  * What connect() to a VIP without a ready backend fails with: ECONNREFUSED where the hook can

@@ -44,6 +44,14 @@ test('with IPv6, the listener also binds [::]:proxyPort, IPv6-only', (t) => {
   t.is(decoded(buildSnapshot(bookinfo()).snapshot, TypeUrl.listener, listenerName('basic')).additional_addresses, undefined);
 });
 
+test('kernels before 6.5 (bpf_sk_assign takes no reuseport socket): listeners without SO_REUSEPORT; otherwise Envoy\'s default', (t) => {
+  const l = decoded(buildSnapshot(bookinfo(), { ipv6: true, reusePort: false }).snapshot, TypeUrl.listener, listenerName('basic'));
+  t.deepEqual(l.enable_reuse_port, { value: false });
+  for (const o of [{ ipv6: false }, { ipv6: false, reusePort: true }]) {
+    t.is(decoded(buildSnapshot(bookinfo(), o).snapshot, TypeUrl.listener, listenerName('basic')).enable_reuse_port, undefined);
+  }
+});
+
 test('routes: longest prefix first, in the default virtual host', (t) => {
   const st = bookinfo();
   st.services[0].routes = [route('/', 'productpage'), route('/details', 'details'), route('/details/v2', 'details')];
