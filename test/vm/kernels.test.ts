@@ -68,7 +68,7 @@ test.before(async () => {
 for (const k of ALL) {
   const name = `i9k-k${k.replace('.', '')}`;
   const run = wanted.includes(k) ? test : test.skip;
-  run(`kernel ${k}: datapath, socket LB and ingress integration tests pass in a guest; doctor names what the kernel lacks`, async (t) => {
+  run(`kernel ${k}: datapath and ingress (redirect ebpf) integration tests pass in a guest; doctor names what the kernel lacks`, async (t) => {
     await vmDown(name);
     t.teardown(async () => {
       if (!t.passed) await vmLogs(name).catch(() => undefined);

@@ -16,7 +16,7 @@
 #include "common.h"
 
 static const char *USAGE =
-	"usage: berth-probe tcp|udp|udp-unconnected <addr> <port> [--send MSG] [--timeout-ms N] [--count N]\n"
+	"usage: berth-probe tcp|udp|udp-unconnected <addr> <port> [--send MSG] [--timeout-ms N] [--idle-ms N] [--count N]\n"
 	"  prints one JSON line per attempt: {ok, peer, reply, from, errno, ms}; exit 0 when all attempts succeeded\n"
 	"  tcp with --send '' only connects (no read)";
 
@@ -122,9 +122,11 @@ static void set_peer(int fd, struct result *r)
 
 /*
  * TCP: read until the echo of MSG has come back (the echo servers send "TAG\n" first), the peer
- * closes, 300 ms pass without more data (servers that do not echo), or the deadline.
+ * closes, idle_ms pass without more data (servers that do not echo; --idle-ms, default 300), or
+ * the deadline. An HTTP request with "Connection: close" wants --idle-ms as long as the timeout:
+ * a slow proxy may send the body well after the headers, and the close ends the read.
  */
-static void tcp_attempt(const struct sockaddr *sa, socklen_t len, const char *msg, double deadline, struct result *r)
+static void tcp_attempt(const struct sockaddr *sa, socklen_t len, const char *msg, double deadline, int idle_ms, struct result *r)
 {
 	int fd = socket(sa->sa_family, SOCK_STREAM, 0);
 	if (fd < 0) { r->err = errno; return; }
@@ -144,8 +146,8 @@ static void tcp_attempt(const struct sockaddr *sa, socklen_t len, const char *ms
 	int closed = 0;
 	for (;;) {
 		double d = deadline;
-		if (r->reply_len && now_ms() + 300 < d)
-			d = now_ms() + 300;
+		if (r->reply_len && now_ms() + idle_ms < d)
+			d = now_ms() + idle_ms;
 		if (!wait_fd(fd, POLLIN, d))
 			break;
 		ssize_t n = recv(fd, r->reply + r->reply_len, sizeof(r->reply) - 1 - r->reply_len, MSG_DONTWAIT);
@@ -222,10 +224,11 @@ int main(int argc, char **argv)
 	const char *addr = argv[2];
 	int port = parse_port(argv[3], USAGE);
 	const char *msg = "ping";
-	long timeout_ms = 2000, count = 1;
+	long timeout_ms = 2000, count = 1, idle_ms = 300;
 	for (int i = 4; i < argc; i++) {
 		if (!strcmp(argv[i], "--send") && i + 1 < argc) msg = argv[++i];
 		else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc) timeout_ms = parse_num(argv[++i], 1, 600000);
+		else if (!strcmp(argv[i], "--idle-ms") && i + 1 < argc) idle_ms = parse_num(argv[++i], 1, 600000);
 		else if (!strcmp(argv[i], "--count") && i + 1 < argc) count = parse_num(argv[++i], 1, 100000);
 		else { fprintf(stderr, "%s\n", USAGE); return 2; }
 	}
@@ -255,7 +258,7 @@ int main(int argc, char **argv)
 		memset(&r, 0, sizeof(r));
 		double t0 = now_ms(), deadline = t0 + (double)timeout_ms;
 		if (mode == M_TCP)
-			tcp_attempt((struct sockaddr *)&ss, len, msg, deadline, &r);
+			tcp_attempt((struct sockaddr *)&ss, len, msg, deadline, (int)idle_ms, &r);
 		else
 			udp_attempt((struct sockaddr *)&ss, len, mode == M_UDP, msg, deadline, &r);
 		if (!r.ok) failures++;
