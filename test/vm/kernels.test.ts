@@ -2,7 +2,7 @@
  * The kernel matrix: the datapath integration tests and the ingress test in redirect mode `ebpf`
  * (the same files the host runs: dist/test/integration/, see MATRIX_RUNS) in guests on Debian's
  * 5.10, 6.1 and 6.12 kernels, plus `berth doctor` on each. One guest at a time (one ava test
- * each); `npm run test:vm` runs this file next to the systemd suite (two guests at once).
+ * each); `npm run test:vm` runs this file, then the systemd suite (ava --serial: one file at a time).
  *
  * Older kernels degrade as the README says and the integration files assert the degraded
  * behaviour there (test/helpers/kernel.ts): EPERM instead of ECONNREFUSED before 5.18, no UDP
