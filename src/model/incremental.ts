@@ -190,7 +190,9 @@ export class IncrementalModel {
   /**
    * A full Docker list: containers not in it are removed, the others upserted (in the list's
    * order, oldest first, which gives new ones their tie-break order). Returns the delta and how
-   * many containers differed from what the model held (missed events: drift).
+   * many containers differed from what the model held (missed events: drift). Containers the
+   * model does not keep (no berth labels: berthd's clients ride along in the list) are not drift:
+   * they are in every list and never in the model.
    */
   resync(snap: DockerSnapshot, host: HostInfo = this.host): ModelDelta & { containersChanged: number } {
     const listed = new Set<string>();
@@ -202,8 +204,10 @@ export class IncrementalModel {
       else this.entries.get(c.id)!.info = c; // the list's object replaces the old (same content)
     }
     const removed = [...this.entries.keys()].filter((id) => !listed.has(id));
+    const known = new Set(upserts.filter((c) => this.entries.has(c.id)).map((c) => c.id));
     const delta = this.apply(upserts, removed, { host, networks: snap.networks });
-    return { ...delta, containersChanged: upserts.length + removed.length };
+    const changed = upserts.filter((c) => known.has(c.id) || this.entries.has(c.id)).length;
+    return { ...delta, containersChanged: changed + removed.length };
   }
 
   /**

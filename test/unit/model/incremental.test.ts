@@ -14,7 +14,8 @@ import test from 'ava';
 import { buildDesiredState } from '../../../src/model/desired';
 import { IncrementalModel } from '../../../src/model/incremental';
 import { VipStore } from '../../../src/model/vipstore';
-import type { DesiredState, LabelError, NetworkInfo } from '../../../src/model/types';
+import type { ContainerInfo, DesiredState, LabelError, NetworkInfo } from '../../../src/model/types';
+import { container, snapshot } from './fixtures';
 import { MapView } from '../../../src/datapath/view';
 import { newContainer, rng, step, type World } from '../../helpers/churn';
 import { networkNumbers, type NetContext } from '../../../src/datapath/netlists';
@@ -247,4 +248,21 @@ test('the property check can fail: a model that forgets one removal is caught', 
   model.apply(cs, []);
   const scratch = buildDesiredState({ containers: cs.slice(1), networks: [], takenAt: 0 }, HOST, { ...CIDRS, store: VipStore.inMemory(store.list()) });
   t.notDeepEqual(canonical(model.state()).services, canonical(scratch).services);
+});
+
+test('resync counts drift only for containers the model keeps: clients without berth labels are in every list, never drift', (t) => {
+  const model = new IncrementalModel({ ...CIDRS, store: VipStore.inMemory() }, HOST);
+  const web = container('web-1', { 'berth.service': 'web', 'berth.ports': '80:8080' }, { created: 1 });
+  const client = container('client-1', {}, { created: 2 });
+  const bad = container('bad-1', { 'berth.service': 'bad', 'berth.ports': 'eighty' }, { created: 3 });
+  const first = model.resync(snapshot([web, client, bad]), HOST);
+  t.is(first.containersChanged, 2, 'web and the label-error container are new to the model; the client is not kept');
+  const table: [string, ContainerInfo[], number][] = [
+    ['the same list again: nothing differed', [web, client, bad], 0],
+    ['a client came and went between lists: not drift', [web, bad], 0],
+    ['web\'s state changed (a missed die event)', [{ ...web, state: 'exited' }, bad], 1],
+    ['web gone, a new client: one removal', [bad, container('client-2', {}, { created: 4 })], 1],
+    ['a client gained berth labels (recreated): it is drift now', [bad, container('client-2', { 'berth.service': 'c', 'berth.ports': '80' }, { created: 4 })], 1],
+  ];
+  for (const [what, list, n] of table) t.is(model.resync(snapshot(list), HOST).containersChanged, n, what);
 });
