@@ -97,6 +97,15 @@ const mainPid = async () => (await vmOk(G, 'systemctl show -p MainPID --value be
 const CONNECT4 = '(?:connect4|cgroup_inet4_connect)';
 /** The berth programs on the guest's root cgroup (id, attach type, name), sorted. */
 const rootProgs = async () => (await vmOk(G, "bpftool cgroup show /sys/fs/cgroup | awk '/berth/{print $1, $2, $NF}' | sort")).trim();
+/** The same without program ids (attach type, name): one line per attachment. */
+const rootHooks = async () => (await rootProgs()).split('\n').map((l) => l.replace(/^\d+ /, '')).sort().join('\n');
+/**
+ * berthd's pinned cgroup links (pin name and link id), sorted. A starting berthd loads its
+ * programs afresh and swaps each into its pinned link (BPF_LINK_UPDATE, Linux 5.7): the program
+ * ids change on every start, by design (an upgrade's new code takes over with no moment
+ * unattached); adoption shows as the same link ids and one attachment per hook.
+ */
+const pinnedLinks = async () => (await vmOk(G, "for p in /sys/fs/bpf/berth/link_*; do printf '%s ' ${p##*/}; bpftool link show pinned $p | sed -n '1s/:.*//p'; done")).trim();
 
 test.before(async () => {
   await buildTestBinaries(); // before `up`: the guest sees the checkout as it is at `up`
@@ -220,7 +229,9 @@ test.serial('watchdog: a frozen berthd is killed and restarted by systemd within
   const wd = (await vmOk(G, 'systemctl show -p WatchdogUSec --value berthd')).trim();
   const wdSec = timespanSec(wd);
   t.true(wdSec > 0, `WatchdogSec set (${wd})`);
-  const progs0 = await rootProgs();
+  const hooks0 = await rootHooks();
+  const links0 = await pinnedLinks();
+  t.regex(links0, /^link_\S+ \d+$/m, 'berthd pinned its links');
   const out = await vmOk(G, `${clientLoops(900)}
     pid=$(systemctl show -p MainPID --value berthd); t0=$(date +%s); kill -STOP $pid
     while kill -0 $pid 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt 120 ]; do sleep 0.5; done
@@ -233,8 +244,10 @@ test.serial('watchdog: a frozen berthd is killed and restarted by systemd within
   t.regex(await vmOk(G, 'journalctl -u berthd -b --no-pager -o cat | grep -i watchdog || true'), /[Ww]atchdog timeout/);
   t.is((await vmOk(G, 'systemctl is-active berthd')).trim(), 'active');
   assertLoops(t, out.replace(/^(killed|active)_after=.*$/gm, ''), 10, 'the watchdog restart');
-  // The new berthd adopted the pinned programs (same program ids at the root), not re-attached.
-  t.is(await rootProgs(), progs0);
+  // The new berthd adopted the pinned links (same link ids; its fresh programs swapped in), and
+  // attached nothing twice (the same hooks, one attachment each).
+  t.is(await pinnedLinks(), links0, 'the same pinned links, adopted');
+  t.is(await rootHooks(), hooks0, 'one attachment per hook, as before');
   console.log(`watchdog (WatchdogSec=${wd}): killed after ${killedAfter} s, ${/active_after=\d+/.exec(out)?.[0]} s`);
 });
 
