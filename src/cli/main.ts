@@ -53,6 +53,11 @@ async function main(): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return cmd ? 0 : 2;
   }
+  // `berth cleanup --help` must print help, never act (cleanup removes berth's datapath).
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
   const json = takeFlag(args, '--json');
   const force = takeFlag(args, '--force');
   const socketFlag = takeValue(args, '--socket');
