@@ -388,17 +388,18 @@ export function parseFlags(argv: string[]): { values: Map<keyof Config, string>;
     const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(arg);
     if (!m) throw new ConfigError(`unexpected argument "${arg}" (flags look like --service-cidr 10.96.0.0/16)`);
     const name = m[1];
+    // Unknown before missing value: `--bogus` alone is a misspelt flag, not one that lacks a value.
+    const key = FLAG_TO_KEY.get(name);
+    if (!key && name !== 'config') throw new ConfigError(`unknown flag --${name} (known: --config, ${[...FLAG_TO_KEY.keys()].map((f) => '--' + f).join(', ')})`);
     let value = m[2];
     if (value === undefined) {
       if (i + 1 >= argv.length) throw new ConfigError(`flag --${name} needs a value`);
       value = argv[++i];
     }
-    if (name === 'config') {
+    if (!key) {
       configFile = value;
       continue;
     }
-    const key = FLAG_TO_KEY.get(name);
-    if (!key) throw new ConfigError(`unknown flag --${name} (known: --config, ${[...FLAG_TO_KEY.keys()].map((f) => '--' + f).join(', ')})`);
     values.set(key, value);
   }
   return { values, configFile, help };

@@ -65,6 +65,8 @@ test('--key=value form and BERTH_CONFIG', (t) => {
 const bad: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
   ['unknown flag names the flag', ['--service-cdir', '10.0.0.0/8'], {}, /unknown flag --service-cdir/],
   ['flag without value', ['--redirect'], {}, /--redirect needs a value/],
+  ['unknown flag without a value is unknown, not valueless', ['--bogus'], {}, /unknown flag --bogus/],
+  ['--config without a value', ['--config'], {}, /--config needs a value/],
   ['bad redirect names flag and key', ['--redirect', 'tproxy'], {}, /flag --redirect: invalid redirect "tproxy"/],
   ['unknown crossNetwork names flag and key', ['--cross-network', 'deny'], {}, /flag --cross-network: invalid crossNetwork "deny".*'allow' or 'docker'/],
   ['unknown crossNetwork from env', [], { BERTH_CROSS_NETWORK: 'open' }, /environment variable BERTH_CROSS_NETWORK: invalid crossNetwork "open"/],
