@@ -4,6 +4,7 @@
  *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
  *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
  *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N] [--smaps]
+ *     [--resync-interval S]
  *
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
@@ -51,6 +52,13 @@ function smapsMb(pid: number): Record<string, number> {
   return out;
 }
 
+/** User + system CPU time of a process so far, ms (/proc/PID/stat, clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10;
+}
+
 function rssMb(pid: number): number {
   const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/^VmRSS:\s+(\d+) kB/m.exec(s)?.[1] ?? NaN) / 1024;
@@ -81,7 +89,7 @@ async function main(): Promise<void> {
   ];
   const d = new Berthd({
     name: 'bench-prof', serviceCidr: RANGES.cold, serviceCidr6: RANGES.cold6,
-    extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy', '--resync-interval', '3600', '--log-level', 'info'],
+    extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy', '--resync-interval', arg('resync-interval') ?? '3600', '--log-level', 'info'],
     nodeArgs,
   });
   const status = () => getJson<StatusLike>(d.socket, '/status', 60000);
@@ -131,11 +139,19 @@ async function main(): Promise<void> {
     }
     statusMs.sort((a, b) => a - b);
     // RSS once berthd has been left alone for a while (V8's memory reducer runs on an idle heap).
+    // (With --resync-interval: berthd's CPU over the idle time is what its periodic full lists,
+    // with nothing changed, cost.)
     const idleS = Number(arg('idle-seconds') ?? 0);
-    if (idleS > 0) await sleep(idleS * 1000);
+    const cpuBefore = cpuMs(pid);
+    const idleRss: number[] = [];
+    for (let i = 0; i < idleS; i++) {
+      await sleep(1000);
+      idleRss.push(Math.round(rssMb(pid)));
+    }
+    const idleCpuMs = cpuMs(pid) - cpuBefore;
     console.log(JSON.stringify({
       services, containers: n, readyMs: Math.round(readyMs), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
-      afterEventsRssMb: Math.round(afterEventsRss), ...(readySmaps ? { readySmaps } : {}), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: Math.round(rssMb(pid)) } : {}), eventMs: samples,
+      afterEventsRssMb: Math.round(afterEventsRss), ...(readySmaps ? { readySmaps } : {}), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: idleRss, idleCpuMs } : {}), eventMs: samples,
     }));
   } finally {
     await d.cleanup().catch((e: Error) => console.error(e.message));
