@@ -4,7 +4,7 @@
  *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
  *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
  *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N] [--smaps]
- *     [--resync-interval S]
+ *     [--resync-interval S] [--daemon OTHER_CHECKOUT/dist/src/daemon/main.js]
  *
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
@@ -91,6 +91,7 @@ async function main(): Promise<void> {
     name: 'bench-prof', serviceCidr: RANGES.cold, serviceCidr6: RANGES.cold6,
     extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy', '--resync-interval', arg('resync-interval') ?? '3600', '--log-level', 'info'],
     nodeArgs,
+    ...(arg('daemon') ? { daemon: path.resolve(arg('daemon')!) } : {}),
   });
   const status = () => getJson<StatusLike>(d.socket, '/status', 60000);
   try {

@@ -25,6 +25,8 @@ export interface BerthdOptions {
   env?: NodeJS.ProcessEnv;
   /** Options for node itself, before the script (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
   nodeArgs?: string[];
+  /** Another build's berthd script (default: this checkout's DAEMON), for A/B measurements. */
+  daemon?: string;
 }
 
 export function berthdArgs(o: BerthdOptions): string[] {
@@ -63,7 +65,7 @@ export class Berthd {
    */
   async start(timeoutMs = 30000, until: 'ready' | 'serving' = 'ready'): Promise<void> {
     const log = fs.openSync(this.logFile, 'a');
-    const proc = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), DAEMON, ...this.args], {
+    const proc = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), this.opts.daemon ?? DAEMON, ...this.args], {
       stdio: ['ignore', log, log],
       env: { ...process.env, ...(this.opts.env ?? {}) },
     });
