@@ -3,7 +3,8 @@
  *
  *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
  *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
- *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N]
+ *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N] [--smaps]
+ *     [--resync-interval S] [--daemon OTHER_CHECKOUT/dist/src/daemon/main.js]
  *
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
@@ -27,6 +28,35 @@ interface StatusLike {
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+/**
+ * Resident MB of a process by kind of mapping (/proc/PID/smaps): malloc's brk heap ("[heap]"),
+ * other anonymous mappings (V8's heap pages, malloc arenas and large mmap'd blocks), and files
+ * (node's binary, shared libraries, the addon).
+ */
+function smapsMb(pid: number): Record<string, number> {
+  const out: Record<string, number> = { heap: 0, anon: 0, file: 0 };
+  let kind = 'anon';
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) {
+      const name = head[1];
+      kind = name === '[heap]' ? 'heap' : name === '' || name.startsWith('[') ? 'anon' : 'file';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) out[kind] += Number(rss[1]) / 1024;
+  }
+  for (const k of Object.keys(out)) out[k] = Math.round(out[k]);
+  return out;
+}
+
+/** User + system CPU time of a process so far, ms (/proc/PID/stat, clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10;
 }
 
 function rssMb(pid: number): number {
@@ -59,8 +89,9 @@ async function main(): Promise<void> {
   ];
   const d = new Berthd({
     name: 'bench-prof', serviceCidr: RANGES.cold, serviceCidr6: RANGES.cold6,
-    extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy', '--resync-interval', '3600', '--log-level', 'info'],
+    extraArgs: ['--docker-host', engine.dockerHost, '--envoy-path', '/nonexistent/envoy', '--resync-interval', arg('resync-interval') ?? '3600', '--log-level', 'info'],
     nodeArgs,
+    ...(arg('daemon') ? { daemon: path.resolve(arg('daemon')!) } : {}),
   });
   const status = () => getJson<StatusLike>(d.socket, '/status', 60000);
   try {
@@ -75,6 +106,7 @@ async function main(): Promise<void> {
     const readyMs = nowMs() - t0;
     const pid = d.proc!.pid!;
     const readyRss = rssMb(pid);
+    const readySmaps = process.argv.includes('--smaps') ? smapsMb(pid) : undefined;
     if (snapFile) {
       const before = new Set(fs.readdirSync(process.cwd()));
       d.proc!.kill('SIGPWR');
@@ -108,11 +140,19 @@ async function main(): Promise<void> {
     }
     statusMs.sort((a, b) => a - b);
     // RSS once berthd has been left alone for a while (V8's memory reducer runs on an idle heap).
+    // (With --resync-interval: berthd's CPU over the idle time is what its periodic full lists,
+    // with nothing changed, cost.)
     const idleS = Number(arg('idle-seconds') ?? 0);
-    if (idleS > 0) await sleep(idleS * 1000);
+    const cpuBefore = cpuMs(pid);
+    const idleRss: number[] = [];
+    for (let i = 0; i < idleS; i++) {
+      await sleep(1000);
+      idleRss.push(Math.round(rssMb(pid)));
+    }
+    const idleCpuMs = cpuMs(pid) - cpuBefore;
     console.log(JSON.stringify({
       services, containers: n, readyMs: Math.round(readyMs), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
-      afterEventsRssMb: Math.round(afterEventsRss), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: Math.round(rssMb(pid)) } : {}), eventMs: samples,
+      afterEventsRssMb: Math.round(afterEventsRss), ...(readySmaps ? { readySmaps } : {}), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: idleRss, idleCpuMs } : {}), eventMs: samples,
     }));
   } finally {
     await d.cleanup().catch((e: Error) => console.error(e.message));

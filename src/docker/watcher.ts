@@ -520,14 +520,20 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     if (this.stopped) return;
 
     // Oldest first: Docker lists newest first by exact creation time, and the model breaks ties
-    // of the list's whole-second Created by this order. (The old map is dropped before the new
-    // one fills, so two full copies never live at once beyond the list's own JSON.)
+    // of the list's whole-second Created by this order. A container that did not change keeps
+    // the object it had: a periodic list then leaves the kept state as it was (the model sees
+    // the same objects, and the list's new ones die young) instead of replacing 40,000 objects
+    // that the garbage collector had already moved to the old generation (measured at 10,000
+    // services × 4: RSS rose from 236 to 471 MB over 3 idle full lists 10 s apart).
+    const prev = this.containers;
     this.containers = null;
     this.last = null;
     const containers = new Map<string, ContainerInfo>();
     for (let i = summaries.length - 1; i >= 0; i--) {
       const c = this.convert(summaries[i]);
-      if (c) containers.set(c.id, c);
+      if (!c) continue;
+      const old = prev?.get(c.id);
+      containers.set(c.id, old && sameContainer(old, c) ? old : c);
     }
     this.containers = containers;
     this.networks = nets.map(toNetworkInfo).sort((a, b) => a.name.localeCompare(b.name));

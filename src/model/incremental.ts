@@ -487,6 +487,7 @@ function samePorts(a: ContainerInfo['exposedPorts'], b: ContainerInfo['exposedPo
 
 /** Equal as the model reads them (the list's objects are new each time). */
 export function sameContainer(a: ContainerInfo, b: ContainerInfo): boolean {
+  if (a === b) return true;
   return (
     a.id === b.id && a.name === b.name && a.state === b.state && a.health === b.health && a.stopping === b.stopping &&
     a.created === b.created && a.networkMode === b.networkMode && sameRecord(a.labels, b.labels) && samePorts(a.exposedPorts, b.exposedPorts) &&

@@ -6,7 +6,8 @@
  * the old generation. V8 ran only two mark-compacts during that start (node --trace-gc: the old
  * generation grew from 54 to 212 MB used with ~126 MB live), and an idle berthd allocates too
  * little to trigger another, so the garbage stayed resident. Collecting once when the first full
- * reconcile is done returns it.
+ * reconcile is done returns it; berthd does the same after each later full reconcile (a periodic
+ * full Docker list), whose temporaries also reach the old generation.
  *
  * How: node exposes gc() only with --expose-gc; setting that flag at run time and taking gc from
  * a fresh context is the way jest's leak detector does it (jest-leak-detector). Without it (a

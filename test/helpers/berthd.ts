@@ -25,6 +25,9 @@ export interface BerthdOptions {
   env?: NodeJS.ProcessEnv;
   /** Options for node itself, before the script (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
   nodeArgs?: string[];
+  /** Another build's berthd script (default: $BERTH_DAEMON, else this checkout's DAEMON), for
+   * A/B measurements (`BERTH_DAEMON=/other/checkout/dist/src/daemon/main.js npm run bench …`). */
+  daemon?: string;
 }
 
 export function berthdArgs(o: BerthdOptions): string[] {
@@ -63,7 +66,7 @@ export class Berthd {
    */
   async start(timeoutMs = 30000, until: 'ready' | 'serving' = 'ready'): Promise<void> {
     const log = fs.openSync(this.logFile, 'a');
-    const proc = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), DAEMON, ...this.args], {
+    const proc = spawn(process.execPath, [...(this.opts.nodeArgs ?? []), this.opts.daemon ?? process.env.BERTH_DAEMON ?? DAEMON, ...this.args], {
       stdio: ['ignore', log, log],
       env: { ...process.env, ...(this.opts.env ?? {}) },
     });

@@ -303,3 +303,19 @@ test('a backlog of more ids than maxFetchIds is fetched in chunks, never turned 
   t.is(snaps.length, 1, 'no full list');
   t.true(engine.idLists >= 3, `${engine.idLists} filtered fetches of at most 2 ids`);
 });
+
+test('a full list keeps the object of a container that did not change, and gives a changed one a new object', async (t) => {
+  const { engine, w, snaps } = await setup(t, { resyncMs: 50 });
+  engine.add('a', 'alpha', { Labels: { 'berth.service': 'web' } });
+  engine.add('b', 'bravo', { Labels: { 'berth.service': 'web' } });
+  w.start();
+  await until('first snapshot', () => snaps.length === 1);
+  const [a0, b0] = [get(snaps[0], 'a')!, get(snaps[0], 'b')!];
+  engine.containers.get('b')!.NetworkSettings.Networks.bridge.IPAddress = '172.17.0.99';
+  await until('a full list after the change', () => snaps.length >= 2 && get(snaps[snaps.length - 1], 'b')?.networks[0].ip === '172.17.0.99');
+  const last = snaps[snaps.length - 1];
+  t.is(get(last, 'a'), a0, 'unchanged: the same object as before');
+  t.not(get(last, 'b'), b0);
+  t.is(b0.networks[0].ip !== '172.17.0.99', true, 'the old object was not changed in place');
+  t.deepEqual(last.containers.map((c) => c.id).sort(), ['a', 'b']);
+});
