@@ -1,0 +1,145 @@
+/**
+ * A three-host berth cluster in scripts/vm guests, for test/vm/cluster.test.ts and the cluster
+ * benchmark (scripts/bench/cluster.ts). Each guest gets:
+ *   - an address on one private segment (10.99.12.N/24, no host interface);
+ *   - its own Docker subnets (daemon.json bip 172.(17+N).0.1/16, pools 172.(27+N).0.0/16 by /24),
+ *     so no container subnet overlaps between hosts (README "Several hosts", set-up step 2);
+ *   - one member of a three-member etcd (Debian's etcd-server, a runtime unit the test starts);
+ *   - berthd installed with scripts/install (run with --root on the host, unpacked in the guest:
+ *     see stageInstall) and run by systemd, pointed at all three members;
+ *   - the test agent (cluster-agent.ts) on ADDR:9900.
+ * Set-up runs on the three guests at once; every step is bounded (vm.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { run } from '../../src/util/exec';
+import { ENSURE_TEST_IMAGE, REPO, until, vmDown, vmJson, vmOk, vmUp } from './vm';
+
+export interface ClusterHost {
+  /** Guest name (scripts/vm). */
+  name: string;
+  /** Segment address (also nodeAddress and the etcd member's address). */
+  addr: string;
+  /** Docker's default bridge subnet on this host. */
+  bip: string;
+  /** The test agent, `addr:9900`. */
+  agent: string;
+}
+
+export const SEGMENT = 'i12e';
+export const AGENT_PORT = 9900;
+const AGENT = '/berth/dist/test/vm/cluster-agent.js';
+
+/** The three hosts (guest names carry the branch prefix, as TESTBED asks). */
+export function clusterHosts(prefix = 'i12e-h'): ClusterHost[] {
+  return [1, 2, 3].map((n) => ({ name: `${prefix}${n}`, addr: `10.99.12.${n}`, bip: `172.${17 + n}.0.1/16`, agent: `10.99.12.${n}:${AGENT_PORT}` }));
+}
+
+export const endpoints = (hosts: ClusterHost[]) => hosts.map((h) => `http://${h.addr}:2379`).join(',');
+
+/** The etcd member of `h` as a runtime unit (gone at reboot), with timeouts for TCG guests. */
+function etcdUnit(h: ClusterHost, hosts: ClusterHost[]): string {
+  const cluster = hosts.map((x) => `${x.name}=http://${x.addr}:2380`).join(',');
+  // Heartbeat/election 4x etcd's defaults: TCG guests on a loaded 2-core machine stall for
+  // hundreds of ms, and a leader lost to a stall would renew every lease (see the test).
+  const exec = ['/usr/bin/etcd', `--name ${h.name}`, '--data-dir /var/lib/berth-test-etcd',
+    `--listen-peer-urls http://${h.addr}:2380`, `--initial-advertise-peer-urls http://${h.addr}:2380`,
+    `--listen-client-urls http://${h.addr}:2379,http://127.0.0.1:2379`, `--advertise-client-urls http://${h.addr}:2379`,
+    `--initial-cluster ${cluster}`, '--initial-cluster-state new', '--initial-cluster-token berth-i12e',
+    '--heartbeat-interval 400', '--election-timeout 4000', '--logger zap', '--log-level warn'].join(' ');
+  return `[Unit]\nDescription=etcd member for the berth cluster test\n[Service]\nExecStart=${exec}\nRestart=no\n`;
+}
+
+/** Shell for guest `h`: Docker subnets, etcd member, berth installed and configured (not started). */
+function prepareScript(h: ClusterHost, hosts: ClusterHost[]): string {
+  const n = Number(h.addr.split('.')[3]);
+  const daemon = JSON.stringify({ 'storage-driver': 'overlay2', bip: h.bip, 'default-address-pools': [{ base: `172.${27 + n}.0.0/16`, size: 24 }] });
+  const config = [`etcdEndpoints: ${endpoints(hosts)}`, 'logLevel: info', ''].join('\n');
+  return `set -e
+echo '${daemon}' > /etc/docker/daemon.json
+systemctl restart docker
+cat > /run/systemd/system/berth-test-etcd.service <<'UNIT'
+${etcdUnit(h, hosts)}UNIT
+systemctl daemon-reload
+rm -rf /var/lib/berth-test-etcd
+systemctl start --no-block berth-test-etcd
+tar -C / -xzf /berth/${STAGE_TAR}
+# TCG on a loaded machine: berthd's start (Node loading its modules, the first reconcile) took
+# longer than systemd's default 90 s start timeout; the unit itself stays as shipped.
+mkdir -p /etc/systemd/system/berthd.service.d
+printf '[Service]\nTimeoutStartSec=20min\n' > /etc/systemd/system/berthd.service.d/vm-tcg.conf
+systemctl daemon-reload
+cat > /etc/berth/config.yaml <<'CONF'
+${config}CONF
+${ENSURE_TEST_IMAGE}
+systemd-run --unit berth-test-agent --collect node ${AGENT} serve ${h.addr} ${AGENT_PORT} >/dev/null
+`;
+}
+
+/** The install, staged on the host (checkout-relative; inside the guests' /berth disk). */
+const STAGE_TAR = 'build/vm-cluster-install.tar.gz';
+
+/**
+ * `scripts/install --root` on the host, packed into one tarball that every guest unpacks at /
+ * (the unit, /opt/berth, the wrappers, the example config). Run in a guest, scripts/install took
+ * 11-14 min under TCG on this loaded machine (cp -a of node_modules, then `npm prune` reading
+ * 9,000 files), which alone exceeded the test's budget; on the host it takes seconds, and the
+ * result is the same files (the guests run the host's Node at the same path).
+ */
+async function stageInstall(): Promise<void> {
+  const root = path.join(REPO, 'build/vm-cluster-root');
+  const sh = async (cmd: string, args: string[]) => {
+    const r = await run(cmd, args, { timeoutMs: 600000 });
+    if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.code}: ${r.stderr.slice(-2000)}`);
+  };
+  fs.rmSync(root, { recursive: true, force: true });
+  await sh('bash', [path.join(REPO, 'scripts/install'), '--root', root]);
+  await sh('tar', ['-C', root, '-czf', path.join(REPO, STAGE_TAR), '.']);
+  fs.rmSync(root, { recursive: true, force: true });
+}
+
+/** Boots the three guests on one segment (in parallel); `down` first clears a previous run. */
+export async function clusterUp(hosts: ClusterHost[]): Promise<string[]> {
+  await stageInstall(); // before `up`: the guests see the checkout as it is at `up`
+  await Promise.all(hosts.map((h) => vmDown(h.name)));
+  return Promise.all(hosts.map((h) => vmUp(h.name, { segment: SEGMENT, address: `${h.addr}/24` })));
+}
+
+/**
+ * Prepares every guest, waits for etcd to have a leader, then starts berthd everywhere
+ * (`systemctl enable --now`: returns once each berthd sent READY=1). Returns the test image tag.
+ */
+export async function clusterSetup(hosts: ClusterHost[]): Promise<string> {
+  const out = await Promise.all(hosts.map((h) => vmOk(h.name, prepareScript(h, hosts), 900000)));
+  const image = out[0].trim().split('\n').pop() ?? '';
+  await until('etcd has a leader on every member', async () => {
+    const st = await etcdStatus(hosts[0], hosts);
+    return st.every((e) => e.ok);
+  }, 180000, 2000);
+  await Promise.all(hosts.map((h) => vmOk(h.name, 'systemctl enable --now berthd', 400000)));
+  return image;
+}
+
+export interface EtcdEndpointStatus { endpoint: string; ok: boolean; member: string | null; leader: string | null; error: string | null }
+
+/** etcd's status from guest `from`, per member (cluster-agent.ts etcd-status). */
+export async function etcdStatus(from: ClusterHost, hosts: ClusterHost[]): Promise<EtcdEndpointStatus[]> {
+  return vmJson<EtcdEndpointStatus[]>(from.name, agentCmd(['etcd-status', ...hosts.map((h) => `http://${h.addr}:2379`)]), 60000);
+}
+
+/** The etcd member that leads now (its guest name), or null without a leader. */
+export async function etcdLeader(from: ClusterHost, hosts: ClusterHost[]): Promise<string | null> {
+  const st = await etcdStatus(from, hosts);
+  const lead = st.find((s) => s.ok && s.member === s.leader);
+  return hosts.find((h) => lead?.endpoint.includes(`//${h.addr}:`))?.name ?? null;
+}
+
+/** Guest shell that runs the agent's measurement `args` (see cluster-agent.ts) and prints its JSON. */
+export function agentCmd(args: string[]): string {
+  return `node ${AGENT} ${args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ')}`;
+}
+
+/** Tears the guests down (never --all: other helpers' guests run too). */
+export async function clusterDown(hosts: ClusterHost[]): Promise<void> {
+  await Promise.all(hosts.map((h) => vmDown(h.name).catch(() => undefined)));
+}
