@@ -20,7 +20,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { agentCmd, clusterDown, clusterHosts, clusterSetup, clusterUp } from '../../test/vm/cluster';
+import { agentCmd, clusterDown, clusterHosts, clusterSetup, clusterUp, GUEST_MEM } from '../../test/vm/cluster';
 import { ENSURE_TEST_IMAGE, until, vmDown, vmJson, vmOk, vmSh } from '../../test/vm/vm';
 import { buildTestBinaries } from '../../test/helpers/images';
 
@@ -35,8 +35,12 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 }
 
-/** Guest script: a fake engine with N containers on POOL (x.y.0.0/16), socket at /run/berth-fake/docker.sock. */
-function fakeEngineScript(n: number, pool: string): string {
+/**
+ * Guest script: a fake engine with N containers on POOL (x.y.0.0/16), socket at
+ * /run/berth-fake/docker.sock; service names `fk<host>-<j>`, so each host's are its own and the
+ * cluster has hosts x N services.
+ */
+function fakeEngineScript(n: number, pool: string, host: number): string {
   const [a, b] = pool.split('.');
   return `mkdir -p /run/berth-fake; cat > /run/berth-fake/engine.js <<'JS'
 const { FakeEngine } = require('/berth/dist/test/helpers/fake-engine.js');
@@ -45,7 +49,7 @@ const { FakeEngine } = require('/berth/dist/test/helpers/fake-engine.js');
   e.recordRequests = false;
   e.networks = [{ Id: 'n1', Name: 'bench-fake', IPAM: { Config: [{ Subnet: '${a}.${b}.0.0/16' }] } }];
   for (let j = 0; j < ${n}; j++) {
-    e.add('c' + j.toString(16).padStart(63, '0'), 'fake-' + j, { Labels: { 'berth.service': 'fk' + j, 'berth.ports': '80:8080' } }, undefined, '${a}.${b}.' + ((j + 2) >> 8) + '.' + ((j + 2) & 255));
+    e.add('c' + j.toString(16).padStart(63, '0'), 'fake-' + j, { Labels: { 'berth.service': 'fk${host}-' + j, 'berth.ports': '80:8080' } }, undefined, '${a}.${b}.' + ((j + 2) >> 8) + '.' + ((j + 2) & 255));
   }
   console.log(e.dockerHost);
 })();
@@ -60,7 +64,7 @@ async function main(): Promise<void> {
   const samples = Number(arg('samples', '20'));
   const services = Number(arg('services', '1000'));
   const t0 = Date.now();
-  const report: Record<string, unknown> = { when: new Date().toISOString(), conditions: 'three TCG guests (2 vCPU, 3 GB each) on a 2-core host shared with other sessions; see README' };
+  const report: Record<string, unknown> = { when: new Date().toISOString(), conditions: `three TCG guests (1 vCPU, ${GUEST_MEM} each) on a 2-core host shared with other sessions; see README` };
   await buildTestBinaries();
   let image: string;
   if (flag('reuse')) {
@@ -79,16 +83,18 @@ async function main(): Promise<void> {
 
   // 2. RSS and CPU with 3 hosts x N (fake) services.
   const pools = hosts.map((_, i) => `172.${27 + i + 1}.0.0`);
-  await Promise.all(hosts.map((h, i) => vmOk(h.name, `systemctl stop berthd; ${fakeEngineScript(services, pools[i])}`, 300000)));
+  await Promise.all(hosts.map((h, i) => vmOk(h.name, `systemctl stop berthd; ${fakeEngineScript(services, pools[i], i + 1)}`, 300000)));
   const startAt = Date.now();
   await Promise.all(hosts.map((h) => vmOk(h.name, 'systemd-run --unit berth-bench-d --collect /usr/local/bin/berthd --docker-host unix:///run/berth-fake/docker.sock >/dev/null', 60000)));
   const total = services * hosts.length;
   const perHost: Record<string, unknown> = {};
   await Promise.all(hosts.map(async (h) => {
     await until(`${h.name} merged ${total} services`, async () => {
-      const r = await vmSh(h.name, "printf 'GET /services HTTP/1.0\\r\\n\\r\\n' | socat -t 60 - UNIX-CONNECT:/run/berth/berth.sock | sed '1,/^\\r\\?$/d' | grep -o '\"kind\":\"service\"' | wc -l", 120000);
+      // /services is pretty-printed JSON: one `"kind": "service"` line per service. Polled every
+      // 15 s (each answer is ~1 MB of JSON that berthd builds: CPU the measurement adds).
+      const r = await vmSh(h.name, "printf 'GET /services HTTP/1.0\\r\\n\\r\\n' | socat -t 60 - UNIX-CONNECT:/run/berth/berth.sock | grep -c '\"kind\": \"service\"'", 120000);
       return Number(r.stdout.trim()) >= total;
-    }, 1800000, 5000);
+    }, 1800000, 15000);
     const convergedS = (Date.now() - startAt) / 1000;
     const proc = async () => {
       const out = await vmOk(h.name, 'pid=$(systemctl show -p MainPID --value berth-bench-d); grep VmRSS /proc/$pid/status | awk "{print \\$2}"; awk "{print \\$14+\\$15}" /proc/$pid/stat; getconf CLK_TCK');
@@ -107,7 +113,7 @@ async function main(): Promise<void> {
   // 3. a dead host's backends: h3 powered off, observed on h2.
   await vmOk(h3.name, 'docker rm -f dead-1 >/dev/null 2>&1; ' + `docker run -d --init --name dead-1 --label berth.service=dead --label berth.ports=80:8080 ${image} berth-tcp-echo 8080 --tag dead-1 >/dev/null`);
   await until('h2 lists h3\'s backend', async () => (await vmSh(h2.name, "printf 'GET /services HTTP/1.0\\r\\n\\r\\n' | socat -t 30 - UNIX-CONNECT:/run/berth/berth.sock | grep -c dead-1")).stdout.trim() !== '0', 300000, 3000);
-  await vmOk(h2.name, `rm -f /tmp/dead.json; (${agentCmd(['dead-host', h3.agent, h2.agent, h3.name, '90000'])} > /tmp/dead.json 2>/tmp/dead.err &); sleep 3`);
+  await vmOk(h2.name, `rm -f /tmp/dead.json; (setsid ${agentCmd(['dead-host', h3.agent, h2.agent, h3.name, '90000'])} > /tmp/dead.json 2>/tmp/dead.err &); sleep 3`);
   await vmDown(h3.name);
   let dead: unknown = null;
   await until('h2 dropped h3', async () => {

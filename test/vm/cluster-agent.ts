@@ -14,9 +14,10 @@
  *                                        N connects/datagrams from this guest (its berth socket
  *                                        LB applies): [{ok, tag, ms, error}]
  *   node cluster-agent.js gone CONTAINER 'CMD' AGENT...
- *       runs CMD (e.g. `docker stop web-2`) here, takes the container's `die` event time from
- *       this Docker, and polls each AGENT's /services until CONTAINER is no backend there:
- *       {dieMs, goneMs: {AGENT: ms after die}}
+ *       polls each AGENT's /services until CONTAINER is listed there, runs CMD (e.g. `docker
+ *       stop web-2`) here, takes the time the container stopped from this Docker (State.
+ *       FinishedAt) and the time each AGENT's answer first lacked CONTAINER:
+ *       {dieMs, goneMs: {AGENT: ms after the stop}, pollMs: {AGENT: that poll's round trip}}
  *   node cluster-agent.js dead-host VICTIM_AGENT SELF_AGENT NODE TIMEOUT_MS
  *       polls VICTIM_AGENT /time (alive) every 100 ms and SELF_AGENT /services until no backend
  *       of NODE is left; prints {lastAliveMs, goneMs, dropMs = goneMs - lastAliveMs}
@@ -27,7 +28,7 @@
  *       the new tag answers: [{startMs, servedMs, ms}] (the previous container is removed first,
  *       and B has dropped it, so B's VIP has exactly the new backend to find)
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import http from 'node:http';
 import net from 'node:net';
@@ -144,24 +145,15 @@ function sh(cmd: string): Promise<string> {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** The wall-clock ms of the next `event` of `container` in this Docker (docker events). */
-function dockerEvent(container: string, event: string, timeoutMs: number): { ready: Promise<void>; at: Promise<number>; stop: () => void } {
-  const p = spawn('docker', ['events', '--filter', `container=${container}`, '--filter', `event=${event}`, '--format', '{{.TimeNano}}']);
-  let buf = '';
-  const at = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => { p.kill(); reject(new Error(`no ${event} event of ${container} in ${timeoutMs} ms`)); }, timeoutMs);
-    p.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const line = buf.split('\n').find((l) => /^\d+$/.test(l.trim()));
-      if (line) {
-        clearTimeout(timer);
-        p.kill();
-        resolve(Number(BigInt(line.trim()) / 1000000n));
-      }
-    });
-  });
-  // `docker events` has subscribed once the process runs for a moment (it prints nothing before).
-  return { ready: sleep(1500), at, stop: () => p.kill() };
+/**
+ * When Docker says `container` started or stopped (its State.StartedAt / FinishedAt, this
+ * guest's clock, ms). Read after the fact: no event subscription to race with.
+ */
+async function stateTime(container: string, field: 'StartedAt' | 'FinishedAt'): Promise<number> {
+  const out = (await sh(`docker inspect -f '{{.State.${field}}}' ${container}`)).trim();
+  const ms = Date.parse(out);
+  if (!Number.isFinite(ms) || ms <= 0) throw new Error(`docker inspect ${container}: ${field} is '${out}'`);
+  return ms;
 }
 
 function hasContainer(svcs: ServiceView[], container: string): boolean {
@@ -169,28 +161,38 @@ function hasContainer(svcs: ServiceView[], container: string): boolean {
 }
 
 async function gone(container: string, cmd: string, agents: string[]): Promise<void> {
-  const ev = dockerEvent(container, 'die', 120000);
-  await ev.ready;
-  const goneAt: Record<string, number> = {};
+  // Each watcher first sees the container listed, then notes when the first answer without it
+  // arrived: the peer had dropped it by then, so goneMs is an upper bound; pollMs is that poll's
+  // round trip (how much of goneMs may be the measurement itself).
+  const goneAt: Record<string, { at: number; pollMs: number }> = {};
+  const seen = new Set<string>();
   let stop = false;
   const watchers = agents.map(async (a) => {
     while (!stop) {
+      const sent = Date.now();
       const svcs = await getJson<ServiceView[]>(a, '/services', 3000).catch(() => null);
       const t = Date.now();
-      if (svcs && !hasContainer(svcs, container)) {
-        goneAt[a] = t;
+      if (svcs && hasContainer(svcs, container)) seen.add(a);
+      else if (svcs && seen.has(a)) {
+        goneAt[a] = { at: t, pollMs: t - sent };
         return;
       }
-      await sleep(20);
+      await sleep(10);
     }
   });
+  for (let i = 0; i < 300 && seen.size < agents.length; i++) await sleep(100);
+  if (seen.size < agents.length) throw new Error(`${container} is not listed on ${agents.filter((a) => !seen.has(a)).join(', ')} before ${cmd}`);
   await sh(cmd);
-  const dieMs = await ev.at;
+  const dieMs = await stateTime(container, 'FinishedAt');
   await Promise.race([Promise.all(watchers), sleep(30000)]);
   stop = true;
-  const out: Record<string, number | null> = {};
-  for (const a of agents) out[a] = goneAt[a] !== undefined ? goneAt[a] - dieMs : null;
-  process.stdout.write(JSON.stringify({ dieMs, goneMs: out }));
+  const goneMs: Record<string, number | null> = {};
+  const pollMs: Record<string, number | null> = {};
+  for (const a of agents) {
+    goneMs[a] = goneAt[a] ? goneAt[a].at - dieMs : null;
+    pollMs[a] = goneAt[a]?.pollMs ?? null;
+  }
+  process.stdout.write(JSON.stringify({ dieMs, goneMs, pollMs }));
 }
 
 async function deadHost(victim: string, self: string, node: string, timeoutMs: number): Promise<void> {
@@ -200,7 +202,7 @@ async function deadHost(victim: string, self: string, node: string, timeoutMs: n
   const start = Date.now();
   const alive = (async () => {
     while (!stop) {
-      const r = await getJson<{ ms: number }>(victim, '/time', 300).catch(() => null);
+      const r = await getJson<{ ms: number }>(victim, '/time', 1000).catch(() => null);
       if (r) lastAliveMs = Date.now();
       await sleep(100);
     }
@@ -236,10 +238,8 @@ async function serveLatency(service: string, port: number, bAgent: string, n: nu
       await sleep(50);
     }
     const name = `${service}-${process.pid}-${i}`;
-    const ev = dockerEvent(name, 'start', 120000);
-    await ev.ready;
     await sh(`docker run -d --init --name ${name} --label berth.service=${service} --label berth.ports=${port}:8080 ${image} berth-tcp-echo 8080 --tag ${name} >/dev/null`);
-    const startMs = await ev.at;
+    const startMs = await stateTime(name, 'StartedAt');
     let servedMs = 0;
     const deadline = Date.now() + 60000;
     while (Date.now() < deadline) {

@@ -17,6 +17,8 @@ import { buildTestBinaries } from '../helpers/images';
 import { agentCmd, clusterDown, clusterHosts, clusterSetup, clusterUp, etcdLeader, etcdStatus, type ClusterHost } from './cluster';
 import { ENSURE_TEST_IMAGE, until, vmDown, vmJson, vmLogs, vmOk, vmSh } from './vm';
 import { LEASE_TTL_S } from '../../src/cluster/store';
+import type { ServiceView, StatusView } from '../../src/cli/format';
+import { scaled, TIME_SCALE } from '../helpers/time';
 
 const hosts = clusterHosts();
 const [h1, h2, h3] = hosts;
@@ -25,10 +27,23 @@ const T0 = Date.now();
 let image = '';
 let failed = false;
 const down = new Set<string>();
+/**
+ * The issue's bounds: a stopped container is gone from the other hosts within 1 s; a dead host's
+ * backends within the lease TTL + 2 s. What berth does in them (Docker event -> etcd -> the
+ * peers' watch -> their reconcile; etcd's expiry -> the watch -> reconcile) is CPU, which TCG
+ * slows: the berth part is stretched by BERTH_TEST_TIME_SCALE (test/helpers/time.ts), the TTL
+ * (etcd's real-time clock) is not.
+ */
+const GONE_MS = scaled(1000);
+const DROP_MS = LEASE_TTL_S * 1000 + scaled(2000);
 
-interface Backend { container: string; node?: string; ip: string | null }
-interface ServiceView { name: string; kind: string; vip: string; backends: Backend[]; routes?: { service: string }[]; errors: string[] }
 interface ProbeLine { ok: boolean; reply: string | null; errno: string | null }
+
+/**
+ * An HTTP/1.1 request that makes Envoy close the connection after the answer (bash $'' quoting);
+ * berth-probe reads until the close (--idle-ms as long as its timeout), as in systemd.test.ts.
+ */
+const HTTP_GET = "$'GET / HTTP/1.1\\r\\nHost: shop\\r\\nConnection: close\\r\\n\\r\\n'";
 
 /** berthd's /services on `h` straight from the admin socket (the CLI's Node start-up costs seconds under TCG). */
 function services(h: ClusterHost): Promise<ServiceView[]> {
@@ -90,7 +105,7 @@ test.serial('three hosts, one service namespace: same VIP everywhere, backends l
   await until('every host lists web and shop with all three backends', async () => {
     for (const h of hosts) views.set(h.name, await services(h));
     return hosts.every((h) => JSON.stringify(backendsOf(views.get(h.name)!, 'web')) === JSON.stringify(want.web) && JSON.stringify(backendsOf(views.get(h.name)!, 'shop')) === JSON.stringify(want.shop));
-  }, 240000, 3000).catch((e: Error) => {
+  }, 900000, 5000).catch((e: Error) => {
     throw new Error(`${e.message}: ${JSON.stringify([...views].map(([n, v]) => [n, backendsOf(v, 'web'), backendsOf(v, 'shop')]))}`);
   });
   log('every host lists 3 web and 3 shop backends');
@@ -107,11 +122,14 @@ test.serial('three hosts, one service namespace: same VIP everywhere, backends l
   // The CLI names each backend's node.
   const text = await vmOk(h3.name, 'berth services');
   for (const b of want.web) t.true(text.includes(`${b}(`), `berth services on h3 shows ${b}: ${text}`);
-  const st = await vmJson<{ cluster: { nodes: string[]; routes: { node: string }[]; accepts: { node: string }[]; peerAccept: { family: number; error: string | null }[] } }>(h3.name, 'berth status --json');
-  t.deepEqual(st.cluster.nodes, hosts.map((h) => h.name).sort());
-  t.deepEqual([...new Set(st.cluster.routes.map((r) => r.node))].sort(), [h1.name, h2.name], 'routes to both peers\' subnets');
-  t.deepEqual([...new Set(st.cluster.accepts.map((r) => r.node))].sort(), [h1.name, h2.name], 'both peers accepted into local subnets');
-  t.is(st.cluster.peerAccept.find((f) => f.family === 4)?.error, null);
+  const st = (await vmJson<StatusView>(h3.name, 'berth status --json')).cluster;
+  if (!st) throw new Error('berth status on h3 has no cluster section');
+  t.is(st.etcd, 'connected');
+  t.deepEqual([...st.nodes].sort(), hosts.map((h) => h.name).sort());
+  t.deepEqual([...new Set(st.routes.map((r) => r.node))].sort(), [h1.name, h2.name], 'routes to both peers\' subnets');
+  t.deepEqual([...new Set((st.accepts ?? []).map((r) => r.node))].sort(), [h1.name, h2.name], 'both peers accepted into local subnets');
+  t.is(st.peerAccept?.find((f) => f.family === 4)?.error, null);
+  t.deepEqual(st.overlaps, [], 'no container subnet overlaps');
   t.regex(await vmOk(h3.name, 'iptables -S DOCKER-USER; iptables -S BERTH_PEERS'), new RegExp(`-A BERTH_PEERS -s ${h1.addr}/32 -d 172\\.20\\.0\\.0/16 -m comment --comment berth -j ACCEPT`));
 
   // h3's host and a container on h3: TCP and UDP, 30 connects each; every attempt answered, all
@@ -134,23 +152,30 @@ test.serial('three hosts, one service namespace: same VIP everywhere, backends l
     ingress = (await services(h1)).find((s) => s.name === 'front' && s.kind === 'ingress')?.vip ?? '';
     return ingress !== '';
   }, 60000, 2000);
-  const bodies = await vmOk(h1.name, `for i in $(seq 30); do printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' | timeout 10 busybox nc ${ingress} 80 | tail -1; done`, 300000);
-  const seen = new Set(bodies.split('\n').filter((l) => l.startsWith('shop-on-')));
-  t.deepEqual([...seen].sort(), hosts.map((h) => `shop-on-${h.name}`), `ingress on h1 routed to shop on every host: ${bodies.slice(0, 500)}`);
-  t.is(bodies.split('\n').filter((l) => l.startsWith('shop-on-')).length, 30, 'all 30 requests answered');
+  const ing = lines(await vmOk(h1.name, `${PROBE} tcp ${ingress} 80 --send ${HTTP_GET} --idle-ms 5000 --count 30 --timeout-ms 5000`, 600000));
+  t.is(ing.length, 30);
+  t.deepEqual(failuresOf(ing), [], 'every request to the ingress VIP answered');
+  const bodies = ing.map((l) => /shop-on-[a-z0-9-]+/.exec(l.reply ?? '')?.[0] ?? `no body: ${(l.reply ?? '').slice(0, 200)}`);
+  t.is(bodies.filter((b) => b.startsWith('shop-on-')).length, 30, `all 30 answered by a shop backend: ${bodies.join(' ')}`);
+  t.deepEqual([...new Set(bodies)].sort(), hosts.map((h) => `shop-on-${h.name}`), 'the ingress on h1 routed to shop on every host');
   log('ingress on h1 reached shop on h1, h2, h3');
+  // How much of each guest's memory the whole set-up uses (GUEST_MEM is sized from this).
+  for (const h of hosts) {
+    const [used, avail, total] = (await vmOk(h.name, "free -m | awk '/^Mem:/{print $3, $7, $2}'")).trim().split(' ');
+    log(`${h.name} memory: ${used} MiB used, ${avail} MiB available of ${total} MiB`);
+  }
 });
 
 test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone within TTL + 2 s, then no failures; quorum lost -> nothing withdrawn; quorum back -> converged', async (t) => {
   const web = (await services(h1)).find((s) => s.name === 'web')!.vip;
 
   // docker stop on h2, timed on h2's clock: die event -> web-2 no longer in h1's and h3's /services.
-  const g = await vmJson<{ dieMs: number; goneMs: Record<string, number | null> }>(h2.name,
+  const g = await vmJson<{ dieMs: number; goneMs: Record<string, number | null>; pollMs: Record<string, number | null> }>(h2.name,
     agentCmd(['gone', 'web-2', 'docker stop web-2', h1.agent, h3.agent]), 180000);
-  log(`docker stop web-2: gone from h1 after ${g.goneMs[h1.agent]} ms, from h3 after ${g.goneMs[h3.agent]} ms`);
+  log(`docker stop web-2: gone from h1 after ${g.goneMs[h1.agent]} ms (poll ${g.pollMs[h1.agent]} ms), from h3 after ${g.goneMs[h3.agent]} ms (poll ${g.pollMs[h3.agent]} ms)`);
   for (const h of [h1, h3]) {
     const ms = g.goneMs[h.agent];
-    t.true(ms !== null && ms <= 1000, `web-2 gone from ${h.name} ${ms} ms after its die event (limit 1000)`);
+    t.true(ms !== null && ms <= GONE_MS, `web-2 gone from ${h.name} ${ms} ms after it stopped (limit ${GONE_MS} ms, time scale ${TIME_SCALE})`);
   }
   const after = lines(await vmOk(h1.name, `${PROBE} tcp ${web} 80 --send ping --count 20 --timeout-ms 3000`));
   t.deepEqual(failuresOf(after), []);
@@ -168,7 +193,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
     return b.length === 3;
   }, 60000, 2000);
   // The watcher (on the observer's clock): last answer from the victim -> no backend of it left.
-  await vmOk(observer.name, `rm -f /tmp/dead.json; (${agentCmd(['dead-host', victim.agent, observer.agent, victim.name, '90000'])} > /tmp/dead.json 2>/tmp/dead.err &) ; sleep 3`, 60000);
+  await vmOk(observer.name, `rm -f /tmp/dead.json; (setsid ${agentCmd(['dead-host', victim.agent, observer.agent, victim.name, '90000'])} > /tmp/dead.json 2>/tmp/dead.err &) ; sleep 3`, 60000);
   log(`etcd leader ${leader}; powering off ${victim.name} (observer ${observer.name})`);
   await vmDown(victim.name);
   down.add(victim.name);
@@ -180,7 +205,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
   }, 120000, 2000);
   log(`power-off of ${victim.name}: its backends gone from ${observer.name} ${dead!.dropMs} ms after its last answer`);
   t.true(dead!.sawBackends, 'the victim\'s backends were there before');
-  t.true(dead!.dropMs !== null && dead!.dropMs <= (LEASE_TTL_S + 2) * 1000, `dropped in ${dead!.dropMs} ms (limit ${(LEASE_TTL_S + 2) * 1000})`);
+  t.true(dead!.dropMs !== null && dead!.dropMs <= DROP_MS, `dropped in ${dead!.dropMs} ms (limit ${DROP_MS} ms, time scale ${TIME_SCALE})`);
   // A bounded client loop on the observer: 200 TCP connects and 100 UDP requests, none fails.
   const loop = lines(await vmOk(observer.name, `${PROBE} tcp ${web} 80 --send ping --count 200 --timeout-ms 3000; ${PROBE} udp ${web} 53 --send ping --count 100 --timeout-ms 3000`, 600000));
   t.is(loop.length, 300);
@@ -192,12 +217,20 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
   // Quorum lost: the victim's member is gone; stop the other's. Nothing is withdrawn anywhere,
   // for longer than the lease TTL, and a local change still applies locally.
   await vmOk(other.name, 'systemctl stop berth-test-etcd');
-  const noQuorum = await etcdStatus(observer, hosts);
+  // The remaining member notices the lost quorum within its election timeout (4 s here).
+  let noQuorum = await etcdStatus(observer, hosts);
+  await until('no etcd member with a leader', async () => !(noQuorum = await etcdStatus(observer, hosts)).some((e) => e.ok), 30000, 1000)
+    .catch(() => undefined);
   t.false(noQuorum.some((e) => e.ok), `no etcd member has a leader: ${JSON.stringify(noQuorum)}`);
+  const lostAt = Date.now();
   const before = { o: backendsOf(await services(observer), 'web'), x: backendsOf(await services(other), 'web') };
   await vmOk(other.name, webRun('web-late'));
   log('etcd quorum lost; web-late started on the other host');
-  await new Promise((r) => setTimeout(r, (LEASE_TTL_S + 4) * 1000));
+  // The local change applies locally (the reconcile does not wait for etcd)...
+  await until(`${other.name} serves web-late without quorum`, async () => backendsOf(await services(other), 'web').includes(`${other.name}/web-late`), 180000, 2000);
+  // ...and past the lease TTL (no leader: etcd expires nothing) every backend is still there.
+  const wait = lostAt + (LEASE_TTL_S + 4) * 1000 - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   const during = { o: backendsOf(await services(observer), 'web'), x: backendsOf(await services(other), 'web') };
   t.deepEqual(during.o, before.o, `nothing withdrawn on ${observer.name} without quorum`);
   t.deepEqual(during.x, [...before.x, `${other.name}/web-late`].sort(), `${other.name} keeps the peer's backends and adds its own new one`);

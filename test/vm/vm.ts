@@ -18,6 +18,7 @@ export interface UpOptions {
   segment?: string;
   address?: string;
   mem?: string;
+  cpus?: number;
 }
 
 /** Boot guest `name` (returns when systemd in it is `running`); throws with scripts/vm's message. */
@@ -26,6 +27,7 @@ export async function vmUp(name: string, opts: UpOptions = {}): Promise<string> 
   if (opts.kernel) args.push('--kernel', opts.kernel);
   if (opts.segment) args.push('--segment', opts.segment, '--address', opts.address ?? '');
   if (opts.mem) args.push('--mem', opts.mem);
+  if (opts.cpus) args.push('--cpus', String(opts.cpus));
   const r = await run(VM, args, { timeoutMs: 30 * 60000 });
   if (r.code !== 0) throw new Error(`scripts/vm ${args.join(' ')} failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`);
   return r.stderr.trim().split('\n').filter((l) => l.startsWith('[vm] up ')).pop() ?? '';
