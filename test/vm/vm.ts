@@ -19,6 +19,8 @@ export interface UpOptions {
   address?: string;
   mem?: string;
   cpus?: number;
+  /** How long `up` may take to boot (scripts/vm --timeout; its default is 420 s). */
+  bootTimeoutS?: number;
 }
 
 /** Boot guest `name` (returns when systemd in it is `running`); throws with scripts/vm's message. */
@@ -28,6 +30,7 @@ export async function vmUp(name: string, opts: UpOptions = {}): Promise<string> 
   if (opts.segment) args.push('--segment', opts.segment, '--address', opts.address ?? '');
   if (opts.mem) args.push('--mem', opts.mem);
   if (opts.cpus) args.push('--cpus', String(opts.cpus));
+  if (opts.bootTimeoutS) args.push('--timeout', String(opts.bootTimeoutS));
   const r = await run(VM, args, { timeoutMs: 30 * 60000 });
   if (r.code !== 0) throw new Error(`scripts/vm ${args.join(' ')} failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`);
   return r.stderr.trim().split('\n').filter((l) => l.startsWith('[vm] up ')).pop() ?? '';
