@@ -52,6 +52,17 @@ function services(h: ClusterHost): Promise<ServiceView[]> {
 
 const backendsOf = (svcs: ServiceView[], name: string) => (svcs.find((s) => s.name === name && s.kind === 'service')?.backends ?? []).map((b) => `${b.node}/${b.container}`).sort();
 
+/**
+ * Run client probes in guest `h` and return their output: berth-probe exits non-zero when an
+ * attempt fails, and the assertions, not the exit code, judge the attempts (so the output of a
+ * failing run is kept and the test goes on to report the rest).
+ */
+async function probeOut(h: ClusterHost, script: string, timeoutMs = 300000): Promise<string> {
+  const r = await vmSh(h.name, script, timeoutMs);
+  if (!r.stdout.includes('{')) throw new Error(`no probe output in ${h.name} from ${script} (exit ${r.code}): ${r.stderr.slice(-1500)}`);
+  return r.stdout;
+}
+
 /** berth-probe lines (test/helpers/c/berth-probe.c) as data. */
 function lines(out: string): ProbeLine[] {
   return out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ProbeLine);
@@ -135,7 +146,7 @@ test.serial('three hosts, one service namespace: same VIP everywhere, backends l
   // h3's host and a container on h3: TCP and UDP, 30 connects each; every attempt answered, all
   // three backends seen (random choice: missing one of three in 30 tries has p < 1e-5).
   const all = ['web-1', 'web-2', 'web-3'];
-  const outs = await vmOk(h3.name, `${PROBE} tcp ${web} 80 --send ping --count 30 --timeout-ms 3000; ${PROBE} udp ${web} 53 --send ping --count 30 --timeout-ms 3000;
+  const outs = await probeOut(h3, `${PROBE} tcp ${web} 80 --send ping --count 30 --timeout-ms 3000; ${PROBE} udp ${web} 53 --send ping --count 30 --timeout-ms 3000;
     echo ===; docker exec cl berth-probe tcp ${web} 80 --send ping --count 30 --timeout-ms 3000; docker exec cl berth-probe udp ${web} 53 --send ping --count 30 --timeout-ms 3000`, 300000);
   const [fromHost, fromCtr] = outs.split('===').map(lines);
   for (const [who, ls] of [['h3 host', fromHost], ['container on h3', fromCtr]] as const) {
@@ -152,7 +163,8 @@ test.serial('three hosts, one service namespace: same VIP everywhere, backends l
     ingress = (await services(h1)).find((s) => s.name === 'front' && s.kind === 'ingress')?.vip ?? '';
     return ingress !== '';
   }, 60000, 2000);
-  const ing = lines(await vmOk(h1.name, `${PROBE} tcp ${ingress} 80 --send ${HTTP_GET} --idle-ms 5000 --count 30 --timeout-ms 5000`, 600000));
+  await until('the ingress on h1 answers', async () => (await vmSh(h1.name, `${PROBE} tcp ${ingress} 80 --send ${HTTP_GET} --idle-ms 5000 --timeout-ms 5000`, 60000)).stdout.includes('shop-on-'), 180000, 2000);
+  const ing = lines(await probeOut(h1, `${PROBE} tcp ${ingress} 80 --send ${HTTP_GET} --idle-ms 5000 --count 30 --timeout-ms 5000`, 600000));
   t.is(ing.length, 30);
   t.deepEqual(failuresOf(ing), [], 'every request to the ingress VIP answered');
   const bodies = ing.map((l) => /shop-on-[a-z0-9-]+/.exec(l.reply ?? '')?.[0] ?? `no body: ${(l.reply ?? '').slice(0, 200)}`);
@@ -177,7 +189,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
     const ms = g.goneMs[h.agent];
     t.true(ms !== null && ms <= GONE_MS, `web-2 gone from ${h.name} ${ms} ms after it stopped (limit ${GONE_MS} ms, time scale ${TIME_SCALE})`);
   }
-  const after = lines(await vmOk(h1.name, `${PROBE} tcp ${web} 80 --send ping --count 20 --timeout-ms 3000`));
+  const after = lines(await probeOut(h1, `${PROBE} tcp ${web} 80 --send ping --count 20 --timeout-ms 3000`));
   t.deepEqual(failuresOf(after), []);
   t.false(tagsOf(after).has('web-2'), 'the stopped backend is not chosen any more');
   await vmOk(h2.name, 'docker start web-2 >/dev/null');
@@ -207,7 +219,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
   t.true(dead!.sawBackends, 'the victim\'s backends were there before');
   t.true(dead!.dropMs !== null && dead!.dropMs <= DROP_MS, `dropped in ${dead!.dropMs} ms (limit ${DROP_MS} ms, time scale ${TIME_SCALE})`);
   // A bounded client loop on the observer: 200 TCP connects and 100 UDP requests, none fails.
-  const loop = lines(await vmOk(observer.name, `${PROBE} tcp ${web} 80 --send ping --count 200 --timeout-ms 3000; ${PROBE} udp ${web} 53 --send ping --count 100 --timeout-ms 3000`, 600000));
+  const loop = lines(await probeOut(observer, `${PROBE} tcp ${web} 80 --send ping --count 200 --timeout-ms 3000; ${PROBE} udp ${web} 53 --send ping --count 100 --timeout-ms 3000`, 600000));
   t.is(loop.length, 300);
   t.deepEqual(failuresOf(loop), [], 'no failure after the dead host\'s backends were dropped');
   const victimWeb = `web-${hosts.indexOf(victim) + 1}`;
@@ -234,7 +246,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
   const during = { o: backendsOf(await services(observer), 'web'), x: backendsOf(await services(other), 'web') };
   t.deepEqual(during.o, before.o, `nothing withdrawn on ${observer.name} without quorum`);
   t.deepEqual(during.x, [...before.x, `${other.name}/web-late`].sort(), `${other.name} keeps the peer's backends and adds its own new one`);
-  const still = lines(await vmOk(observer.name, `${PROBE} tcp ${web} 80 --send ping --count 40 --timeout-ms 3000`, 300000));
+  const still = lines(await probeOut(observer, `${PROBE} tcp ${web} 80 --send ping --count 40 --timeout-ms 3000`, 300000));
   t.deepEqual(failuresOf(still), [], 'VIP serves without quorum');
   t.true(tagsOf(still).has(`web-${hosts.indexOf(other) + 1}`), 'including the peer\'s backend');
 
@@ -247,7 +259,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
     return JSON.stringify(o) === JSON.stringify(x) && o.includes(`${other.name}/web-late`);
   }, 120000, 2000);
   log(`quorum back: converged (web-late on ${observer.name}) ${Date.now() - back} ms after etcd was started again`);
-  const late = lines(await vmOk(observer.name, `${PROBE} tcp ${web} 80 --send ping --count 40 --timeout-ms 3000`, 300000));
+  const late = lines(await probeOut(observer, `${PROBE} tcp ${web} 80 --send ping --count 40 --timeout-ms 3000`, 300000));
   t.deepEqual(failuresOf(late), []);
   t.true(tagsOf(late).has('web-late'), 'the backend started without quorum is served on the peer');
   log(`wall time so far ${((Date.now() - T0) / 1000).toFixed(0)} s`);
