@@ -91,10 +91,15 @@ test.before(async () => {
     await Promise.all(hosts.map((h) => vmOk(h.name, 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; true')));
     return;
   }
-  const ups = await clusterUp(hosts);
-  for (const l of ups) log(l);
-  if (!process.env.BERTH_TEST_TIME_SCALE && ups.some((l) => /accel tcg/.test(l))) timeScale = 10;
-  image = await clusterSetup(hosts);
+  try {
+    const ups = await clusterUp(hosts);
+    for (const l of ups) log(l);
+    if (!process.env.BERTH_TEST_TIME_SCALE && ups.some((l) => /accel tcg/.test(l))) timeScale = 10;
+    image = await clusterSetup(hosts);
+  } catch (e) {
+    failed = true; // keep the guests' journals (after.always)
+    throw e;
+  }
   log(`etcd and berthd up on ${hosts.map((h) => h.name).join(', ')}; test image ${image}`);
 });
 
