@@ -59,7 +59,7 @@ export interface ClusterOptions {
   serviceCidr6: string;
   berthVersion: string;
   logger: Logger;
-  /** Lease TTL in seconds (tests may shorten it). */
+  /** Lease TTL in whole seconds (berthd: the etcdLeaseTtl key; default LEASE_TTL_S). */
   leaseTtl?: number;
 }
 

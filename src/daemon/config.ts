@@ -67,6 +67,12 @@ export interface Config {
   etcdKeyFile: string | null;
   /** berth's key prefix in etcd (no trailing slash); berth reads and writes only below it. */
   etcdPrefix: string;
+  /**
+   * TTL in whole seconds of the etcd lease this node's records live under (kept alive at a third
+   * of it); a host that dies is dropped by its peers TTL + a reconcile later. etcd raises a TTL
+   * below its own minimum (1.5 × the election timeout) to that minimum.
+   */
+  etcdLeaseTtl: number;
   /** This host's name in the cluster (default: the hostname). */
   nodeName: string;
   /** The address peers reach this host at; null = auto (source of the route to the first endpoint). */
@@ -313,6 +319,15 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
   etcdCertFile: { default: () => null, parse: fileOrOff, help: 'PEM client certificate for etcd' },
   etcdKeyFile: { default: () => null, parse: fileOrOff, help: 'PEM key of the etcd client certificate' },
   etcdPrefix: { default: () => '/berth', parse: etcdPrefix, help: "berth's key prefix in etcd" },
+  etcdLeaseTtl: {
+    default: () => 5,
+    parse: (raw) => {
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 2 || n > 600) throw new Error('must be a whole number of seconds between 2 and 600');
+      return n;
+    },
+    help: "seconds a dead host's services stay before peers drop them (etcd lease TTL)",
+  },
   nodeName: { default: () => safeHostname(), parse: nodeName, help: "this host's name in the cluster" },
   nodeAddress: {
     default: () => null,

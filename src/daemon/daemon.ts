@@ -254,7 +254,7 @@ export class Daemon {
       const { Cluster: ClusterImpl } = await import('../cluster');
       const cluster = new ClusterImpl({
         endpoints: c.etcdEndpoints, caFile: c.etcdCaFile, certFile: c.etcdCertFile, keyFile: c.etcdKeyFile,
-        prefix: c.etcdPrefix, nodeName: c.nodeName, nodeAddress: c.nodeAddress,
+        prefix: c.etcdPrefix, leaseTtl: c.etcdLeaseTtl, nodeName: c.nodeName, nodeAddress: c.nodeAddress,
         serviceCidr: c.serviceCidr, serviceCidr6: c.serviceCidr6, berthVersion: VERSION,
         logger: this.log.child({ part: 'cluster' }),
       });

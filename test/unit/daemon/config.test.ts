@@ -150,6 +150,7 @@ test('cluster keys: off by default (single host), hostname as nodeName, prefix /
   t.is(config.etcdCertFile, null);
   t.is(config.etcdKeyFile, null);
   t.is(config.etcdPrefix, '/berth');
+  t.is(config.etcdLeaseTtl, 5);
   t.is(config.nodeName, os.hostname().slice(0, 63));
   t.is(config.nodeAddress, null);
 });
@@ -161,6 +162,8 @@ test('cluster keys: endpoints from flag, env and a YAML list; TLS files; prefix 
   t.deepEqual(a.config.etcdEndpoints, ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']);
   t.is(a.config.etcdCaFile, pem);
   t.is(a.config.etcdPrefix, '/prod/berth');
+  t.is(loadConfig(['--etcd-lease-ttl', '30'], {}).config.etcdLeaseTtl, 30);
+  t.is(loadConfig([], { BERTH_ETCD_LEASE_TTL: '15' }).config.etcdLeaseTtl, 15);
   t.is(a.config.nodeName, 'host-1');
   t.is(a.config.nodeAddress, '10.0.0.9');
   t.is(a.sources.etcdEndpoints, 'file');
@@ -186,6 +189,10 @@ const badCluster: [string, string[], RegExp][] = [
   ['prefix not absolute', ['--etcd-prefix', 'berth'], /invalid etcdPrefix/],
   ['prefix with space', ['--etcd-prefix', '/be rth'], /invalid etcdPrefix/],
   ['prefix root only', ['--etcd-prefix', '/'], /invalid etcdPrefix/],
+  ['lease TTL below 2 s', ['--etcd-lease-ttl', '1'], /flag --etcd-lease-ttl: invalid etcdLeaseTtl "1".*between 2 and 600/],
+  ['lease TTL not whole', ['--etcd-lease-ttl', '7.5'], /invalid etcdLeaseTtl "7.5"/],
+  ['lease TTL not a number', ['--etcd-lease-ttl', 'long'], /invalid etcdLeaseTtl "long"/],
+  ['lease TTL above 600 s', ['--etcd-lease-ttl', '601'], /invalid etcdLeaseTtl/],
   ['node name with slash', ['--node-name', 'a/b'], /flag --node-name: invalid nodeName/],
   ['node name too long', ['--node-name', 'a'.repeat(64)], /invalid nodeName/],
   ['node address not an IP', ['--node-address', 'host-1'], /flag --node-address: invalid nodeAddress "host-1"/],
