@@ -128,9 +128,32 @@ export async function runContainer(o: RunContainerOptions): Promise<RunningConta
     ip: net?.IPAddress || null,
     ip6: net?.GlobalIPv6Address || null,
   };
+  if (net?.IPv6Gateway) await waitIpv6GatewayUsable(net.IPv6Gateway);
   if (o.waitFor?.tcp) await waitForPort(result.id, 'tcp', o.waitFor.tcp, o.waitFor.timeoutMs);
   if (o.waitFor?.udp) await waitForPort(result.id, 'udp', o.waitFor.udp, o.waitFor.timeoutMs);
   return result;
+}
+
+/**
+ * Wait until the host's IPv6 gateway address of a Docker network has left duplicate address
+ * detection (RFC 4862 s5.4). A new network's bridge has no carrier until its first container
+ * attaches, so its gateway address stays `tentative` until then and ~1.5 s after (measured here:
+ * dad_transmits=1, optimistic_dad=0); meanwhile the host answers no neighbor solicitation for
+ * it, and a container's first packet off its network waits ~1 s for its gateway. That delay is
+ * Docker's and the kernel's, not berth's: tests that time a container's first connect wait it out
+ * here. Throws when DAD failed or the address is still tentative after `timeoutMs`.
+ */
+export async function waitIpv6GatewayUsable(gateway6: string, timeoutMs = 10000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let line = '';
+  for (;;) {
+    const r = await run('ip', ['-6', '-o', 'addr', 'show'], { timeoutMs: 5000 });
+    line = r.stdout.split('\n').find((l) => l.includes(` inet6 ${gateway6}/`)) ?? '';
+    if (/\bdadfailed\b/.test(line)) throw new Error(`IPv6 gateway ${gateway6}: duplicate address detection failed (${line.trim()})`);
+    if (line && !/\btentative\b/.test(line)) return;
+    if (Date.now() > deadline) throw new Error(`IPv6 gateway ${gateway6} still not usable after ${timeoutMs} ms: ${line.trim() || 'not on any host interface'}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
 }
 
 /** Poll (bounded) until a server inside the container answers on its own loopback. */
