@@ -289,11 +289,7 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
   bpfPinDir: { default: () => '/sys/fs/bpf/berth', parse: absPath, help: 'bpffs pin directory' },
   resyncInterval: {
     default: () => 30,
-    parse: (raw) => {
-      const n = Number(raw);
-      if (!Number.isFinite(n) || n < 1 || n > 3600) throw new Error('must be a number of seconds between 1 and 3600');
-      return n;
-    },
+    parse: seconds(1, 3600),
     help: 'seconds between full Docker resyncs',
   },
   dnsDomain: { default: () => 'berth', parse: dnsName, help: 'DNS zone berthd answers: <service>.<dnsDomain>' },
@@ -307,11 +303,7 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
   dnsUpstreams: { default: () => 'auto', parse: upstreams, help: "resolvers for names outside the zone ('auto': the host's resolv.conf)" },
   reconcileInterval: {
     default: () => 5,
-    parse: (raw) => {
-      const n = Number(raw);
-      if (!Number.isFinite(n) || n < 0.1 || n > 3600) throw new Error('must be a number of seconds between 0.1 and 3600');
-      return n;
-    },
+    parse: seconds(0.1, 3600),
     help: 'seconds between periodic reconciles (repairs)',
   },
   etcdEndpoints: { default: () => [], parse: endpoints, help: 'comma-separated etcd v3 endpoints; set = cluster mode (off by default)' },
@@ -321,11 +313,7 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
   etcdPrefix: { default: () => '/berth', parse: etcdPrefix, help: "berth's key prefix in etcd" },
   etcdLeaseTtl: {
     default: () => 5,
-    parse: (raw) => {
-      const n = Number(raw);
-      if (!Number.isInteger(n) || n < 2 || n > 600) throw new Error('must be a whole number of seconds between 2 and 600');
-      return n;
-    },
+    parse: seconds(2, 600, { whole: true }),
     help: "seconds a dead host's services stay before peers drop them (etcd lease TTL)",
   },
   nodeName: { default: () => safeHostname(), parse: nodeName, help: "this host's name in the cluster" },
@@ -340,6 +328,16 @@ const SPECS: { [K in keyof Config]: KeySpec<Config[K]> } = {
     help: 'address peers reach this host at (auto: source of the route to the first etcd endpoint)',
   },
 };
+
+/** A parser of a duration in seconds within [min, max] (whole seconds only with `whole`). */
+function seconds(min: number, max: number, o: { whole?: boolean } = {}): (raw: unknown) => number {
+  return (raw) => {
+    const n = Number(raw);
+    const ok = o.whole ? Number.isInteger(n) : Number.isFinite(n);
+    if (!ok || n < min || n > max) throw new Error(`must be a ${o.whole ? 'whole ' : ''}number of seconds between ${min} and ${max}`);
+    return n;
+  };
+}
 
 /** The hostname cut to what nodeName accepts (a hostname may be an FQDN longer than 63). */
 function safeHostname(): string {
