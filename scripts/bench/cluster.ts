@@ -20,7 +20,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { agentCmd, clusterDown, clusterHosts, clusterSetup, clusterUp, GUEST_MEM } from '../../test/vm/cluster';
+import { agentCmd, clusterDown, clusterHosts, clusterSetup, clusterUp, GUEST_MEM, TCG_LEASE_TTL_S } from '../../test/vm/cluster';
+import { LEASE_TTL_S } from '../../src/cluster/store';
 import { ENSURE_TEST_IMAGE, until, vmDown, vmJson, vmOk, vmSh } from '../../test/vm/vm';
 import { buildTestBinaries } from '../../test/helpers/images';
 
@@ -70,8 +71,8 @@ async function main(): Promise<void> {
   if (flag('reuse')) {
     image = (await vmOk(h1.name, ENSURE_TEST_IMAGE, 600000)).trim().split('\n').pop() ?? '';
   } else {
-    await clusterUp(hosts);
-    image = await clusterSetup(hosts);
+    const ups = await clusterUp(hosts);
+    image = await clusterSetup(hosts, ups.some((l) => /accel tcg/.test(l)) ? TCG_LEASE_TTL_S : LEASE_TTL_S);
   }
   report.loadavg = fs.readFileSync('/proc/loadavg', 'utf8').trim();
 

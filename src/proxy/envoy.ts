@@ -182,9 +182,17 @@ export function resolveBinary(envoyPath: string): string | null {
   return null;
 }
 
-/** `envoy --version` -> "1.40.0", or null if the binary does not run. */
+/**
+ * How long `envoy --version` may take, ms. A warm host answers in ~50 ms; the first exec of the
+ * ~150 MB binary from a cold page cache on a slow disk, or under full emulation (the TCG guests of
+ * test/vm, where three berthds start at once), took over 20 s, and a timeout reads as "Envoy does
+ * not run" until the next try (Proxy.update retries a missing Envoy).
+ */
+export const ENVOY_VERSION_TIMEOUT_MS = 60000;
+
+/** `envoy --version` -> "1.40.0", or null if the binary does not run (or not within ENVOY_VERSION_TIMEOUT_MS). */
 export async function envoyVersion(bin: string): Promise<string | null> {
-  const r = await run(bin, ['--version'], { timeoutMs: 20000 });
+  const r = await run(bin, ['--version'], { timeoutMs: ENVOY_VERSION_TIMEOUT_MS });
   if (r.code !== 0) return null;
   const m = /version: \S+?\/(\d+\.\d+\.\d+)/.exec(r.stdout + r.stderr);
   return m ? m[1] : (r.stdout.trim().split('\n')[0] || null);
@@ -231,6 +239,8 @@ export class EnvoySupervisor {
   private startedAt = 0;
   private bin = '';
   private bootstrapHash = '';
+  /** The last "missing" message logged (a retry that fails the same way logs nothing). */
+  private missingMsg = '';
   private logTail: FileFollower | null = null;
   private accessTail: FileFollower | null = null;
   readonly paths: EnvoyPaths;
@@ -244,7 +254,8 @@ export class EnvoySupervisor {
   /**
    * Find Envoy and make sure it runs: adopt the running one if it is ours and was started from the
    * same bootstrap, else start one. A missing binary is not an error for berthd: the state says
-   * 'missing' and the next start() tries again.
+   * 'missing' and the next start() tries again (Proxy.update calls it at most every
+   * ENVOY_RETRY_MS while ingresses are wanted).
    */
   async start(): Promise<void> {
     this.stopping = false;
@@ -253,9 +264,15 @@ export class EnvoySupervisor {
     if (!bin || !version) {
       this.st.state = 'missing';
       this.st.pid = null;
-      this.o.logger.error({ envoyPath: this.o.envoyPath }, bin ? `Envoy at ${bin} does not run (envoy --version failed); ingresses are not served` : `Envoy not found (envoyPath ${this.o.envoyPath}); ingresses are not served`);
+      const msg = bin ? `Envoy at ${bin} does not run (envoy --version failed); ingresses are not served` : `Envoy not found (envoyPath ${this.o.envoyPath}); ingresses are not served`;
+      // Retries (Proxy.update) log the same message once, not on every pass.
+      if (msg !== this.missingMsg) this.o.logger.error({ envoyPath: this.o.envoyPath }, msg);
+      this.missingMsg = msg;
       return;
     }
+    if (this.missingMsg) this.o.logger.info({ bin, version }, 'Envoy found; ingresses will be served');
+    this.missingMsg = '';
+    if (this.stopping) return; // stop() came while `envoy --version` ran
     this.bin = bin;
     this.st.version = version;
     fs.mkdirSync(this.o.runDir, { recursive: true });
@@ -275,6 +292,10 @@ export class EnvoySupervisor {
       await stopEnvoyByPidFile(this.o.runDir);
     } else if (prev) {
       fs.rmSync(this.paths.pidFile, { force: true });
+    }
+    if (this.stopping) { // stop() came while the previous Envoy was being stopped
+      this.quiesce();
+      return;
     }
     fs.writeFileSync(this.paths.bootstrap, text, { mode: 0o600 });
     this.o.logger.info({ bin, version }, 'starting Envoy');

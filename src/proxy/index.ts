@@ -40,6 +40,8 @@ export function listenerFailures(error: string): Map<string, string> {
 }
 
 const DEFAULT_PIN_DIR = '/sys/fs/bpf/berth';
+/** The least time between two tries to start a missing Envoy, ms (see Proxy.retryMissingEnvoy). */
+export const ENVOY_RETRY_MS = 10000;
 
 export class Proxy implements ProxyApi {
   private readonly log: Logger;
@@ -65,6 +67,9 @@ export class Proxy implements ProxyApi {
   private tlsHosts: string[] = [];
   private certStamp = '';
   private certTimer: NodeJS.Timeout | null = null;
+  /** A start of a missing Envoy in flight (update() retries it), and when the last one began (ms). */
+  private envoyRetry: Promise<void> | null = null;
+  private envoyTriedAt = 0;
   /** Problems of the last update, for `berth status` (publish port taken, TLS host skipped, ...). */
   private lastErrors: { ingress: string; error: string; code?: string }[] = [];
 
@@ -131,6 +136,7 @@ export class Proxy implements ProxyApi {
   async update(state: DesiredState): Promise<{ ingress: string; error: string }[]> {
     const errors: { ingress: string; error: string; code?: string }[] = [];
     const ingresses = state.services.filter((s): s is Service & { ingress: NonNullable<Service['ingress']> } => s.kind === 'ingress' && s.ingress !== null);
+    if (ingresses.length) this.retryMissingEnvoy();
 
     // Listener ports (sticky). Ports listened on now are busy for new assignments; Envoy's own
     // listeners are among them, which is right: they are taken.
@@ -261,9 +267,24 @@ export class Proxy implements ProxyApi {
    * Stop the xDS server; Envoy too, unless `keepEnvoy` (a restart or upgrade of berthd: Envoy
    * keeps serving its last config and the next berthd adopts it).
    */
+  /**
+   * Envoy missing (not installed yet, or `envoy --version` failed or timed out): start it again,
+   * in the background and at most every ENVOY_RETRY_MS, so that installing Envoy (or a slow first
+   * exec) needs no berthd restart. Once it runs it connects to the ADS server, which serves it the
+   * current snapshot.
+   */
+  private retryMissingEnvoy(): void {
+    if (!this.ads || this.envoyRetry || this.envoy.st.state !== 'missing' || Date.now() - this.envoyTriedAt < ENVOY_RETRY_MS) return;
+    this.envoyTriedAt = Date.now();
+    this.envoyRetry = this.envoy.start()
+      .catch((e: Error) => this.log.error({ err: e }, 'starting Envoy failed'))
+      .finally(() => { this.envoyRetry = null; });
+  }
+
   async stop(opts: { keepEnvoy?: boolean } = {}): Promise<void> {
     if (this.certTimer) clearInterval(this.certTimer);
     this.certTimer = null;
+    // A retry still in flight sees the supervisor stopped after `envoy --version` and spawns nothing.
     if (opts.keepEnvoy) this.envoy.detach();
     else await this.envoy.stop();
     await this.ads?.close();

@@ -14,7 +14,7 @@
  */
 import test from 'ava';
 import { buildTestBinaries } from '../helpers/images';
-import { agentCmd, clusterDown, clusterHosts, clusterSetup, clusterUp, etcdLeader, etcdStatus, type ClusterHost } from './cluster';
+import { agentCmd, clusterDown, clusterHosts, clusterSetup, clusterUp, etcdLeader, etcdStatus, TCG_LEASE_TTL_S, type ClusterHost } from './cluster';
 import { ENSURE_TEST_IMAGE, until, vmDown, vmJson, vmLogs, vmOk, vmSh } from './vm';
 import { LEASE_TTL_S } from '../../src/cluster/store';
 import type { ServiceView, StatusView } from '../../src/cli/format';
@@ -36,8 +36,10 @@ const down = new Set<string>();
  * clock) is not. The raw numbers are printed either way.
  */
 let timeScale = TIME_SCALE;
+/** The guests' etcdLeaseTtl: berth's default, or TCG_LEASE_TTL_S under TCG (cluster.ts says why). */
+let leaseTtlS = LEASE_TTL_S;
 const goneBoundMs = () => Math.round(1000 * timeScale);
-const dropBoundMs = () => LEASE_TTL_S * 1000 + Math.round(2000 * timeScale);
+const dropBoundMs = () => leaseTtlS * 1000 + Math.round(2000 * timeScale);
 
 interface ProbeLine { ok: boolean; reply: string | null; errno: string | null }
 
@@ -89,13 +91,18 @@ test.before(async () => {
   if (REUSE) {
     image = (await vmOk(h1.name, ENSURE_TEST_IMAGE, 600000)).trim().split('\n').pop() ?? '';
     await Promise.all(hosts.map((h) => vmOk(h.name, 'docker rm -f $(docker ps -aq) >/dev/null 2>&1; true')));
+    leaseTtlS = Number(/etcdLeaseTtl: (\d+)/.exec(await vmOk(h1.name, 'cat /etc/berth/config.yaml'))?.[1] ?? LEASE_TTL_S);
+    if (!process.env.BERTH_TEST_TIME_SCALE && /tcg/.test(await vmOk(h1.name, 'systemd-detect-virt || true'))) timeScale = 10;
     return;
   }
   try {
     const ups = await clusterUp(hosts);
     for (const l of ups) log(l);
-    if (!process.env.BERTH_TEST_TIME_SCALE && ups.some((l) => /accel tcg/.test(l))) timeScale = 10;
-    image = await clusterSetup(hosts);
+    const tcg = ups.some((l) => /accel tcg/.test(l));
+    if (!process.env.BERTH_TEST_TIME_SCALE && tcg) timeScale = 10;
+    if (tcg) leaseTtlS = TCG_LEASE_TTL_S;
+    log(`etcdLeaseTtl ${leaseTtlS} s, time scale ${timeScale}`);
+    image = await clusterSetup(hosts, leaseTtlS);
   } catch (e) {
     failed = true; // keep the guests' journals (after.always)
     throw e;
@@ -224,7 +231,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
     if (r.stdout.trim().endsWith('}')) dead = JSON.parse(r.stdout) as typeof dead;
     return dead !== null;
   }, 120000, 2000);
-  log(`power-off of ${victim.name}: its backends gone from ${observer.name} ${dead!.dropMs} ms after its last answer; the unscaled TTL + 2 s (${(LEASE_TTL_S + 2) * 1000} ms) ${(dead!.dropMs ?? Infinity) <= (LEASE_TTL_S + 2) * 1000 ? 'met' : 'missed'}`);
+  log(`power-off of ${victim.name}: its backends gone from ${observer.name} ${dead!.dropMs} ms after its last answer; the unscaled TTL + 2 s (${(leaseTtlS + 2) * 1000} ms) ${(dead!.dropMs ?? Infinity) <= (leaseTtlS + 2) * 1000 ? 'met' : 'missed'}`);
   t.true(dead!.sawBackends, 'the victim\'s backends were there before');
   t.true(dead!.dropMs !== null && dead!.dropMs <= dropBoundMs(), `dropped in ${dead!.dropMs} ms (limit ${dropBoundMs()} ms, time scale ${timeScale})`);
   // A bounded client loop on the observer: 200 TCP connects and 100 UDP requests, none fails.
@@ -250,7 +257,7 @@ test.serial('faults: docker stop -> gone elsewhere within 1 s; power-off -> gone
   // The local change applies locally (the reconcile does not wait for etcd)...
   await until(`${other.name} serves web-late without quorum`, async () => backendsOf(await services(other), 'web').includes(`${other.name}/web-late`), 180000, 2000);
   // ...and past the lease TTL (no leader: etcd expires nothing) every backend is still there.
-  const wait = lostAt + (LEASE_TTL_S + 4) * 1000 - Date.now();
+  const wait = lostAt + (leaseTtlS + 4) * 1000 - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   const during = { o: backendsOf(await services(observer), 'web'), x: backendsOf(await services(other), 'web') };
   t.deepEqual(during.o, before.o, `nothing withdrawn on ${observer.name} without quorum`);

@@ -54,11 +54,19 @@ function etcdUnit(h: ClusterHost, hosts: ClusterHost[]): string {
   return `[Unit]\nDescription=etcd member for the berth cluster test\n[Service]\nExecStart=${exec}\nRestart=no\n`;
 }
 
+/**
+ * The lease TTL the guests' berthds use under TCG, s (the etcdLeaseTtl key). With the default 5 s
+ * (keep-alives every 5/3 s, etcd3's TTL/3) every berthd lost its lease 7-9 times in 10 minutes in
+ * the runs of 2026-11-30: three emulated guests on 2 cores stall an event loop for many seconds,
+ * and each loss made the peers drop and re-add that host's backends. 30 s rides out a 20 s stall.
+ */
+export const TCG_LEASE_TTL_S = 30;
+
 /** Shell for guest `h`: Docker subnets, etcd member, berth installed and configured (not started). */
-function prepareScript(h: ClusterHost, hosts: ClusterHost[]): string {
+function prepareScript(h: ClusterHost, hosts: ClusterHost[], leaseTtlS: number): string {
   const n = Number(h.addr.split('.')[3]);
   const daemon = JSON.stringify({ 'storage-driver': 'overlay2', bip: h.bip, 'default-address-pools': [{ base: `172.${27 + n}.0.0/16`, size: 24 }] });
-  const config = [`etcdEndpoints: ${endpoints(hosts)}`, 'logLevel: info', ''].join('\n');
+  const config = [`etcdEndpoints: ${endpoints(hosts)}`, `etcdLeaseTtl: ${leaseTtlS}`, 'logLevel: info', ''].join('\n');
   return `set -e
 echo '${daemon}' > /etc/docker/daemon.json
 systemctl restart docker
@@ -95,10 +103,11 @@ export async function clusterUp(hosts: ClusterHost[]): Promise<string[]> {
 
 /**
  * Prepares every guest, waits for etcd to have a leader, then starts berthd everywhere
- * (`systemctl enable --now`: returns once each berthd sent READY=1). Returns the test image tag.
+ * (`systemctl enable --now`: returns once each berthd sent READY=1), with `etcdLeaseTtl:
+ * leaseTtlS`. Returns the test image tag.
  */
-export async function clusterSetup(hosts: ClusterHost[]): Promise<string> {
-  const out = await Promise.all(hosts.map((h) => vmOk(h.name, prepareScript(h, hosts), 1800000)));
+export async function clusterSetup(hosts: ClusterHost[], leaseTtlS: number): Promise<string> {
+  const out = await Promise.all(hosts.map((h) => vmOk(h.name, prepareScript(h, hosts, leaseTtlS), 1800000)));
   const image = out[0].trim().split('\n').pop() ?? '';
   await until('etcd has a leader on every member', async () => {
     const st = await etcdStatus(hosts[0], hosts);
