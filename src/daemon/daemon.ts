@@ -425,7 +425,14 @@ export class Daemon {
         // Per-client-network lists (datapath/netlists.ts): which backend address, or whether any,
         // a client on each Docker network gets. (The DNS entry's backend is the host: no networks,
         // so every client keeps it.)
+        // This pass's own changes (a full list that found missed events, a cluster update) are
+        // written first, as between full passes: the full sync's writes after that are only what
+        // berth's updates missed or failed to write, which is what its drift count reports. (With
+        // renumbered networks every list changes, so those writes are not drift.)
+        const netsChanged = netKey !== this.netKey;
+        const own = !netsChanged && (changed.length || removed.length) ? await this.datapath.update(changed, removed, { nets }) : null;
         rec.sync = await this.datapath.sync([...state.services, ...dnsFront], { prune: true, nets });
+        if (own) rec.sync = { ...rec.sync, updates: own.updates + rec.sync.updates, deletes: own.deletes + rec.sync.deletes };
         this.netKey = netKey;
         this.runErrors = new Map([...this.runErrors].filter(([, v]) => v.some((x) => x.startsWith('proxy: '))).map(([k, v]) => [k, v.filter((x) => x.startsWith('proxy: '))]));
         const drift = rec.sync.drift;
@@ -434,7 +441,7 @@ export class Daemon {
             this.metrics.driftRepaired.inc({ kind: 'map_entry' }, drift.serviceEntries + drift.backends);
             this.log.warn({ serviceEntries: drift.serviceEntries, backends: drift.backends }, 'full sync: the maps differed from berth\'s view (changed by someone else); repaired');
           }
-          if (drift.plan > 0) {
+          if (drift.plan > 0 && !netsChanged) {
             this.metrics.driftRepaired.inc({ kind: 'plan' }, drift.plan);
             this.log.warn({ writes: drift.plan }, 'full sync: the maps needed writes to reach the desired state (a missed or failed update); repaired');
           }
