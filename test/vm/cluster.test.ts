@@ -58,7 +58,8 @@ const HTTP_GET = "$'GET / HTTP/1.1\\r\\nHost: shop\\r\\nConnection: close\\r\\n\
 async function services(h: ClusterHost): Promise<ServiceView[]> {
   for (let i = 1; ; i++) {
     try {
-      return await vmJson<ServiceView[]>(h.name, "printf 'GET /services HTTP/1.0\\r\\n\\r\\n' | socat -t 30 - UNIX-CONNECT:/run/berth/berth.sock | sed '1,/^\\r\\?$/d'", 60000);
+      // pipefail: a socat that fails (no socket, no answer) is an exit code with its message, not an empty body.
+      return await vmJson<ServiceView[]>(h.name, "set -o pipefail; printf 'GET /services HTTP/1.0\\r\\n\\r\\n' | socat -t 30 - UNIX-CONNECT:/run/berth/berth.sock | sed '1,/^\\r\\?$/d'", 60000);
     } catch (e) {
       if (i === 3) throw e;
       log(`${h.name}: /services try ${i}: ${(e as Error).message.slice(0, 300)}`);
