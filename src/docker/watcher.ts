@@ -20,6 +20,7 @@ import { summaryToContainerInfo, toNetworkInfo, type InspectLike, type NetworkLi
 import { interpret, eventTimeMs, signalNumber, type DockerEvent } from './events';
 import { Backoff } from './backoff';
 import { sameContainer } from '../model/incremental';
+import { phase } from '../util/phases';
 
 const BERTH_PREFIX = 'berth.';
 /** Shared copies of strings repeated across containers (network names and ids, label values). */
@@ -508,6 +509,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     const summaries = (await bounded(this.callTimeoutMs, 'list containers', (abortSignal) =>
       this.docker.listContainers({ all: true, abortSignal }),
     )) as unknown as SummaryLike[];
+    phase('Docker list received and parsed');
     const nets = (await bounded(this.callTimeoutMs, 'list networks', (abortSignal) =>
       this.docker.listNetworks({ abortSignal } as Dockerode.NetworkListOptions),
     )) as unknown as NetworkLike[];
@@ -536,6 +538,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       containers.set(c.id, old && sameContainer(old, c) ? old : c);
     }
     this.containers = containers;
+    phase('Docker list converted');
     this.networks = nets.map(toNetworkInfo).sort((a, b) => a.name.localeCompare(b.name));
     this.takenAt = Date.now();
     const snap = this.snapshot!;
