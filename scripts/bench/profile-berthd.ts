@@ -9,7 +9,9 @@
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
  * --heapsnapshot-signal). Prints spawn → ready, berthd's first reconcile, RSS and the event →
- * maps samples as one JSON line. Open the .cpuprofile/.heapprofile in Chrome DevTools, or
+ * maps samples as one JSON line, with berthd's own CPU time at ready (/proc) and, where berthd logs
+ * them (`start-up phases`, util/phases.ts), its start-up phases: per phase the wall and CPU ms it
+ * took since the previous mark (CPU is what to compare on a busy machine). Open the .cpuprofile/.heapprofile in Chrome DevTools, or
  * summarise them with `node dist/scripts/bench/profile-summary.js FILE`.
  */
 import fs from 'node:fs';
@@ -64,6 +66,29 @@ function rssMb(pid: number): number {
   return Number(/^VmRSS:\s+(\d+) kB/m.exec(s)?.[1] ?? NaN) / 1024;
 }
 
+/**
+ * berthd's `start-up phases` log line (util/phases.ts) as [name, wall ms, CPU ms] per phase, each
+ * the time since the previous mark (the first: since the process started); null when this
+ * berthd does not log it (an older checkout) within 10 s of being ready.
+ */
+async function startupPhases(logFile: string): Promise<[string, number, number][] | null> {
+  for (let i = 0; i < 100; i++) {
+    for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
+      if (!line.includes('"start-up phases"')) continue;
+      const marks = (JSON.parse(line) as { phases: { name: string; wallMs: number; cpuMs: number }[] }).phases;
+      let wall = 0, cpu = 0;
+      return marks.map((m) => {
+        const row: [string, number, number] = [m.name, m.wallMs - wall, m.cpuMs - cpu];
+        wall = m.wallMs;
+        cpu = m.cpuMs;
+        return row;
+      });
+    }
+    await sleep(100);
+  }
+  return null;
+}
+
 async function main(): Promise<void> {
   const services = Number(arg('services') ?? 10000);
   const backends = Number(arg('backends') ?? 4);
@@ -105,6 +130,8 @@ async function main(): Promise<void> {
     }
     const readyMs = nowMs() - t0;
     const pid = d.proc!.pid!;
+    const readyCpuMs = cpuMs(pid);
+    const phases = await startupPhases(d.logFile);
     const readyRss = rssMb(pid);
     const readySmaps = process.argv.includes('--smaps') ? smapsMb(pid) : undefined;
     if (snapFile) {
@@ -151,7 +178,7 @@ async function main(): Promise<void> {
     }
     const idleCpuMs = cpuMs(pid) - cpuBefore;
     console.log(JSON.stringify({
-      services, containers: n, readyMs: Math.round(readyMs), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
+      services, containers: n, readyMs: Math.round(readyMs), readyCpuMs, ...(phases ? { phases } : {}), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
       afterEventsRssMb: Math.round(afterEventsRss), ...(readySmaps ? { readySmaps } : {}), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: idleRss, idleCpuMs } : {}), eventMs: samples,
     }));
   } finally {

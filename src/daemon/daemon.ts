@@ -36,6 +36,7 @@ import { syncPeerRoutes } from '../cluster/routes';
 import { syncPeerAccepts, type PeerAcceptStatus } from '../cluster/firewall';
 import { routeMetric } from '../datapath/routes';
 import { collectGarbage } from '../util/gc';
+import { phase, done as phasesDone } from '../util/phases';
 
 export const VERSION: string = (() => {
   try {
@@ -185,6 +186,7 @@ export class Daemon {
 
   async start(): Promise<void> {
     const c = this.c;
+    phase('modules loaded');
     this.notifier.status('starting: opening the datapath');
     fs.mkdirSync(c.runDir, { recursive: true, mode: 0o700 });
     fs.mkdirSync(c.stateDir, { recursive: true, mode: 0o700 });
@@ -203,6 +205,7 @@ export class Daemon {
       logger: this.log.child({ part: 'datapath' }),
     });
     this.datapath = datapath;
+    phase('datapath opened');
     const dp = datapath.status();
     this.log.info({ cgroupRoot: dp.cgroupRoot, cgroupIsHostRoot: dp.cgroupIsHostRoot, attached: dp.attached }, 'socket programs attached');
     if (!dp.cgroupIsHostRoot) {
@@ -243,7 +246,7 @@ export class Daemon {
     this.proxy = proxy;
     // Started alongside the Docker list (its probes and Envoy's start take a few hundred ms);
     // the first reconcile waits for it.
-    this.proxyStarted = proxy.start().catch((e: unknown) => {
+    this.proxyStarted = proxy.start().then(() => phase('proxy started')).catch((e: unknown) => {
       // The socket LB must keep working without the proxy: report and go on.
       this.log.error({ err: e }, 'the ingress proxy failed to start; socket load balancing continues without it');
     });
@@ -278,6 +281,7 @@ export class Daemon {
       this.networks = snap.networks;
       this.allContainers = new Map(snap.containers.map((c) => [c.id, c]));
       const d = this.model!.resync(snap, { addresses: hostAddresses() });
+      phase('model built');
       if (this.haveList && d.containersChanged) {
         // Only counted between full lists: a missed event, or Docker's state changed while unreachable.
         this.metrics.driftRepaired.inc({ kind: 'container' }, d.containersChanged);
@@ -307,6 +311,7 @@ export class Daemon {
       this.updateStatusLine();
     });
     watcher.start();
+    phase('watching Docker');
 
     // Periodic reconcile even without Docker events (reconcileInterval): the proxy's pass repairs
     // what someone else removed (a firewall reload flushing berth's iptables rules) within
@@ -365,6 +370,7 @@ export class Daemon {
       return;
     }
     await this.proxyStarted;
+    phase('first reconcile began');
     // Per-client-network lists (datapath/netlists.ts) are numbered by Docker network: new numbers
     // may change every service's lists, which only a full sync rewrites.
     const numbers = networkNumbers(this.networks);
@@ -413,6 +419,7 @@ export class Daemon {
       if (this.proxy && proxyNeeded) {
         try {
           rec.proxyErrors = await this.proxy.update(state);
+          phase('proxy (Envoy) resources built');
         } catch (e) {
           rec.proxyErrors = [{ ingress: '*', error: (e as Error).message }];
         }
@@ -433,6 +440,7 @@ export class Daemon {
         const own = !netsChanged && (changed.length || removed.length) ? await this.datapath.update(changed, removed, { nets }) : null;
         rec.sync = await this.datapath.sync([...state.services, ...dnsFront], { prune: true, nets });
         if (own) rec.sync = { ...rec.sync, updates: own.updates + rec.sync.updates, deletes: own.deletes + rec.sync.deletes };
+        phase('full map sync done');
         this.netKey = netKey;
         this.runErrors = new Map([...this.runErrors].filter(([, v]) => v.some((x) => x.startsWith('proxy: '))).map(([k, v]) => [k, v.filter((x) => x.startsWith('proxy: '))]));
         const drift = rec.sync.drift;
@@ -455,7 +463,10 @@ export class Daemon {
       }
       // After the maps: a name resolves only once its VIP works. A full sync sets the zone from
       // every service; an incremental one rebuilds only the changed names' records.
-      if (this.dns && full) this.dns.setServices(this.services());
+      if (this.dns && full) {
+        this.dns.setServices(this.services());
+        phase('DNS zone built');
+      }
       else if (this.dns && (changed.length || removed.length)) this.dns.update(names, (kind, name) => this.service(kind, name));
       if (cl) {
         // Routes failing must not fail the reconcile: the maps are already applied above.
@@ -532,6 +543,7 @@ export class Daemon {
       // processes, which on the event path cost more than everything else an event does.
       const servicesInRules = crossnetHow(this.c.crossNetwork, this.datapath.status().flows?.matchPin ?? null) === 'open-ports';
       if (full || periodic || (servicesInRules && (changed.length || removed.length))) await this.applyCrossNetwork(model.services());
+      phase('crossNetwork rules applied');
       this.desired = state;
       this.updateWarnings(full, names);
       this.metrics.reconciles.inc({ result: 'ok' });
@@ -551,6 +563,7 @@ export class Daemon {
         const rssBefore = process.memoryUsage.rss();
         const gcMs = collectGarbage();
         if (gcMs !== null) this.log.info({ gcMs: Math.round(gcMs), rssMbBefore: Math.round(rssBefore / 1048576), rssMbAfter: Math.round(process.memoryUsage.rss() / 1048576) }, 'start-up garbage collected');
+        phase('start-up garbage collected');
         void this.becomeReady();
       } else if (full && this.ready) {
         // The same after every later full pass (each periodic full list, every resyncInterval):
@@ -682,7 +695,10 @@ export class Daemon {
     }
     if (this.stopping) return;
     this.ready = true;
+    phase('ready');
     this.notifier.ready();
+    // Wall and CPU ms since the process started, per start-up phase (util/phases.ts).
+    this.log.info({ phases: phasesDone() }, 'start-up phases');
     this.log.info('ready');
   }
 

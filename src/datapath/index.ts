@@ -8,6 +8,7 @@
  * writes the host netns cookie and installs the unreachable routes of the VIP ranges.
  * sync() dumps the maps, plans the difference (plan.ts) and applies it.
  */
+import { phase } from '../util/phases';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Service } from '../model/types';
@@ -395,13 +396,17 @@ export class Datapath implements DatapathApi {
     return this.enqueue(() => {
       const started = process.hrtime.bigint();
       const cur = this.readCurrent();
+      phase('maps dumped');
       const drift: ViewDrift | null = this.synced ? this.view.diff(cur) : null;
       // The view is rebuilt from the dump only where they differ: a periodic sync that finds the
       // maps as berth left them keeps its view, instead of replacing ~50,000 long-lived objects
       // (at 10,000 services × 4) that the garbage collector has to move and free every period.
       if (!drift || drift.serviceEntries + drift.backends > 0) this.view = MapView.fromState(cur, this.limits, this.view.ids());
+      phase('view built from the dump');
       const p = plan(services, cur, opts, this.limits, opts.nets);
+      phase('full sync planned');
       const r = this.applyPlan(p, services, cur);
+      phase('map writes done');
       this.view.adoptNames(r.serviceIds);
       if (opts.prune) this.synced = true;
       return r.done(started, drift ? { ...drift, plan: r.updates + r.deletes } : undefined);

@@ -54,12 +54,27 @@ function add(z: Map<string, RecordData[]>, name: string, r: RecordData): void {
   else z.set(name, [r]);
 }
 
-/** A name's A/AAAA records and its ports' SRV records, for the service or ingress `s`. */
-function addHost(records: Map<string, RecordData[]>, name: string, s: Service): void {
-  add(records, name, { type: 'A', data: s.vip });
-  if (s.vip6) add(records, name, { type: 'AAAA', data: s.vip6 });
+/**
+ * A name's A/AAAA records and its ports' SRV records, for the service or ingress `s`; the owner
+ * names it adds are pushed to `owners` when given.
+ */
+function addHost(records: Map<string, RecordData[]>, name: string, s: Service, owners?: string[]): void {
+  const host: RecordData[] = s.vip6 ? [{ type: 'A', data: s.vip }, { type: 'AAAA', data: s.vip6 }] : [{ type: 'A', data: s.vip }];
+  const had = records.get(name);
+  if (had) for (const r of host) had.push(r);
+  else {
+    records.set(name, host);
+    owners?.push(name);
+  }
   for (const p of s.ports) {
-    add(records, `_${p.port}._${p.protocol}.${name}`, { type: 'SRV', data: { priority: 0, weight: 0, port: p.port, target: name } });
+    const srv = `_${p.port}._${p.protocol}.${name}`;
+    const r: RecordData = { type: 'SRV', data: { priority: 0, weight: 0, port: p.port, target: name } };
+    const list = records.get(srv);
+    if (list) list.push(r);
+    else {
+      records.set(srv, [r]);
+      owners?.push(srv);
+    }
   }
 }
 
@@ -148,15 +163,19 @@ export class LiveZone {
    */
   fill(byName: Map<string, { service?: Service; ingress?: Service }>, serial: number): void {
     if (this.owners.size) throw new Error('LiveZone.fill: the zone is not empty');
-    const { records } = this.zone;
+    const { records, domain } = this.zone;
+    // Straight into the zone (no per-name map of fresh records, as update() needs): at 10,000
+    // services this is one of the larger steps of berthd's cold start.
     for (const [name, e] of byName) {
       if (!e.service && !e.ingress) continue;
-      const fresh = this.recordsOf(name, e.service, e.ingress);
-      for (const [owner, list] of fresh) {
-        records.set(owner, list);
-        this.count(owner, 1);
+      const owners: string[] = [];
+      if (e.service) addHost(records, `${name}.${domain}`, e.service, owners);
+      if (e.ingress) {
+        addHost(records, `${name}.ingress.${domain}`, e.ingress, owners);
+        if (!e.service) addHost(records, `${name}.${domain}`, e.ingress, owners);
       }
-      this.owners.set(name, [...fresh.keys()]);
+      for (const owner of owners) this.count(owner, 1);
+      this.owners.set(name, owners);
       this.keys.set(name, keyOf(e.service, e.ingress));
     }
     for (const n of this.below.keys()) if (!records.has(n)) this.zone.nonTerminals.add(n);

@@ -20,6 +20,7 @@ import { summaryToContainerInfo, toNetworkInfo, type InspectLike, type NetworkLi
 import { interpret, eventTimeMs, signalNumber, type DockerEvent } from './events';
 import { Backoff } from './backoff';
 import { sameContainer } from '../model/incremental';
+import { phase } from '../util/phases';
 
 const BERTH_PREFIX = 'berth.';
 /** Shared copies of strings repeated across containers (network names and ids, label values). */
@@ -32,43 +33,9 @@ function intern(s: string): string {
   return s;
 }
 
-/** Drop labels berth does not read (berthOnly) and share repeated strings. */
-function compact(c: ContainerInfo, berthOnly: boolean): ContainerInfo {
-  const labels: Record<string, string> = {};
-  for (const [k, v] of Object.entries(c.labels)) if (!berthOnly || k.startsWith(BERTH_PREFIX)) labels[intern(k)] = intern(v);
-  c.labels = labels;
-  c.state = intern(c.state);
-  for (const n of c.networks) {
-    n.name = intern(n.name);
-    n.id = intern(n.id);
-  }
-  // Exact-length copies (push() leaves spare capacity: ~150 bytes for a one-element list).
-  c.networks = c.networks.slice();
-  c.exposedPorts = c.exposedPorts.length ? c.exposedPorts.slice() : NO_PORTS;
-  return c;
-}
-
 const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 const NO_PORTS: ContainerInfo['exposedPorts'] = Object.freeze([]) as unknown as ContainerInfo['exposedPorts'];
-
-/**
- * A container without berth labels, kept as a client (berthd's `clients`): only what berth reads
- * of it — id and name (a `container:<ref>` backend names it), state, network mode, and its
- * networks with their addresses (berth_netns; the netns a `container:` backend shares). No labels,
- * no ports, no health, no creation time: the model ignores it, and an event that changes only
- * those makes no change at all (sameContainer sees the same object).
- */
-function clientOnly(s: SummaryLike, c: ContainerInfo): ContainerInfo {
-  for (const n of c.networks) {
-    n.name = intern(n.name);
-    n.id = intern(n.id);
-  }
-  return {
-    id: s.Id, name: c.name, labels: NO_LABELS, state: intern(c.state), health: 'none', stopping: false,
-    exposedPorts: NO_PORTS, networks: c.networks,
-    ...(c.networkMode ? { networkMode: intern(c.networkMode) } : {}),
-  };
-}
+const isBerthLabel = (k: string): boolean => k.startsWith(BERTH_PREFIX);
 
 /** The 'changes' event: containers fetched after their events (not emitted when nothing differs). */
 export interface ContainerChanges {
@@ -444,9 +411,16 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
           break;
         }
       }
-      if (!berth) return this.clients ? clientOnly(s, summaryToContainerInfo({ ...s, Labels: null, Ports: null }, false)) : null;
+      // A client (berthd's `clients`): only what berth reads of it — id and name (a
+      // `container:<ref>` backend names it), state, network mode, and its networks with their
+      // addresses (berth_netns; the netns a `container:` backend shares). No labels, no ports,
+      // no health, no creation time: the model ignores it, and an event that changes only those
+      // makes no change at all (sameContainer sees the same object).
+      if (!berth) return this.clients ? summaryToContainerInfo(s, false, { bare: true, intern, noLabels: NO_LABELS, noPorts: NO_PORTS }) : null;
     }
-    return compact(summaryToContainerInfo(s, this.stoppingSince.has(s.Id)), this.berthOnly);
+    // Built compact in one pass (only berth's labels, shared strings, exact-length lists; the
+    // watcher used to convert, then copy and filter).
+    return summaryToContainerInfo(s, this.stoppingSince.has(s.Id), { intern, noLabels: NO_LABELS, noPorts: NO_PORTS, ...(this.berthOnly ? { keepLabel: isBerthLabel } : {}) });
   }
 
   /**
@@ -508,6 +482,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     const summaries = (await bounded(this.callTimeoutMs, 'list containers', (abortSignal) =>
       this.docker.listContainers({ all: true, abortSignal }),
     )) as unknown as SummaryLike[];
+    phase('Docker list received and parsed');
     const nets = (await bounded(this.callTimeoutMs, 'list networks', (abortSignal) =>
       this.docker.listNetworks({ abortSignal } as Dockerode.NetworkListOptions),
     )) as unknown as NetworkLike[];
@@ -536,6 +511,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
       containers.set(c.id, old && sameContainer(old, c) ? old : c);
     }
     this.containers = containers;
+    phase('Docker list converted');
     this.networks = nets.map(toNetworkInfo).sort((a, b) => a.name.localeCompare(b.name));
     this.takenAt = Date.now();
     const snap = this.snapshot!;

@@ -1,5 +1,6 @@
 import test from 'ava';
 import os from 'node:os';
+import net from 'node:net';
 import { loadNative } from '../../../src/native';
 import * as codec from '../../../src/datapath/codec';
 
@@ -128,4 +129,89 @@ test('redirect map key: address and port in network order + padding, by family; 
   t.is(v.length, codec.SIZES.redirVal);
   t.is(os.endianness() === 'LE' ? v.readUInt16LE(0) : v.readUInt16BE(0), 18243);
   t.is(v.readUInt16BE(2), 0);
+});
+
+/** The IPv6 parse berth used before parseV6Into (net.isIPv6, then split/map): the oracle. */
+function oracleV6(ip: string): Buffer | null {
+  if (!net.isIPv6(ip)) return null;
+  let s = ip.split('%')[0];
+  const tail: number[] = [];
+  const v4 = s.match(/(\d+\.\d+\.\d+\.\d+)$/);
+  if (v4) {
+    const b = v4[1].split('.').map(Number);
+    tail.push((b[0] << 8) | b[1], (b[2] << 8) | b[3]);
+    s = s.slice(0, -v4[1].length);
+    if (s.endsWith(':') && !s.endsWith('::')) s = s.slice(0, -1);
+  }
+  const [head, rest] = s.includes('::') ? s.split('::') : [s, null];
+  const h = head ? head.split(':').filter((x) => x !== '').map((x) => parseInt(x, 16)) : [];
+  const r = rest ? rest.split(':').filter((x) => x !== '').map((x) => parseInt(x, 16)) : [];
+  const groups = rest === null ? [...h, ...tail] : [...h, ...new Array<number>(8 - h.length - r.length - tail.length).fill(0), ...r, ...tail];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
+  return out;
+}
+
+test('parseV6Into: the usual forms parse to the right bytes; anything else is left to net.isIPv6', (t) => {
+  const cases: [string, string | null][] = [
+    ['::', '00000000000000000000000000000000'],
+    ['::1', '00000000000000000000000000000001'],
+    ['1::', '00010000000000000000000000000000'],
+    ['fd00:94::a', 'fd00009400000000000000000000000a'],
+    ['FD00:94::A', 'fd00009400000000000000000000000a'],
+    ['2001:db8:0:0:1:0:0:1', '20010db8000000000001000000000001'],
+    ['1:2:3:4:5:6:7::', '00010002000300040005000600070000'],
+    ['::2:3:4:5:6:7:8', '00000002000300040005000600070008'],
+    ['::ffff:192.0.2.1', '00000000000000000000ffffc0000201'],
+    ['1:2:3:4:5:6:1.2.3.4', '00010002000300040005000601020304'],
+    ['::1.2.3.4', '00000000000000000000000001020304'],
+    // Not parsed here (null): invalid, or a form left to the slow path (zone id).
+    ['', null], [':', null], [':::', null], ['1:2', null], ['1::2::3', null], ['12345::', null], ['1:2:3:4:5:6:7:8:9', null],
+    ['1:2:3:4:5:6:7:8::', null], ['::1:2:3:4:5:6:7:8', null], ['1:', null], [':1', null], ['1::2:', null], ['g::1', null],
+    ['::01.2.3.4', null], ['::1.2.3', null], ['::256.1.1.1', null], ['1:2:3:4:5:6:7:1.2.3.4', null], ['1.2.3.4', null],
+    ['fe80::1%eth0', null], [' ::1', null],
+  ];
+  for (const [text, hex] of cases) {
+    const b = Buffer.alloc(20, 0xee);
+    const ok = codec.parseV6Into(text, b, 2);
+    t.is(ok, hex !== null, text);
+    if (hex) t.is(b.subarray(2, 18).toString('hex'), hex, text);
+  }
+  // The slow path still takes what only net.isIPv6 knows, and rejects the rest by name.
+  t.is(codec.ipToBytes('fe80::1%eth0').toString('hex'), 'fe800000000000000000000000000001');
+  t.throws(() => codec.ipToBytes('1::2::3'), { message: /1::2::3/ });
+});
+
+test('parseV6Into accepts nothing net.isIPv6 rejects, and agrees with the old parse (random strings)', (t) => {
+  // Deterministic LCG: the same strings every run.
+  let seed = 12345;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  // Mostly address-shaped: 0-9 groups joined by ':' (a '::' somewhere, sometimes two), an IPv4
+  // tail now and then, and stray characters.
+  const tokens = ['0', '1', 'f', 'F', 'a9', 'ffff', 'ABCD', '0000', '12345', '', 'g', '1.2.3.4', '01.2.3.4', '255.255.255.255', '1.2.3', '.'];
+  let accepted = 0;
+  const b = Buffer.alloc(16);
+  for (let i = 0; i < 50000; i++) {
+    const parts: string[] = [];
+    const count = rnd(10);
+    for (let k = 0; k < count; k++) parts.push(tokens[rnd(rnd(3) === 0 ? tokens.length : 8)]);
+    let s = parts.join(':');
+    for (let g = rnd(3); g > 0; g--) {
+      const at = rnd(s.length + 1);
+      s = `${s.slice(0, at)}${rnd(4) === 0 ? ':' : '::'}${s.slice(at)}`;
+    }
+    const ok = codec.parseV6Into(s, b, 0);
+    const want = oracleV6(s);
+    if (ok) {
+      accepted++;
+      if (!want) return t.fail(`parseV6Into accepted '${s}', net.isIPv6 does not`);
+      if (!b.equals(want)) return t.fail(`'${s}': ${b.toString('hex')} != ${want.toString('hex')}`);
+    }
+  }
+  t.true(accepted > 1000, `only ${accepted} valid strings generated`);
+  // And every address the model formats (canonical, compressed) takes the fast path.
+  for (const a of ['fd00:94::1', 'fd00:94::ffff', 'fd00::94:0:1', '2001:db8::']) t.true(codec.parseV6Into(a, b, 0), a);
 });

@@ -83,3 +83,47 @@ test('network mode and driver: host, none, container:<id>, a user network; drive
   t.is(toNetworkInfo({ Id: 'v', Name: 'mv', Driver: 'macvlan' }).driver, 'macvlan');
   t.false('driver' in toNetworkInfo({ Id: 'v', Name: 'mv' }));
 });
+
+test("the watcher's compact form (ConvertOptions): kept labels only, shared strings and empties, a bare client", (t) => {
+  const summary = {
+    Id: 'd'.repeat(64), Names: ['/api-1'], Created: 1764000001, State: 'running', Status: 'Up 1 second (healthy)',
+    Labels: { 'berth.service': 'api', 'com.docker.compose.project': 'x', 'berth.ports': '80:8080' },
+    Ports: [{ PrivatePort: 8080, Type: 'tcp' }, { PrivatePort: 8080, Type: 'tcp' }],
+    HostConfig: { NetworkMode: 'bridge' },
+    NetworkSettings: { Networks: { bridge: { NetworkID: 'n1', IPAddress: '172.17.0.3' } } },
+  };
+  const pool = new Map<string, string>();
+  const seen: string[] = [];
+  const intern = (s: string) => {
+    seen.push(s);
+    if (!pool.has(s)) pool.set(s, s);
+    return pool.get(s)!;
+  };
+  const noLabels = Object.freeze({}) as Record<string, string>;
+  const noPorts = Object.freeze([]) as unknown as { port: number; protocol: 'tcp' | 'udp' }[];
+  const opts = { intern, noLabels, noPorts, keepLabel: (k: string) => k.startsWith('berth.') };
+  const full = summaryToContainerInfo(summary, true, opts);
+  // The same content as the plain conversion, minus the labels berth does not keep.
+  const plain = summaryToContainerInfo(summary, true);
+  delete plain.labels['com.docker.compose.project'];
+  t.deepEqual(full, plain);
+  t.deepEqual(Object.keys(full.labels), ['berth.service', 'berth.ports']);
+  for (const s of ['berth.service', 'api', 'running', 'bridge', 'n1']) t.true(seen.includes(s), `${s} interned`);
+  t.false(seen.includes('x'), 'a dropped label value is not interned');
+  // Exact-length lists: a duplicate port binding does not leave spare room.
+  t.is(full.exposedPorts.length, 1);
+
+  // No labels kept, no ports: the shared empties, not fresh objects.
+  const none = summaryToContainerInfo({ ...summary, Labels: { other: '1' }, Ports: [] }, false, opts);
+  t.is(none.labels, noLabels);
+  t.is(none.exposedPorts, noPorts);
+
+  // A client: id, name, state, mode and networks only.
+  const client = summaryToContainerInfo(summary, true, { bare: true, intern, noLabels, noPorts });
+  t.deepEqual(client, {
+    id: summary.Id, name: 'api-1', labels: {}, state: 'running', health: 'none', stopping: false, exposedPorts: [],
+    networks: [{ name: 'bridge', id: 'n1', ip: '172.17.0.3', ip6: null }], networkMode: 'bridge',
+  });
+  t.is(client.labels, noLabels);
+  t.is(client.exposedPorts, noPorts);
+});
