@@ -4,8 +4,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig, ConfigError, kebab, envName, CONFIG_KEYS, usage } from '../../../src/daemon/config';
 
+/** Temporary directories of tmpFile(), removed after the file's tests (they used to pile up in /tmp). */
+const dirs: string[] = [];
+test.after.always(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function tmpFile(content: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-cfg-'));
+  dirs.push(dir);
   const f = path.join(dir, 'config.yaml');
   fs.writeFileSync(f, content);
   return f;
