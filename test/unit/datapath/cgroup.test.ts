@@ -5,8 +5,15 @@ import path from 'node:path';
 import { cgroup2RootMounts } from '../../../src/datapath/cgroup';
 import { routeMetric } from '../../../src/datapath/routes';
 
+/** Temporary directories of mountinfo(), removed after the file's tests. */
+const dirs: string[] = [];
+test.after.always(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function mountinfo(lines: string[]): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-dp-mi-'));
+  dirs.push(dir);
   const f = path.join(dir, 'mountinfo');
   fs.writeFileSync(f, `${lines.join('\n')}\n`);
   return f;
