@@ -1,6 +1,5 @@
 import test from 'ava';
 import os from 'node:os';
-import net from 'node:net';
 import { loadNative } from '../../../src/native';
 import * as codec from '../../../src/datapath/codec';
 
@@ -132,25 +131,7 @@ test('redirect map key: address and port in network order + padding, by family; 
 });
 
 /** The IPv6 parse berth used before parseV6Into (net.isIPv6, then split/map): the oracle. */
-function oracleV6(ip: string): Buffer | null {
-  if (!net.isIPv6(ip)) return null;
-  let s = ip.split('%')[0];
-  const tail: number[] = [];
-  const v4 = s.match(/(\d+\.\d+\.\d+\.\d+)$/);
-  if (v4) {
-    const b = v4[1].split('.').map(Number);
-    tail.push((b[0] << 8) | b[1], (b[2] << 8) | b[3]);
-    s = s.slice(0, -v4[1].length);
-    if (s.endsWith(':') && !s.endsWith('::')) s = s.slice(0, -1);
-  }
-  const [head, rest] = s.includes('::') ? s.split('::') : [s, null];
-  const h = head ? head.split(':').filter((x) => x !== '').map((x) => parseInt(x, 16)) : [];
-  const r = rest ? rest.split(':').filter((x) => x !== '').map((x) => parseInt(x, 16)) : [];
-  const groups = rest === null ? [...h, ...tail] : [...h, ...new Array<number>(8 - h.length - r.length - tail.length).fill(0), ...r, ...tail];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
-  return out;
-}
+const oracleV6 = codec.parseV6Split;
 
 test('parseV6Into: the usual forms parse to the right bytes; anything else is left to net.isIPv6', (t) => {
   const cases: [string, string | null][] = [
