@@ -260,6 +260,8 @@ export class EnvoySupervisor {
   async start(): Promise<void> {
     this.stopping = false;
     const bin = resolveBinary(this.o.envoyPath);
+    // `berth status` during the version probe (seconds in an emulated guest): starting, not stopped.
+    if (bin && this.st.state !== 'missing') this.st.state = 'starting';
     const version = bin ? await envoyVersion(bin) : null;
     if (!bin || !version) {
       this.st.state = 'missing';

@@ -85,6 +85,12 @@ export class Proxy implements ProxyApi {
     this.ports = new PortAssignments(o.stateDir, o.proxyPorts);
   }
 
+  /**
+   * Resolve the redirect mode, install the redirector and listen for Envoy's ADS stream; Envoy
+   * itself is started (or adopted) in the background, so this resolves without waiting for
+   * `envoy --version` or Envoy's start. Throws when the redirector or the ADS server cannot be
+   * set up (the daemon reports it and keeps the socket LB).
+   */
   async start(): Promise<void> {
     if (this.ads) {
       // Started before: only Envoy may need another try (it was missing).
@@ -114,7 +120,16 @@ export class Proxy implements ProxyApi {
     });
     await ads.listen(this.envoy.paths.xdsSocket);
     this.ads = ads;
-    await this.envoy.start();
+    // Envoy starts in the background: `envoy --version` and the spawn take ~50 ms on a host but
+    // 30-70 s in an emulated guest (measured: the cluster guests' berthds waited 57-72 s here
+    // before their first reconcile), and the socket LB must not wait for the L7 proxy. Envoy
+    // connects to the ADS server, which already listens and serves it the current snapshot
+    // (held until the first update, so an adopted Envoy keeps its config meanwhile). A stop
+    // during this start spawns nothing (the supervisor checks after each await).
+    this.envoyTriedAt = Date.now();
+    this.envoyRetry = this.envoy.start()
+      .catch((e: Error) => this.log.error({ err: e }, 'starting Envoy failed'))
+      .finally(() => { this.envoyRetry = null; });
     // Certificate rotation: a changed file triggers a reconcile (which reloads and re-pushes
     // the secret over SDS); the periodic reconcile would find it too, only later.
     this.certTimer = setInterval(() => {
@@ -284,9 +299,16 @@ export class Proxy implements ProxyApi {
   async stop(opts: { keepEnvoy?: boolean } = {}): Promise<void> {
     if (this.certTimer) clearInterval(this.certTimer);
     this.certTimer = null;
-    // A retry still in flight sees the supervisor stopped after `envoy --version` and spawns nothing.
-    if (opts.keepEnvoy) this.envoy.detach();
-    else await this.envoy.stop();
+    if (opts.keepEnvoy) {
+      // A start still in flight sees the supervisor detached after `envoy --version` and spawns
+      // (or adopts) nothing: the running Envoy stays for the next berthd either way.
+      this.envoy.detach();
+    } else {
+      // Let a start in flight finish first (it may adopt the previous berthd's Envoy), so that
+      // the Envoy this berthd is responsible for is the one stopped, not left behind.
+      await this.envoyRetry;
+      await this.envoy.stop();
+    }
     await this.ads?.close();
     this.ads = null;
   }
