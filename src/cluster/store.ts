@@ -430,7 +430,11 @@ export class ClusterStore extends EventEmitter {
           }
         }
         this.seen(res.header.revision);
-        if (res.events.length) this.changed();
+        if (res.events.length) {
+          // Debug: when a peer's change reached this node (the cross-host latency's middle leg).
+          this.log.debug({ revision: String(res.header.revision), events: res.events.length, keys: res.events.slice(0, 4).map((e) => e.kv.key.toString()) }, 'etcd watch: records changed');
+          this.changed();
+        }
       });
       // Not seen(header.revision) here: a (re)created watch answers with etcd's current
       // revision before it delivers the events from its start revision.
@@ -524,10 +528,14 @@ export class ClusterStore extends EventEmitter {
     }
     const want = this.wanted ?? this.adopted ?? new Map<string, string>();
     const lease = await this.ensureLease();
+    const t0 = Date.now();
+    let puts = 0;
+    let deletes = 0;
     for (const [k, v] of want) {
       if (this.written.get(k) === v) continue;
       await lease.put(k).value(v).exec();
       this.written.set(k, v);
+      puts++;
     }
     if (this.wanted) {
       // Own records no longer wanted, also those adopted from a previous run.
@@ -537,9 +545,12 @@ export class ClusterStore extends EventEmitter {
         await this.client!.delete().key(k).exec();
         this.written.delete(k);
         this.adopted?.delete(k);
+        deletes++;
       }
       this.adopted = new Map();
     }
+    // Debug: how long this node's changes took to reach etcd (the cross-host latency's first leg).
+    if (puts || deletes) this.log.debug({ puts, deletes, ms: Date.now() - t0 }, 'published to etcd');
   }
 
   /** Key/values for a publication; claims the VIPs of names the cluster has not agreed yet. */

@@ -583,6 +583,11 @@ export class Daemon {
       this.log.error({ err: e }, 'reconcile failed; retrying on the next change or resync');
     } finally {
       rec.durationMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      // Debug: what each pass did and how far behind its oldest Docker event it ran (ms).
+      this.log.debug({
+        ms: Math.round(rec.durationMs), full, services: names.size, clients: clientIds.size, cluster: clusterPass, periodic,
+        ...(eventTimes.length ? { events: eventTimes.length, behindMs: Date.now() - eventTimes.reduce((a, b) => Math.min(a, b)) } : {}),
+      }, 'reconciled');
       endTimer();
       this.last = rec;
       this.updateStatusLine();
