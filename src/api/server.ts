@@ -95,12 +95,24 @@ export class AdminApi {
   }
 }
 
-/** Client side, for the CLI and tests: GET a path over the unix socket. */
-export function getJson<T = unknown>(socketPath: string, path: string, timeoutMs = 5000): Promise<T> {
+/**
+ * Client side, for the CLI and tests: GET a path over the unix socket, parsed as JSON.
+ * `timeoutMs` bounds the silence on the socket (default CLI_TIMEOUT_MS). Rejects on a status
+ * >= 400, a timeout or a connection error, naming the path.
+ */
+export function getJson<T = unknown>(socketPath: string, path: string, timeoutMs = CLI_TIMEOUT_MS): Promise<T> {
   return getText(socketPath, path, timeoutMs).then((t) => JSON.parse(t) as T);
 }
 
-export function getText(socketPath: string, path: string, timeoutMs = 5000): Promise<string> {
+/**
+ * How long the CLI waits for berthd's answer, ms. /services waits up to 2 s for a running
+ * reconcile and then builds its view; on a loaded host (measured: a starved emulated guest of the
+ * cluster test) 5 s was not always enough, and a CLI that gives up is worse than one that waits.
+ */
+export const CLI_TIMEOUT_MS = 15000;
+
+/** getJson's text form (same bounds and errors). */
+export function getText(socketPath: string, path: string, timeoutMs = CLI_TIMEOUT_MS): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = http.get({ socketPath, path, timeout: timeoutMs }, (res) => {
       let body = '';

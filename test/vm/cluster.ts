@@ -66,7 +66,9 @@ export const TCG_LEASE_TTL_S = 30;
 function prepareScript(h: ClusterHost, hosts: ClusterHost[], leaseTtlS: number): string {
   const n = Number(h.addr.split('.')[3]);
   const daemon = JSON.stringify({ 'storage-driver': 'overlay2', bip: h.bip, 'default-address-pools': [{ base: `172.${27 + n}.0.0/16`, size: 24 }] });
-  const config = [`etcdEndpoints: ${endpoints(hosts)}`, `etcdLeaseTtl: ${leaseTtlS}`, 'logLevel: info', ''].join('\n');
+  // debug: the journals then show each leg of a change's way between hosts (the Docker event,
+  // the reconcile and how far behind it ran, the publish to etcd, the peers' watch updates).
+  const config = [`etcdEndpoints: ${endpoints(hosts)}`, `etcdLeaseTtl: ${leaseTtlS}`, 'logLevel: debug', ''].join('\n');
   return `set -e
 echo '${daemon}' > /etc/docker/daemon.json
 systemctl restart docker
