@@ -135,6 +135,13 @@ export class Daemon {
   private crossnet: CrossnetStatus | null = null;
   /** Cluster mode: BERTH_PEERS as last applied (null before the first pass). */
   private peerAccept: PeerAcceptStatus[] | null = null;
+  /** The host-rules lane (kickHostRules): the run in flight, another wanted, crossNetwork wanted. */
+  private rulesRunning: Promise<void> | null = null;
+  private rulesCrossNetwork = false;
+  /** Requests made, requests covered by finished runs, and who waits for which. */
+  private rulesGen = 0;
+  private rulesDoneGen = 0;
+  private rulesWaiters: { gen: number; resolve: () => void }[] = [];
   /**
    * Every container Docker lists (labelled or not; the watcher keeps them with no labels): the
    * clients of per-client-network lists (berth_netns) and the targets of `container:` modes.
@@ -468,30 +475,6 @@ export class Daemon {
         phase('DNS zone built');
       }
       else if (this.dns && (changed.length || removed.length)) this.dns.update(names, (kind, name) => this.service(kind, name));
-      if (cl) {
-        // Routes failing must not fail the reconcile: the maps are already applied above.
-        try {
-          const r = await syncPeerRoutes(cl.routes(), routeMetric(this.c.bpfPinDir));
-          for (const a of r.added) this.log.info(`route to peer containers added: ${a}`);
-          for (const a of r.removed) this.log.info(`route to peer containers removed: ${a}`);
-          for (const e of r.errors) this.log.error(e);
-        } catch (e) {
-          this.log.error({ err: e }, 'cannot list or change the routes to peers; retrying on the next reconcile');
-        }
-        // Peers' flows to local backends through Docker's FORWARD drop (cluster/firewall.ts).
-        // Checked every reconcile (read-only when unchanged): repairs a dockerd restart too.
-        try {
-          const was = this.peerAccept;
-          this.peerAccept = await syncPeerAccepts(cl.accepts());
-          for (const f of this.peerAccept) {
-            const old = was?.find((x) => x.family === f.family);
-            if (f.error && f.error !== old?.error) this.log.error({ family: f.family }, `cannot let peers' flows reach local backends (${f.error}); retrying on the next reconcile`);
-            else if (f.changed && !f.error) this.log.info({ family: f.family, rules: f.rules }, `peers' flows to local containers: ${f.rules} accept rule(s) in BERTH_PEERS`);
-          }
-        } catch (e) {
-          this.log.error({ err: e }, 'cannot apply the accept rules for peers; retrying on the next reconcile');
-        }
-      }
       if (rec.sync) {
         this.metrics.mapOperations.inc({ op: 'update' }, rec.sync.updates);
         this.metrics.mapOperations.inc({ op: 'delete' }, rec.sync.deletes);
@@ -540,9 +523,13 @@ export class Daemon {
       }
       // DOCKER-USER rules: on full passes and the periodic repair pass; on a service change only
       // where the rules list backends (open-ports). Reading the chains spawns six iptables
-      // processes, which on the event path cost more than everything else an event does.
+      // processes, which on the event path cost more than everything else an event does. These
+      // and the cluster's routes and accept rules run in the host-rules lane (kickHostRules),
+      // beside the next reconciles rather than in front of them; the first pass waits for them,
+      // so READY=1 still means the rules are in place.
       const servicesInRules = crossnetHow(this.c.crossNetwork, this.datapath.status().flows?.matchPin ?? null) === 'open-ports';
-      if (full || periodic || (servicesInRules && (changed.length || removed.length))) await this.applyCrossNetwork(model.services());
+      const rules = this.kickHostRules(full || periodic || (servicesInRules && (changed.length || removed.length) > 0));
+      if (!this.ready && !this.becomingReady) await rules;
       phase('crossNetwork rules applied');
       this.desired = state;
       this.updateWarnings(full, names);
@@ -591,6 +578,72 @@ export class Daemon {
       endTimer();
       this.last = rec;
       this.updateStatusLine();
+    }
+  }
+
+  /**
+   * The host-rules lane: what a reconcile asks of iptables and the routing table (crossNetwork's
+   * DOCKER-USER rules when `crossNetwork` is true; in cluster mode, every time, the routes to the
+   * peers' container subnets and the BERTH_PEERS accept rules). Each of these spawns processes
+   * (six iptables for crossNetwork alone): ~10-50 ms on a host, and seconds to a minute in the
+   * emulated cluster guests, where the reconcile loop ran them in every pass and Docker events
+   * waited 50-210 s behind them (test/vm/cluster.test.ts, 2026-12-01). Here they run serialized
+   * among themselves (at most one run and one queued; a queued run reads the state current when
+   * it starts) but beside the reconcile loop, which keeps the maps and Envoy current meanwhile.
+   * Resolves when a run that started after this request is done (or berthd stops); never
+   * rejects (failures are logged and retried by the next run, as before).
+   */
+  private kickHostRules(crossNetwork: boolean): Promise<void> {
+    if (crossNetwork) this.rulesCrossNetwork = true;
+    if (!this.cluster && !this.rulesCrossNetwork) return Promise.resolve();
+    const gen = ++this.rulesGen;
+    const done = new Promise<void>((resolve) => this.rulesWaiters.push({ gen, resolve }));
+    if (!this.rulesRunning) {
+      this.rulesRunning = (async () => {
+        while (this.rulesDoneGen < this.rulesGen && !this.stopping) {
+          const upTo = this.rulesGen;
+          const cross = this.rulesCrossNetwork;
+          this.rulesCrossNetwork = false;
+          const t0 = Date.now();
+          if (cross && this.model) await this.applyCrossNetwork(this.model.services());
+          if (this.cluster) await this.applyPeerRules(this.cluster);
+          this.log.debug({ ms: Date.now() - t0, crossNetwork: cross, cluster: !!this.cluster }, 'host rules checked');
+          this.rulesDoneGen = upTo;
+          this.rulesWaiters = this.rulesWaiters.filter((w) => (w.gen <= upTo ? (w.resolve(), false) : true));
+        }
+      })().finally(() => {
+        this.rulesRunning = null;
+        // Stopping: nobody waits for runs that will not happen.
+        for (const w of this.rulesWaiters) w.resolve();
+        this.rulesWaiters = [];
+      });
+    }
+    return done;
+  }
+
+  /** Cluster mode: routes to the peers' container subnets and the BERTH_PEERS accept rules. */
+  private async applyPeerRules(cl: Cluster): Promise<void> {
+    // A failure is logged; the next run (the next reconcile's request) retries.
+    try {
+      const r = await syncPeerRoutes(cl.routes(), routeMetric(this.c.bpfPinDir));
+      for (const a of r.added) this.log.info(`route to peer containers added: ${a}`);
+      for (const a of r.removed) this.log.info(`route to peer containers removed: ${a}`);
+      for (const e of r.errors) this.log.error(e);
+    } catch (e) {
+      this.log.error({ err: e }, 'cannot list or change the routes to peers; retrying on the next reconcile');
+    }
+    // Peers' flows to local backends through Docker's FORWARD drop (cluster/firewall.ts).
+    // Checked on every reconcile's request (read-only when unchanged): repairs a dockerd restart too.
+    try {
+      const was = this.peerAccept;
+      this.peerAccept = await syncPeerAccepts(cl.accepts());
+      for (const f of this.peerAccept) {
+        const old = was?.find((x) => x.family === f.family);
+        if (f.error && f.error !== old?.error) this.log.error({ family: f.family }, `cannot let peers' flows reach local backends (${f.error}); retrying on the next reconcile`);
+        else if (f.changed && !f.error) this.log.info({ family: f.family, rules: f.rules }, `peers' flows to local containers: ${f.rules} accept rule(s) in BERTH_PEERS`);
+      }
+    } catch (e) {
+      this.log.error({ err: e }, 'cannot apply the accept rules for peers; retrying on the next reconcile');
     }
   }
 
@@ -759,6 +812,7 @@ export class Daemon {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);
     await this.running?.catch(() => undefined);
+    await this.rulesRunning?.catch(() => undefined);
     await this.watcher?.stop();
     await this.cluster?.stop().catch((e: Error) => this.log.error({ err: e }, 'stopping the etcd client failed'));
     await this.proxyStarted;
