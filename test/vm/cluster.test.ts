@@ -161,9 +161,10 @@ test.serial('three hosts, one service namespace: same VIP everywhere, backends l
     t.deepEqual(views.get(h.name)!.flatMap((s) => s.errors), [], `no service errors on ${h.name}`);
   }
   // The CLI names each backend's node.
-  const text = await vmOk(h3.name, 'berth services');
+  const text = await vmOk(h3.name, 'berth services', 300000);
   for (const b of want.web) t.true(text.includes(`${b}(`), `berth services on h3 shows ${b}: ${text}`);
-  const st = (await vmJson<StatusView>(h3.name, 'berth status --json')).cluster;
+  // The CLI is a node process: in a starved 1-vCPU guest its start alone took over a minute.
+  const st = (await vmJson<StatusView>(h3.name, 'berth status --json', 300000)).cluster;
   if (!st) throw new Error('berth status on h3 has no cluster section');
   t.is(st.etcd, 'connected');
   t.deepEqual([...st.nodes].sort(), hosts.map((h) => h.name).sort());
