@@ -372,8 +372,11 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
         while (!this.stopped && (this.pendingFull || this.pendingIds.size)) {
           if (this.pendingFull) {
             this.pendingFull = false;
+            // Containers whose events were waiting: the list brings their change, and it is not
+            // one berth missed (see DockerSnapshot.pending).
+            const pending = new Set(this.pendingIds.keys());
             this.pendingIds.clear();
-            await this.list();
+            await this.list(pending);
           } else {
             // A backlog is fetched in chunks, never turned into a full list: a full list makes
             // berthd's full sync, O(host), which under churn at 10,000 services took longer than
@@ -475,7 +478,7 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     }
   }
 
-  private async list(): Promise<void> {
+  private async list(pending: Set<string> = new Set()): Promise<void> {
     const t0 = Date.now();
     // The list's summaries hold all the model reads, so a list is one call however many
     // containers there are (inspecting each made a cold start on 40,000 containers take 10 s).
@@ -514,7 +517,10 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     phase('Docker list converted');
     this.networks = nets.map(toNetworkInfo).sort((a, b) => a.name.localeCompare(b.name));
     this.takenAt = Date.now();
-    const snap = this.snapshot!;
+    // Events that arrived while the list ran are in it too (or in the fetch that follows).
+    for (const id of this.pendingIds.keys()) pending.add(id);
+    // Kept as `last` too, so that the snapshot getter returns this very object until it changes.
+    const snap: DockerSnapshot = (this.last = { ...this.snapshot!, pending });
     // Listeners of the first snapshot after a (re)connect should already read 'connected'.
     if (this.stream) this.markConnected();
     this.log.debug({ containers: containers.size, networks: snap.networks.length, ms: Date.now() - t0 }, 'Docker snapshot');

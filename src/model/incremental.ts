@@ -190,7 +190,8 @@ export class IncrementalModel {
   /**
    * A full Docker list: containers not in it are removed, the others upserted (in the list's
    * order, oldest first, which gives new ones their tie-break order). Returns the delta and how
-   * many containers differed from what the model held (missed events: drift). Containers the
+   * many containers differed from what the model held (missed events: drift; not those whose
+   * events were still pending, `snap.pending`). Containers the
    * model does not keep (no berth labels: berthd's clients ride along in the list) are not drift:
    * they are in every list and never in the model.
    */
@@ -206,8 +207,11 @@ export class IncrementalModel {
     const removed = [...this.entries.keys()].filter((id) => !listed.has(id));
     const known = new Set(upserts.filter((c) => this.entries.has(c.id)).map((c) => c.id));
     const delta = this.apply(upserts, removed, { host, networks: snap.networks });
-    const changed = upserts.filter((c) => known.has(c.id) || this.entries.has(c.id)).length;
-    return { ...delta, containersChanged: changed + removed.length };
+    // Changes whose events were pending when the list was taken are late, not missed.
+    const pending = snap.pending;
+    const expected = (id: string) => !!pending?.size && (pending.has(id) || (pending.has(id.slice(0, 12))));
+    const changed = upserts.filter((c) => (known.has(c.id) || this.entries.has(c.id)) && !expected(c.id)).length;
+    return { ...delta, containersChanged: changed + removed.filter((id) => !expected(id)).length };
   }
 
   /**

@@ -70,6 +70,14 @@ export interface DockerSnapshot {
   networks: NetworkInfo[];
   /** When the list was taken (ms since epoch). */
   takenAt: number;
+  /**
+   * Containers (full or short ids, as events name them) whose events were waiting to be fetched
+   * when this list began or arrived while it ran: a change of theirs in this list is the event
+   * path's, late, not a missed event (IncrementalModel.resync does not count it as drift). Under
+   * load a full list often gets to a change first: in the emulated cluster guests a list took
+   * seconds, and each `docker run` was logged as "missed events" until this was told apart.
+   */
+  pending?: ReadonlySet<string>;
 }
 
 /** Host facts the model checks VIPs against (host addresses, loopback). */

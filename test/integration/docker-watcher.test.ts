@@ -247,6 +247,38 @@ test.serial('a burst of starts is coalesced (fewer lists than events) and every 
   await until(w, 'all five gone', (s) => names.every((n) => !byName(n)(s)));
 });
 
+test.serial('a change whose event waited behind a full list is marked pending in that list\'s snapshot (late, not missed)', async (t) => {
+  // The full list is held at a gate while a container starts: its events queue behind the list
+  // (one call at a time), and the list, once let through, already shows the container. Without
+  // snapshot.pending the daemon reported such a change as a missed event (test/vm/cluster runs).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
+  const proxy = new Proxy(path.join(dir, 'docker.sock'), 'gated');
+  t.teardown(async () => { await proxy.down(); fs.rmSync(dir, { recursive: true, force: true }); });
+  await proxy.up();
+  const { w, snapshots } = watch(`unix://${proxy.socket}`, { resyncMs: 1000 });
+  t.teardown(() => w.stop());
+  w.start();
+  await until(w, 'first snapshot', (s) => s);
+  const open = proxy.holdFullLists();
+  t.teardown(open);
+  await until2('the next periodic full list held at the gate', () => proxy.heldLists >= 1, 10000);
+  const before = snapshots.length;
+  const c = await runContainer({ suite: SUITE, name: 'bt-dw-late', labels: { 'berth.service': 'late' }, cmd: ['sleep', '600'] });
+  t.teardown(() => docker.getContainer(c.id).remove({ force: true }).catch(() => undefined));
+  // Docker's start event reaches the watcher (its stream is not gated) while the list waits.
+  await new Promise((r) => setTimeout(r, 1000));
+  open();
+  await until2('the held list answered', () => snapshots.length > before, 10000);
+  const snap = snapshots[before];
+  t.truthy(snap.containers.find((x) => x.id === c.id), 'the list shows the new container');
+  t.true(snap.pending?.has(c.id), `the container is pending in that snapshot (pending: ${[...(snap.pending ?? [])].join(',')})`);
+  // A list with no events waiting has nothing pending (after the network events' re-fetches).
+  await new Promise((r) => setTimeout(r, 5000));
+  const quiet = snapshots.length;
+  await until2('a later full list', () => snapshots.length > quiet, 10000);
+  t.is(snapshots[snapshots.length - 1].pending?.size ?? 0, 0);
+});
+
 test.serial('an unreachable engine: disconnected, snapshot stays null (never empty), retries with backoff', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -270,11 +302,26 @@ class Proxy {
   /** Container lists currently forwarded and not yet answered, and the most at once. */
   private listsInFlight = 0;
   maxListsInFlight = 0;
+  /** While set, full container lists (no id filter) wait for it before they reach the engine. */
+  private gate: Promise<void> | null = null;
+  /** Full lists that reached the proxy while the gate was shut. */
+  heldLists = 0;
   /**
    * hang: accept connections and never answer, like a wedged dockerd. slow-list: forward, but
-   * hold each container-list request 300 ms first (a busy engine).
+   * hold each container-list request 300 ms first (a busy engine). gated: forward, but hold full
+   * container lists while the gate is shut (holdFullLists()).
    */
-  constructor(readonly socket: string, private readonly mode: 'forward' | 'hang' | 'slow-list' = 'forward') {}
+  constructor(readonly socket: string, private readonly mode: 'forward' | 'hang' | 'slow-list' | 'gated' = 'forward') {}
+
+  /** Shut the gate for full lists; the returned function opens it again. */
+  holdFullLists(): () => void {
+    let open!: () => void;
+    this.gate = new Promise<void>((r) => (open = r));
+    return () => {
+      this.gate = null;
+      open();
+    };
+  }
 
   async up(): Promise<void> {
     fs.rmSync(this.socket, { force: true });
@@ -290,7 +337,7 @@ class Proxy {
       const drop = (): void => { client.destroy(); upstream.destroy(); this.conns.delete(client); this.conns.delete(upstream); };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
-      if (this.mode !== 'slow-list') {
+      if (this.mode === 'forward') {
         client.pipe(upstream).pipe(client);
         return;
       }
@@ -299,7 +346,13 @@ class Proxy {
       let listing = false;
       client.on('data', (chunk: Buffer) => {
         queue = queue.then(async () => {
-          if (/^GET \S*\/containers\/json/m.test(chunk.toString('latin1'))) {
+          const head = chunk.toString('latin1');
+          if (this.mode === 'gated') {
+            if (this.gate && /^GET \S*\/containers\/json/m.test(head) && !/^GET \S*filters=/m.test(head)) {
+              this.heldLists++;
+              await this.gate;
+            }
+          } else if (/^GET \S*\/containers\/json/m.test(head)) {
             await new Promise((r) => setTimeout(r, 300));
             listing = true;
             this.maxListsInFlight = Math.max(this.maxListsInFlight, ++this.listsInFlight);

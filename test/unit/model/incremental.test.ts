@@ -266,3 +266,26 @@ test('resync counts drift only for containers the model keeps: clients without b
   ];
   for (const [what, list, n] of table) t.is(model.resync(snapshot(list), HOST).containersChanged, n, what);
 });
+
+test('resync does not count as drift the changes of containers whose events were pending (snapshot.pending)', (t) => {
+  const model = new IncrementalModel({ ...CIDRS, store: VipStore.inMemory() }, HOST);
+  const web = container('web-1', { 'berth.service': 'web', 'berth.ports': '80:8080' }, { created: 1 });
+  const web2 = container('web-2', { 'berth.service': 'web', 'berth.ports': '80:8080' }, { created: 2 });
+  model.resync(snapshot([web, web2]), HOST);
+  const exited = { ...web, state: 'exited' as const };
+  const table: [string, ReadonlySet<string> | undefined, number][] = [
+    ['no pending events: the change is drift', undefined, 2],
+    ['web-1 pending: only web-2\'s removal is drift', new Set([web.id]), 1],
+    ['web-1 pending by its short id', new Set([web.id.slice(0, 12)]), 1],
+    ['both pending: nothing missed', new Set([web.id, web2.id]), 0],
+    ['another container pending: both still drift', new Set(['f'.repeat(64)]), 2],
+  ];
+  for (const [what, pending, n] of table) {
+    const m = new IncrementalModel({ ...CIDRS, store: VipStore.inMemory() }, HOST);
+    m.resync(snapshot([web, web2]), HOST);
+    t.is(m.resync({ ...snapshot([exited]), ...(pending ? { pending } : {}) }, HOST).containersChanged, n, what);
+  }
+  // The model applies the change either way.
+  model.resync({ ...snapshot([exited]), pending: new Set([web.id, web2.id]) }, HOST);
+  t.deepEqual(model.state().services.find((s) => s.name === 'web')?.backends ?? [], []);
+});
