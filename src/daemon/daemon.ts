@@ -36,7 +36,7 @@ import { syncPeerRoutes } from '../cluster/routes';
 import { syncPeerAccepts, type PeerAcceptStatus } from '../cluster/firewall';
 import { routeMetric } from '../datapath/routes';
 import { collectGarbage } from '../util/gc';
-import { phase, done as phasesDone } from '../util/phases';
+import { phase, done as phasesDone, heapSpaces } from '../util/phases';
 
 export const VERSION: string = (() => {
   try {
@@ -698,7 +698,7 @@ export class Daemon {
     phase('ready');
     this.notifier.ready();
     // Wall and CPU ms since the process started, per start-up phase (util/phases.ts).
-    this.log.info({ phases: phasesDone() }, 'start-up phases');
+    this.log.info({ phases: phasesDone(), heap: heapSpaces() }, 'start-up phases');
     this.log.info('ready');
   }
 
