@@ -561,7 +561,7 @@ export class Daemon {
         // The start-up's garbage (the list, the model build, every planned write) is collected
         // once, here, so an idle berthd does not keep it resident (util/gc.ts; measured there).
         const rssBefore = process.memoryUsage.rss();
-        const gcMs = collectGarbage();
+        const gcMs = collectGarbage({ compact: true });
         // Then what the collection freed in the C heap goes back to the kernel (~27 MB at
         // 10,000 × 4: util/gc.ts trimCHeap).
         const trimMs = trimCHeap();

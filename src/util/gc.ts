@@ -19,7 +19,15 @@ import vm from 'node:vm';
 let gcFn: (() => void) | null | undefined;
 
 /** Run a full GC; returns how long it took (ms), or null when gc() is not available. */
-export function collectGarbage(): number | null {
+/**
+ * `compact`: move every live object of the old generation together (V8's
+ * --compact-on-every-full-gc, set for this one collection only), so the pages the start-up's
+ * garbage occupied are returned whole. Without it V8 compacts only the pages its heuristic picks:
+ * after berthd's start-up collection at 10,000 services × 4 the old space held ~79 MB live in
+ * 94–106 MB of committed pages. It costs the copy of the live set (more CPU than a plain
+ * collection), so berthd asks for it once, at start-up.
+ */
+export function collectGarbage(opts: { compact?: boolean } = {}): number | null {
   if (gcFn === undefined) {
     try {
       v8.setFlagsFromString('--expose-gc');
@@ -31,7 +39,12 @@ export function collectGarbage(): number | null {
   }
   if (!gcFn) return null;
   const t0 = process.hrtime.bigint();
-  gcFn();
+  if (opts.compact) v8.setFlagsFromString('--compact-on-every-full-gc');
+  try {
+    gcFn();
+  } finally {
+    if (opts.compact) v8.setFlagsFromString('--no-compact-on-every-full-gc');
+  }
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
