@@ -176,6 +176,11 @@ export interface NativeAddon {
   openDir(dirPath: string): number;
   /** One sd_notify datagram to a socket path or '@abstract' name. */
   sdNotify(socketPath: string, state: string): void;
+  /**
+   * glibc malloc_trim(0): return the C heap's free pages to the kernel (util/gc.ts calls it after
+   * a full collection). true when memory was released; false when none was, or not glibc.
+   */
+  mallocTrim(): boolean;
 }
 
 let cached: NativeAddon | null = null;

@@ -66,6 +66,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTc(env, exports);
   InitNamespaces(env, exports);
   InitNotify(env, exports);
+  InitMemory(env, exports);
   return exports;
 }
 

@@ -9,5 +9,6 @@ void InitIter(Napi::Env env, Napi::Object exports);
 void InitTc(Napi::Env env, Napi::Object exports);
 void InitNamespaces(Napi::Env env, Napi::Object exports);
 void InitNotify(Napi::Env env, Napi::Object exports);
+void InitMemory(Napi::Env env, Napi::Object exports);
 void InitLayout(Napi::Env env, Napi::Object exports);
 }  // namespace berth

@@ -71,18 +71,20 @@ function rssMb(pid: number): number {
  * the time since the previous mark (the first: since the process started); null when this
  * berthd does not log it (an older checkout) within 10 s of being ready.
  */
-async function startupPhases(logFile: string): Promise<[string, number, number][] | null> {
+async function startupPhases(logFile: string): Promise<{ phases: [string, number, number][]; heap?: Record<string, [number, number]> } | null> {
   for (let i = 0; i < 100; i++) {
     for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
       if (!line.includes('"start-up phases"')) continue;
-      const marks = (JSON.parse(line) as { phases: { name: string; wallMs: number; cpuMs: number }[] }).phases;
+      const rec = JSON.parse(line) as { phases: { name: string; wallMs: number; cpuMs: number }[]; heap?: { space: string; usedMb: number; committedMb: number }[] };
+      // V8's heap spaces at READY (newer berthd only): space → [used MB, committed MB].
+      const heap = rec.heap ? Object.fromEntries(rec.heap.map((h) => [h.space, [h.usedMb, h.committedMb] as [number, number]])) : undefined;
       let wall = 0, cpu = 0;
-      return marks.map((m) => {
+      return { phases: rec.phases.map((m) => {
         const row: [string, number, number] = [m.name, m.wallMs - wall, m.cpuMs - cpu];
         wall = m.wallMs;
         cpu = m.cpuMs;
         return row;
-      });
+      }), ...(heap ? { heap } : {}) };
     }
     await sleep(100);
   }
@@ -178,7 +180,7 @@ async function main(): Promise<void> {
     }
     const idleCpuMs = cpuMs(pid) - cpuBefore;
     console.log(JSON.stringify({
-      services, containers: n, readyMs: Math.round(readyMs), readyCpuMs, ...(phases ? { phases } : {}), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
+      services, containers: n, readyMs: Math.round(readyMs), readyCpuMs, ...(phases ?? {}), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
       afterEventsRssMb: Math.round(afterEventsRss), ...(readySmaps ? { readySmaps } : {}), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: idleRss, idleCpuMs } : {}), eventMs: samples,
     }));
   } finally {

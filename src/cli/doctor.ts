@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import '../docker/no-ssh'; // before dockerode: no ssh2 (see docker/no-ssh.ts)
 import Docker from 'dockerode';
 import type { Config } from '../daemon/config';
 import { run } from '../util/exec';

@@ -7,6 +7,7 @@
  */
 import dns from 'node:dns';
 import fs from 'node:fs';
+import '../docker/no-ssh'; // before dockerode: no ssh2 (see docker/no-ssh.ts)
 import Docker from 'dockerode';
 import type { Config } from '../daemon/config';
 import type { Check } from '../cli/doctor';

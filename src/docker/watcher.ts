@@ -11,6 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { StringDecoder } from 'node:string_decoder';
+import './no-ssh'; // before dockerode: no ssh2 (see no-ssh.ts)
 import Dockerode from 'dockerode';
 import type { Logger } from '../util/log';
 import type { ContainerInfo, DockerSnapshot } from '../model/types';

@@ -10,7 +10,7 @@
  * finds a free one if the range is nearly full. The kind is part of the hash so that a service and
  * an ingress of the same name get different VIPs. Pure: no I/O (hashing is computation).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { HostInfo, LabelError, NetworkInfo } from './types';
 import { labelError } from './errors';
 import { type Addr, type Cidr, cidrAt, cidrContains, cidrLast, formatIp, isLoopback, parseCidr, parseIp, sameAddr } from './ip';
@@ -79,12 +79,22 @@ export function usableSize(range: Cidr): bigint {
   return range.size > 2n ? range.size - 2n : 0n;
 }
 
+/**
+ * SHA-256 of a string as lowercase hex, by node's one-shot `crypto.hash` (node >= 20.12; berth
+ * needs 20.17): no Hash object per digest. A cold start deriving 10,000 services' VIPs makes
+ * 20,000 digests (v4 and v6); with createHash().update().digest() they took 113–165 ms, with
+ * crypto.hash 37–49 ms (the same 20,000 strings, node 20.20 on this machine). Same digest.
+ */
+function sha256Hex(s: string): string {
+  return hash('sha256', s, 'hex');
+}
+
 /** The n-th hash candidate for `kind/name` in the range (n = 0 is the name's "home" address). */
 export function vipCandidate(kind: ServiceKind, name: string, range: Cidr, n: number): Addr | null {
   const usable = usableSize(range);
   if (usable === 0n) return null;
-  const digest = createHash('sha256').update(n === 0 ? `${kind}/${name}` : `${kind}/${name}#${n}`).digest();
-  const h = BigInt(`0x${digest.subarray(0, 16).toString('hex')}`);
+  const hex = sha256Hex(n === 0 ? `${kind}/${name}` : `${kind}/${name}#${n}`);
+  const h = BigInt(`0x${hex.slice(0, 32)}`);
   return cidrAt(range, 1n + (h % usable));
 }
 

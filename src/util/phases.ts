@@ -12,6 +12,7 @@
  * berthd logs the list once at READY (`start-up phases`, info); scripts/bench/profile-berthd.ts
  * reads that line.
  */
+import v8 from 'node:v8';
 import { performance } from 'node:perf_hooks';
 
 /** One phase mark: wall and CPU (user + system) ms since the process started, when it was reached. */
@@ -37,4 +38,21 @@ export function phase(name: string): void {
 export function done(): PhaseMark[] {
   closed = true;
   return marks.slice();
+}
+
+/** One V8 heap space at a moment: MB in use by live and not yet collected objects, and MB committed. */
+export interface HeapSpaceMb {
+  space: string;
+  usedMb: number;
+  committedMb: number;
+}
+
+/**
+ * V8's heap spaces now (`v8.getHeapSpaceStatistics`), in MB to one decimal: where the heap part
+ * of berthd's RSS is (the young generation's semi-spaces, old space, code, large objects).
+ * Logged with the phases at READY, after the start-up collection, so `used` is about the live set.
+ */
+export function heapSpaces(): HeapSpaceMb[] {
+  const mb = (b: number): number => Math.round(b / 1e5) / 10;
+  return v8.getHeapSpaceStatistics().map((s) => ({ space: s.space_name, usedMb: mb(s.space_used_size), committedMb: mb(s.physical_space_size) }));
 }
