@@ -442,7 +442,11 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     // The id filter matches prefixes: keep exact matches (or the one container a short id named).
     const byId = new Map<string, SummaryLike>();
     for (const s of summaries) byId.set(s.Id, s);
-    await this.clearMissedStops(summaries.filter((s) => this.stoppingSince.has(s.Id)).map((s) => s.Id));
+    // No clearMissedStops here: a mark set by this session's events is cleared by the start
+    // event that ends it, and marks from before a reconnect were checked by the list that every
+    // (re)connect begins with. Inspecting here also blocked the withdrawal itself: the inspect of
+    // a container Docker is stopping waits for Docker's container lock, which its exit handling
+    // holds (in the emulated cluster guests the kill event's change reached berthd ~20 s late).
     const upserts: ContainerInfo[] = [];
     const removed: string[] = [];
     for (const id of ids) {
@@ -494,8 +498,10 @@ export class DockerWatcher extends EventEmitter implements DockerWatcherApi {
     for (const id of [...this.stoppingSince.keys()]) if (!listed.has(id)) this.stoppingSince.delete(id);
     for (const id of [...this.stopSignals.keys()]) if (!listed.has(id)) this.stopSignals.delete(id);
     // A start we missed (e.g. while disconnected) ends "stopping": the run began after the mark.
-    // Only the few marked containers are inspected, for their StartedAt.
-    await this.clearMissedStops([...this.stoppingSince.keys()]);
+    // Only the few marked containers are inspected, for their StartedAt, and only on the list
+    // that begins a (re)connected session: while the stream is up, start events clear the marks
+    // (and an inspect of a container being stopped waits for Docker's lock on it).
+    if (this.state !== 'connected') await this.clearMissedStops([...this.stoppingSince.keys()]);
     if (this.stopped) return;
 
     // Oldest first: Docker lists newest first by exact creation time, and the model breaks ties
