@@ -191,6 +191,10 @@ test('a stopping container leaves the backend set at its stop event, before it d
     cmd: ['sh', '-c', "trap '' TERM; berth-tcp-echo 8080 --tag slow & while true; do sleep 1; done"],
   });
   const slow = await withBackends('slow', 1);
+  // The echo server is a background job of the container's shell: listed as a backend (the
+  // container runs) is not yet listening. Under load (the kernel matrix's guests beside the host
+  // tests) the first connect was refused: wait until the VIP answers.
+  await waitFor('slow answers through the VIP', async () => (await probeFromHost('tcp', slow.vip, 80, 1))[0].ok || undefined, 15000);
   // An established TCP connection through the VIP, held across `docker stop`'s withdrawal.
   const held = await openEcho(slow.vip, 80);
   t.teardown(() => held.sock.destroy());
