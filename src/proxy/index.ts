@@ -126,10 +126,7 @@ export class Proxy implements ProxyApi {
     // connects to the ADS server, which already listens and serves it the current snapshot
     // (held until the first update, so an adopted Envoy keeps its config meanwhile). A stop
     // during this start spawns nothing (the supervisor checks after each await).
-    this.envoyTriedAt = Date.now();
-    this.envoyRetry = this.envoy.start()
-      .catch((e: Error) => this.log.error({ err: e }, 'starting Envoy failed'))
-      .finally(() => { this.envoyRetry = null; });
+    this.startEnvoyInBackground();
     // Certificate rotation: a changed file triggers a reconcile (which reloads and re-pushes
     // the secret over SDS); the periodic reconcile would find it too, only later.
     this.certTimer = setInterval(() => {
@@ -290,6 +287,11 @@ export class Proxy implements ProxyApi {
    */
   private retryMissingEnvoy(): void {
     if (!this.ads || this.envoyRetry || this.envoy.st.state !== 'missing' || Date.now() - this.envoyTriedAt < ENVOY_RETRY_MS) return;
+    this.startEnvoyInBackground();
+  }
+
+  /** Start (or adopt) Envoy without waiting for it; `envoyRetry` holds the start in flight. */
+  private startEnvoyInBackground(): void {
     this.envoyTriedAt = Date.now();
     this.envoyRetry = this.envoy.start()
       .catch((e: Error) => this.log.error({ err: e }, 'starting Envoy failed'))
