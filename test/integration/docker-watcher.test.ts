@@ -3,7 +3,7 @@
  * stop is visible before the container dies, and that an unreachable engine is a connection
  * state, never an empty snapshot (a proxy socket of the test's own stands in for a dying dockerd).
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { hostAsBefore } from '../helpers/cleanup';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -205,10 +205,7 @@ test.serial('a burst of starts is coalesced (fewer lists than events) and every 
   // The engine behind a proxy that makes every container list take 300 ms: events that arrive
   // while a list runs must fold into one more list, not one list each. (Against the bare engine a
   // list is often faster than the gap between events, and one list per event would pass.)
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
-  const proxy = new Proxy(path.join(dir, 'docker.sock'), 'slow-list');
-  t.teardown(async () => { await proxy.down(); fs.rmSync(dir, { recursive: true, force: true }); });
-  await proxy.up();
+  const proxy = await proxied(t, 'slow-list');
   const { w, snapshots } = watch(`unix://${proxy.socket}`);
   t.teardown(() => w.stop());
   w.start();
@@ -251,10 +248,7 @@ test.serial('a change whose event waited behind a full list is marked pending in
   // The full list is held at a gate while a container starts: its events queue behind the list
   // (one call at a time), and the list, once let through, already shows the container. Without
   // snapshot.pending the daemon reported such a change as a missed event (test/vm/cluster runs).
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
-  const proxy = new Proxy(path.join(dir, 'docker.sock'), 'gated');
-  t.teardown(async () => { await proxy.down(); fs.rmSync(dir, { recursive: true, force: true }); });
-  await proxy.up();
+  const proxy = await proxied(t, 'gated');
   const { w, snapshots } = watch(`unix://${proxy.socket}`, { resyncMs: 1000 });
   t.teardown(() => w.stop());
   w.start();
@@ -296,6 +290,15 @@ test.serial('an unreachable engine: disconnected, snapshot stays null (never emp
 });
 
 /** A unix-socket proxy in front of the real engine that the test can take down and bring back. */
+/** A Proxy (below) in `mode`, on a socket in a temporary directory, up; removed after the test. */
+async function proxied(t: ExecutionContext, mode?: ConstructorParameters<typeof Proxy>[1]): Promise<Proxy> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
+  const proxy = new Proxy(path.join(dir, 'docker.sock'), mode);
+  t.teardown(async () => { await proxy.down(); fs.rmSync(dir, { recursive: true, force: true }); });
+  await proxy.up();
+  return proxy;
+}
+
 class Proxy {
   private server: net.Server | null = null;
   private readonly conns = new Set<net.Socket>();
@@ -388,10 +391,7 @@ class Proxy {
 }
 
 test.serial('an engine that goes away and comes back: last snapshot kept, reconnect counted, full resync', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
-  const proxy = new Proxy(path.join(dir, 'docker.sock'));
-  t.teardown(async () => { await proxy.down(); fs.rmSync(dir, { recursive: true, force: true }); });
-  await proxy.up();
+  const proxy = await proxied(t);
   const before = await runContainer({ suite: SUITE, name: 'bt-dw-before', labels: {}, cmd: ['sleep', '600'] });
   const { w, states } = watch(`unix://${proxy.socket}`);
   t.teardown(() => w.stop());
@@ -453,10 +453,7 @@ test.serial('tcp:// dockerHost works the same (through a loopback proxy of the t
 });
 
 test.serial('a hung engine (accepts, never answers) is disconnected after callTimeoutMs, not waited on forever', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bt-dw-'));
-  const proxy = new Proxy(path.join(dir, 'docker.sock'), 'hang');
-  t.teardown(async () => { await proxy.down(); fs.rmSync(dir, { recursive: true, force: true }); });
-  await proxy.up();
+  const proxy = await proxied(t, 'hang');
   const { w, logs } = watch(`unix://${proxy.socket}`, { callTimeoutMs: 300 });
   t.teardown(() => w.stop());
   w.start();
