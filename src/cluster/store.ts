@@ -25,8 +25,8 @@ import { EventEmitter } from 'node:events';
 import dns from 'node:dns/promises';
 import fs from 'node:fs';
 import net from 'node:net';
-import { Etcd3, type IOptions, type Lease, type Watcher } from 'etcd3';
-import { ExponentialBackoff, noop } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions, type Lease, type Watcher } from 'etcd3';
+import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, noop } from 'cockatiel';
 import type { Logger } from '../util/log';
 import { run } from '../util/exec';
 import {
@@ -71,6 +71,50 @@ export interface Publication {
 }
 
 export type ConnectionState = 'connecting' | 'connected' | 'disconnected';
+
+/** Health of one of the store's two paths to etcd: the watch (reads) and the lease/publish (writes). */
+export type PathHealth = 'unknown' | 'up' | 'down';
+
+/**
+ * The connection state `berth status` and the metric report, from the health of both paths:
+ * `disconnected` when either failed last (an etcd without quorum keeps a watch open but takes
+ * no write, and a lease kept alive does not mean the watch on a dead member still delivers);
+ * `connected` once the watch is up and the writes have not failed; `connecting` before that.
+ */
+export function connectionState(watch: PathHealth, publish: PathHealth): ConnectionState {
+  if (watch === 'down' || publish === 'down') return 'disconnected';
+  return watch === 'up' ? 'connected' : 'connecting';
+}
+
+/**
+ * etcd's default `--grpc-keepalive-min-time` (ms): a client that pings more often is sent a
+ * GOAWAY ("too_many_pings"; measured: etcd 3.4 did so for pings 0.67 s apart), so berth's pings
+ * are 6 s apart at least.
+ */
+const ETCD_MIN_PING_MS = 6000;
+
+/**
+ * gRPC keepalive on the etcd channels, from the lease TTL (s): pings every max(6 s, TTL/3), 3 s
+ * to answer. A member that stops answering without closing the connection (its host lost
+ * power: no FIN, no RST) is then noticed within ~9 s and the watch resumes on another member
+ * from its last revision. Without it the watch stays on such a member, open and silent, until
+ * TCP gives up (many minutes), and the node never sees its peers' changes again (seen in the VM
+ * cluster run of 2026-12-01). The lease does not depend on this (keepLeaseAlive).
+ */
+export function etcdKeepalive(ttlS: number): { 'grpc.keepalive_time_ms': number; 'grpc.keepalive_timeout_ms': number } {
+  return { 'grpc.keepalive_time_ms': Math.max(ETCD_MIN_PING_MS, Math.floor((ttlS * 1000) / 3)), 'grpc.keepalive_timeout_ms': 3000 };
+}
+
+/**
+ * When berth renews its lease (keepLeaseAlive), from the TTL (s): every TTL/3 (etcd's Go client's
+ * cadence), each attempt given TTL/6 (0.3-5 s) to answer, so that after a renewal fails at
+ * least three more attempts, each free to go to another member, fit before etcd would expire
+ * the lease.
+ */
+export function keepaliveSchedule(ttlS: number): { everyMs: number; attemptMs: number } {
+  const ttl = ttlS * 1000;
+  return { everyMs: Math.floor(ttl / 3), attemptMs: Math.min(5000, Math.max(300, Math.floor(ttl / 6))) };
+}
 
 export interface ClusterStatus {
   etcd: ConnectionState;
@@ -157,6 +201,7 @@ export class ClusterStore extends EventEmitter {
   private readonly rejected = new Map<string, string>();
   private revision = 0n;
   private state: ConnectionState = 'connecting';
+  private readonly health: { watch: PathHealth; publish: PathHealth } = { watch: 'unknown', publish: 'unknown' };
   private compactions = 0;
   private disconnects = 0;
   private lastError: string | null = null;
@@ -170,7 +215,10 @@ export class ClusterStore extends EventEmitter {
   private pending: Publication | null = null;
   /** Claim outcomes per kind/name from the last publish (conflicts are reported on the service). */
   private readonly claims = new Map<string, ClaimResult>();
+  /** Wakes the publish loop's sleep (a new publication, a lost lease, stop()). */
   private kick: (() => void) | null = null;
+  /** Wakes the watch loop's retry sleep (stop()). */
+  private kickWatch: (() => void) | null = null;
   private publishing: Promise<void> | null = null;
   private watching: Promise<void> | null = null;
   /** Ends the current watchFrom() wait (stop() must not depend on the client's events). */
@@ -197,11 +245,19 @@ export class ClusterStore extends EventEmitter {
     const options: IOptions = {
       hosts: o.endpoints,
       dialTimeout: CALL_DEADLINE_MS,
+      grpcOptions: etcdKeepalive(this.ttl),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
-      // No retries or circuit breaker inside the client: berth's own loops retry with a short,
-      // bounded delay, so recovery after an outage takes at most RETRY_MAX_MS.
+      // No retries inside the client: berth's own loops retry with a short, bounded delay, so
+      // recovery after an outage takes at most RETRY_MAX_MS. With several members, a member
+      // that failed a call is set aside for one lease renewal attempt (keepaliveSchedule; a
+      // circuit breaker per host that opens on one recoverable failure): the client picks a
+      // member at random for every call, and without this a dead member kept getting a third of
+      // them, each lost for its deadline. Longer, and a blip on every connection at once (all
+      // members set aside) would outlast a short lease. With one endpoint nothing is set aside.
       faultHandling: {
-        host: () => noop,
+        host: () => (o.endpoints.length > 1
+          ? circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: keepaliveSchedule(this.ttl).attemptMs, breaker: new ConsecutiveBreaker(1) })
+          : noop),
         global: noop,
         watchBackoff: new ExponentialBackoff({ initialDelay: RETRY_MIN_MS, maxDelay: RETRY_MAX_MS }).next(),
       },
@@ -267,6 +323,7 @@ export class ClusterStore extends EventEmitter {
   async stop(): Promise<void> {
     this.stopped = true;
     this.kick?.();
+    this.kickWatch?.();
     this.endWatch?.();
     // Bounded: a watcher whose stream is reconnecting may never answer the cancel.
     const w = this.watcher;
@@ -295,6 +352,12 @@ export class ClusterStore extends EventEmitter {
 
   // ----- state -----
 
+  /** Records one path's health; the reported state follows from both (connectionState). */
+  private setHealth(path: 'watch' | 'publish', h: PathHealth, err?: unknown): void {
+    this.health[path] = h;
+    this.setState(connectionState(this.health.watch, this.health.publish), err);
+  }
+
   private setState(s: ConnectionState, err?: unknown): void {
     if (err) this.lastError = (err as Error).message;
     if (s === this.state) return;
@@ -305,19 +368,22 @@ export class ClusterStore extends EventEmitter {
     this.emit('status', s);
   }
 
-  private sleep(ms: number): Promise<void> {
+  /**
+   * Sleeps `ms`, or until the loop's kick is called. Each loop has its own kick: a shared one
+   * was taken over by whichever loop slept last, and a publication then waited for the publish
+   * loop's 60 s timer.
+   */
+  private sleep(ms: number, slot: 'kick' | 'kickWatch' = 'kick'): Promise<void> {
     // After stop() nothing kicks a sleep any more: a loop that gets here must not wait.
     if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.kick = null;
-        resolve();
-      }, ms);
-      this.kick = () => {
+      const wake = () => {
         clearTimeout(t);
-        this.kick = null;
+        if (this[slot] === wake) this[slot] = null;
         resolve();
       };
+      const t = setTimeout(wake, ms);
+      this[slot] = wake;
     });
   }
 
@@ -379,8 +445,8 @@ export class ClusterStore extends EventEmitter {
         }
       } catch (e) {
         if (this.stopped) break;
-        this.setState('disconnected', e);
-        await this.sleep(delay);
+        this.setHealth('watch', 'down', e);
+        await this.sleep(delay, 'kickWatch');
         delay = Math.min(delay * 2, RETRY_MAX_MS);
       }
     }
@@ -405,7 +471,7 @@ export class ClusterStore extends EventEmitter {
       if (own.size) this.log.info({ records: own.size }, 'adopting this node\'s records from the previous run');
       this.kick?.();
     }
-    this.setState('connected');
+    this.setHealth('watch', 'up');
     this.changed();
   }
 
@@ -438,8 +504,8 @@ export class ClusterStore extends EventEmitter {
       });
       // Not seen(header.revision) here: a (re)created watch answers with etcd's current
       // revision before it delivers the events from its start revision.
-      w.on('connected', () => this.setState('connected'));
-      w.on('disconnected', (err: Error) => this.setState('disconnected', err));
+      w.on('connected', () => this.setHealth('watch', 'up'));
+      w.on('disconnected', (err: Error) => this.setHealth('watch', 'down', err));
       w.on('error', (err: Error) => {
         this.watcher = null;
         void w.cancel().catch(() => undefined);
@@ -473,13 +539,13 @@ export class ClusterStore extends EventEmitter {
     let delay = RETRY_MIN_MS;
     while (!this.stopped) {
       try {
-        await this.publishOnce();
+        if (await this.publishOnce()) this.setHealth('publish', 'up');
         delay = RETRY_MIN_MS;
         // Sleep until the next publish() (or a lost lease kicks us).
         if (!this.pending && this.lease) await this.sleep(60_000);
       } catch (e) {
         if (this.stopped) break;
-        this.setState('disconnected', e);
+        this.setHealth('publish', 'down', e);
         await this.sleep(delay);
         delay = Math.min(delay * 2, RETRY_MAX_MS);
       }
@@ -488,16 +554,10 @@ export class ClusterStore extends EventEmitter {
 
   private async ensureLease(): Promise<Lease> {
     if (this.lease) return this.lease;
-    const lease = this.client!.lease(this.ttl, { autoKeepAlive: true });
+    // Keep-alives are berth's own (keepLeaseAlive), not etcd3's stream: see there why.
+    const lease = this.client!.lease(this.ttl, { autoKeepAlive: false });
     this.granting = lease;
-    lease.on('lost', (err: Error) => {
-      if (this.lease !== lease) return;
-      this.log.warn({ err: err.message }, 'etcd lease lost; re-publishing under a new lease');
-      this.lease = null;
-      this.leaseId = null;
-      this.written.clear();
-      this.kick?.();
-    });
+    lease.on('lost', (err: Error) => this.leaseLost(lease, err));
     try {
       this.leaseId = await lease.grant();
       // Granted after stop() (which released it): its keep-alives must not start a loop.
@@ -511,11 +571,62 @@ export class ClusterStore extends EventEmitter {
     }
     this.lease = lease;
     this.log.info({ lease: this.leaseId, ttl: this.ttl }, 'etcd lease granted');
+    void this.keepLeaseAlive(lease);
     return lease;
   }
 
-  private async publishOnce(): Promise<void> {
-    if (this.adopted === null && this.pending === null && this.wanted === null) return void (await this.sleep(RETRY_MIN_MS));
+  /** The lease is gone (etcd said so, or it went unrenewed for a TTL): publish under a new one. */
+  private leaseLost(lease: Lease, err: unknown): void {
+    if (this.lease !== lease) return;
+    this.log.warn({ err: (err as Error).message }, 'etcd lease lost; re-publishing under a new lease');
+    this.lease = null;
+    this.leaseId = null;
+    this.written.clear();
+    lease.removeAllListeners();
+    lease.release();
+    this.setHealth('publish', 'down', err);
+    this.kick?.();
+  }
+
+  /**
+   * Renews `lease` every TTL/3 until it is replaced or the store stops, each renewal one short
+   * keep-alive stream with its own deadline (keepaliveSchedule), on a member the client picks
+   * for that call. etcd3's built-in keep-alive holds ONE stream open and notices a member that
+   * went silent (powered off: no FIN, no RST) only after a whole TTL without an answer, when
+   * etcd has already expired the lease: every peer then saw this host's backends vanish and
+   * come back (a flap). Here a renewal that gets no answer fails within its deadline, the
+   * client's per-host circuit breaker sets that member aside, and the next renewal goes to
+   * another member, several times within one TTL. The lease counts as lost when etcd says so
+   * or when no renewal succeeded for a whole TTL (re-putting under a new lease is harmless if
+   * etcd had in fact kept the old one: the keys move to the new lease).
+   */
+  private async keepLeaseAlive(lease: Lease): Promise<void> {
+    const { everyMs, attemptMs } = keepaliveSchedule(this.ttl);
+    const pause = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+    let lastOk = Date.now();
+    while (!this.stopped && this.lease === lease) {
+      try {
+        await lease.keepaliveOnce({ deadline: Date.now() + attemptMs });
+        lastOk = Date.now();
+        if (this.lease !== lease) return;
+        // Renewals are writes too: while etcd takes none (no quorum) status says so.
+        this.setHealth('publish', 'up');
+        await pause(everyMs);
+      } catch (e) {
+        if (this.stopped || this.lease !== lease) return;
+        if (e instanceof EtcdLeaseInvalidError || Date.now() - lastOk >= this.ttl * 1000) return this.leaseLost(lease, e);
+        this.setHealth('publish', 'down', e);
+        await pause(RETRY_MIN_MS / 4);
+      }
+    }
+  }
+
+  /** One pass of making etcd hold `wanted`; false when there was nothing to publish yet. */
+  private async publishOnce(): Promise<boolean> {
+    if (this.adopted === null && this.pending === null && this.wanted === null) {
+      await this.sleep(RETRY_MIN_MS);
+      return false;
+    }
     if (this.pending) {
       const p = this.pending;
       this.pending = null;
@@ -551,6 +662,7 @@ export class ClusterStore extends EventEmitter {
     }
     // Debug: how long this node's changes took to reach etcd (the cross-host latency's first leg).
     if (puts || deletes) this.log.debug({ puts, deletes, ms: Date.now() - t0 }, 'published to etcd');
+    return true;
   }
 
   /** Key/values for a publication; claims the VIPs of names the cluster has not agreed yet. */

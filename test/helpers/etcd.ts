@@ -5,7 +5,11 @@
  * no etcd process or file is left behind; restart() keeps the data (an outage, not a wipe).
  *
  * PausableProxy is a loopback TCP proxy a client can be pointed at, to cut ONE client off etcd
- * (its watch stalls, its lease expires on the server) while etcd and other clients go on.
+ * (its watch stalls, its lease expires on the server) while etcd and other clients go on, or to
+ * stall its open connections without closing them (a member that was powered off: no RST, no
+ * FIN, nothing answers).
+ *
+ * etcdCluster() starts several members on 127.0.0.1 as one cluster (quorum tests).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -68,9 +72,24 @@ export class EtcdServer {
   tls: TlsFiles | null = null;
   private proc: ChildProcess | null = null;
 
+  /** Member name; `--initial-cluster` (name=peerURL,...) when this member is one of several. */
+  name = 'test';
+  initialCluster: string | null = null;
+
   constructor(opts: { tls?: boolean } = {}) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'berth-etcd-'));
     if (opts.tls) this.tls = makeCerts(this.dir);
+  }
+
+  get peerUrl(): string {
+    return `http://127.0.0.1:${this.peerPort}`;
+  }
+
+  /** Assigns the client and peer ports now (a cluster's members must know each other's). */
+  async ports(): Promise<void> {
+    if (this.clientPort) return;
+    this.clientPort = await freePort();
+    this.peerPort = await freePort();
   }
 
   get endpoint(): string {
@@ -78,16 +97,15 @@ export class EtcdServer {
   }
 
   async start(): Promise<void> {
-    if (!this.clientPort) {
-      this.clientPort = await freePort();
-      this.peerPort = await freePort();
-    }
+    await this.ports();
     const t = this.tls;
     const args = [
-      '--name', 'test', '--data-dir', path.join(this.dir, 'data'),
+      '--name', this.name, '--data-dir', path.join(this.dir, 'data'),
       '--listen-client-urls', this.endpoint, '--advertise-client-urls', this.endpoint,
-      '--listen-peer-urls', `http://127.0.0.1:${this.peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${this.peerPort}`,
-      '--initial-cluster', `test=http://127.0.0.1:${this.peerPort}`,
+      '--listen-peer-urls', this.peerUrl, '--initial-advertise-peer-urls', this.peerUrl,
+      '--initial-cluster', this.initialCluster ?? `${this.name}=${this.peerUrl}`,
+      // A member of several: short elections, so that tests of a lost leader take seconds.
+      ...(this.initialCluster ? ['--heartbeat-interval', '100', '--election-timeout', '1000'] : []),
       // No auto compaction: the tests compact by hand.
       '--auto-compaction-retention', '0',
       ...(t ? ['--cert-file', t.serverCert, '--key-file', t.serverKey, '--client-cert-auth', '--trusted-ca-file', t.ca] : []),
@@ -102,6 +120,7 @@ export class EtcdServer {
     while (Date.now() < deadline) {
       if (this.proc.exitCode !== null) throw new Error(`etcd exited ${this.proc.exitCode}: ${this.logTail()}`);
       try {
+        // A member of several is healthy only with a quorum: start them together (etcdCluster).
         this.ctl(['endpoint', 'health']);
         return;
       } catch {
@@ -141,6 +160,11 @@ export class EtcdServer {
     await exited;
   }
 
+  /** SIGSTOP / SIGCONT: a frozen member holds its connections open and answers nothing. */
+  freeze(frozen: boolean): void {
+    this.proc?.kill(frozen ? 'SIGSTOP' : 'SIGCONT');
+  }
+
   async restart(): Promise<void> {
     await this.stop();
     await this.start();
@@ -155,6 +179,7 @@ export class EtcdServer {
   }
 
   async destroy(): Promise<void> {
+    this.freeze(false);
     await this.stop();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
@@ -166,6 +191,7 @@ export class PausableProxy {
   private server: net.Server | null = null;
   private readonly conns = new Set<net.Socket>();
   private paused = false;
+  private readonly pipes = new Map<net.Socket, net.Socket>();
 
   constructor(private readonly targetPort: number) {}
 
@@ -189,6 +215,7 @@ export class PausableProxy {
       up.on('error', close).on('close', close);
       c.pipe(up);
       up.pipe(c);
+      this.pipes.set(c, up);
     });
     await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
     // Never what keeps a test process alive (a client reconnecting through it at teardown).
@@ -206,6 +233,20 @@ export class PausableProxy {
     this.paused = false;
   }
 
+  /**
+   * The connections open now stop carrying bytes either way and stay open (no FIN, no RST):
+   * what a client sees of a member whose host lost power. New connections work.
+   */
+  stallOpen(): void {
+    for (const [c, up] of this.pipes) {
+      c.unpipe(up);
+      up.unpipe(c);
+      c.pause();
+      up.pause();
+    }
+    this.pipes.clear();
+  }
+
   async close(): Promise<void> {
     this.pause();
     const s = this.server;
@@ -213,4 +254,17 @@ export class PausableProxy {
     // Bounded: close() waits for accepted connections, and a client may reconnect meanwhile.
     await Promise.race([new Promise((r) => s.close(r)), new Promise((r) => setTimeout(r, 1000).unref())]);
   }
+}
+
+/**
+ * `n` etcd members on 127.0.0.1 forming one cluster, started together (a member alone has no
+ * quorum and never reports healthy). destroy() every member when the test ends.
+ */
+export async function etcdCluster(n: number): Promise<EtcdServer[]> {
+  const members = Array.from({ length: n }, (_, i) => Object.assign(new EtcdServer(), { name: `m${i + 1}` }));
+  await Promise.all(members.map((m) => m.ports()));
+  const initial = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
+  for (const m of members) m.initialCluster = initial;
+  await Promise.all(members.map((m) => m.start()));
+  return members;
 }

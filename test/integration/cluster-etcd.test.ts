@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import pino from 'pino';
 import { ClusterStore, type ClusterOptions, type Publication } from '../../src/cluster/store';
 import { mergeRemote } from '../../src/cluster/merge';
-import { EtcdServer, PausableProxy } from '../helpers/etcd';
+import { EtcdServer, PausableProxy, etcdCluster } from '../helpers/etcd';
 
 const TTL = 2;
 
@@ -193,6 +193,100 @@ test.serial('one host cut off: its view stays; peers drop it after the TTL; comp
   t.true(b.lines.some((l) => l.includes('compacted')));
   // b re-published under a new lease.
   await until('a sees b again', () => remoteIps(a, 'a').length === 1, 10000);
+});
+
+/** Counts the times `s` (host `self`) saw no backend of `name` from `peer`, from now on. */
+function gapCounter(s: ClusterStore, self: string, peer: string, name = 'web'): { gaps: () => number; seen: string[] } {
+  let gaps = 0;
+  const seen: string[] = [];
+  s.on('change', () => {
+    if (!remoteIps(s, self, name).some((x) => x.startsWith(`${peer}:`))) {
+      gaps++;
+      seen.push(`${new Date().toISOString()} nodes ${JSON.stringify([...s.view().nodes.keys()])}`);
+    }
+  });
+  return { gaps: () => gaps, seen };
+}
+
+/** Three members on loopback, destroyed when the test ends. */
+async function threeMembers(t: ExecutionContext): Promise<EtcdServer[]> {
+  const members = await etcdCluster(3);
+  t.teardown(() => Promise.all(members.map((m) => m.destroy())));
+  return members;
+}
+
+test.serial('a member goes silent (its host lost power): the watch and the lease move to another member in time; no flap, changes keep arriving', async (t) => {
+  const members = await threeMembers(t);
+  // b reaches every member through a proxy that can stall b's open connections: all of b's
+  // streams (watch, lease keep-alive) then hang with no FIN or RST, as on a powered-off member.
+  const proxies = members.map((m) => new PausableProxy(m.clientPort));
+  t.teardown(() => Promise.all(proxies.map((p) => p.close())));
+  await Promise.all(proxies.map((p) => p.start()));
+  const a = store(members[0].endpoint, 'a', { endpoints: members.map((m) => m.endpoint) });
+  const b = store(proxies[0].endpoint, 'b', { endpoints: proxies.map((p) => p.endpoint), nodeAddress: '127.0.0.1' });
+  t.teardown(() => Promise.all([a.stop(), b.stop()]));
+  await a.start();
+  await b.start();
+  a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
+  b.publish(pub('b', [{ id: 'b1', ip: '172.31.2.2' }]));
+  await until('b sees a', () => remoteIps(b, 'b').length === 1, 15000);
+  await until('a sees b', () => remoteIps(a, 'a').length === 1, 15000);
+  await until('b connected', () => b.status().etcd === 'connected');
+  const flaps = gapCounter(a, 'a', 'b');
+
+  const stalledAt = Date.now();
+  for (const p of proxies) p.stallOpen();
+  a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }, { id: 'a2', ip: '172.31.1.3' }]));
+  // Without gRPC keepalive, b's watch stays on the silent connection and never delivers again.
+  await until('b sees a2 through a new connection', () => remoteIps(b, 'b').length === 2, 15000);
+  const tookMs = Date.now() - stalledAt;
+  t.log(`b saw a's change ${tookMs} ms after its connections went silent (lease TTL ${TTL} s)`);
+  // Past several TTLs: b's lease was kept alive through the move (etcd never expired it), so a
+  // never saw b's backend go, and b reports itself connected.
+  await new Promise((r) => setTimeout(r, (TTL * 2 + 1) * 1000));
+  t.is(flaps.gaps(), 0, `a never lost b's backend: ${flaps.seen.join('; ')} ${b.lines.filter((l) => JSON.parse(l).level >= 40).join('')}`);
+  t.is(b.status().etcd, 'connected');
+  b.publish(pub('b', [{ id: 'b1', ip: '172.31.2.2' }, { id: 'b2', ip: '172.31.2.3' }]));
+  await until('a sees b2', () => remoteIps(a, 'a').length === 2, 10000);
+});
+
+test.serial('quorum lost: status says disconnected while the watch stays open, nothing is withdrawn; quorum back: connected, the change made meanwhile arrives, no flap', async (t) => {
+  const members = await threeMembers(t);
+  // Both hosts talk to m3, which stays up: their watches never drop, only writes fail. The
+  // connection state must come back from the writes alone (it used to wait for a watch reconnect).
+  const a = store(members[2].endpoint, 'a');
+  const b = store(members[2].endpoint, 'b');
+  t.teardown(() => Promise.all([a.stop(), b.stop()]));
+  await a.start();
+  await b.start();
+  a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
+  b.publish(pub('b', [{ id: 'b1', ip: '172.31.2.2' }]));
+  await until('b sees a', () => remoteIps(b, 'b').length === 1, 15000);
+  await until('a sees b', () => remoteIps(a, 'a').length === 1, 15000);
+  await until('both connected', () => a.status().etcd === 'connected' && b.status().etcd === 'connected');
+  const flapsOnB = gapCounter(b, 'b', 'a');
+  const flapsOnA = gapCounter(a, 'a', 'b');
+
+  await Promise.all([members[0].stop(), members[1].stop()]);
+  a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }, { id: 'a2', ip: '172.31.1.3' }]));
+  await until('a reports the failed writes', () => a.status().etcd === 'disconnected', (TTL + 4) * 1000);
+  await until('b reports its failed lease keep-alives', () => b.status().etcd === 'disconnected', (TTL + 4) * 1000);
+  t.regex(a.status().lastError ?? '', /./);
+  // Past the TTL: etcd without a leader expires nothing, and neither host withdraws anything.
+  await new Promise((r) => setTimeout(r, (TTL + 2) * 1000));
+  t.deepEqual(remoteIps(b, 'b'), ['a:172.31.1.2'], 'b keeps a\'s backend, and a\'s new one is not there yet');
+  t.deepEqual(remoteIps(a, 'a'), ['b:172.31.2.2']);
+
+  const backAt = Date.now();
+  await Promise.all([members[0].start(), members[1].start()]);
+  await until('a2 arrives at b', () => remoteIps(b, 'b').length === 2, 20000);
+  await until('both connected again', () => a.status().etcd === 'connected' && b.status().etcd === 'connected', 20000);
+  t.log(`quorum back: converged and connected ${Date.now() - backAt} ms after the members were started again`);
+  // Records re-put under new leases before the old ones expired: no host ever saw a gap.
+  await new Promise((r) => setTimeout(r, (TTL + 2) * 1000));
+  t.is(flapsOnB.gaps(), 0, `b never lost a's backend: ${flapsOnB.seen.join('; ')}`);
+  t.is(flapsOnA.gaps(), 0, `a never lost b's backend: ${flapsOnA.seen.join('; ')}`);
+  t.deepEqual(remoteIps(a, 'a'), ['b:172.31.2.2']);
 });
 
 test.serial('records a peer must not trust are rejected with a logged error; the rest is used', async (t) => {
