@@ -181,6 +181,12 @@ export interface NativeAddon {
    * a full collection). true when memory was released; false when none was, or not glibc.
    */
   mallocTrim(): boolean;
+  /**
+   * One memory-reducing full collection now (V8's MemoryPressureNotification(kCritical); see
+   * util/gc.ts reduceHeap). Absent when the addon was built without node's V8 headers; false when
+   * there is no current isolate.
+   */
+  v8MemoryPressure?(): boolean;
 }
 
 let cached: NativeAddon | null = null;

@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import v8 from 'node:v8';
-import { collectGarbage, trimCHeap } from '../../../src/util/gc';
+import { collectGarbage, reduceHeap, trimCHeap } from '../../../src/util/gc';
 import { loadNative } from '../../../src/native';
 
 test('trimCHeap: the time taken when the addon has mallocTrim', (t) => {
@@ -74,4 +74,45 @@ test('collectGarbage({ compact: true }) returns the old generation\'s emptied pa
   t.log(`old space committed beyond its live objects: plain ${plainSlackMb.toFixed(1)} MB, compacted ${compactSlackMb.toFixed(1)} MB`);
   t.true(compactSlackMb < plainSlackMb / 2, `compacted ${compactSlackMb} MB, plain ${plainSlackMb} MB`);
   t.is(kept.length, 200000);
+});
+
+test('reduceHeap: the time taken when the addon has v8MemoryPressure', (t) => {
+  let calls = 0;
+  const ms = reduceHeap(() => ({ v8MemoryPressure: () => { calls++; return true; } }));
+  t.is(typeof ms, 'number');
+  t.true(ms! >= 0);
+  t.is(calls, 1);
+});
+
+test('reduceHeap: null, not an error, when the addon lacks it, cannot load, throws or has no isolate', (t) => {
+  t.is(reduceHeap(() => ({})), null);
+  t.is(reduceHeap(() => { throw new Error('berth native addon not loadable'); }), null);
+  t.is(reduceHeap(() => ({ v8MemoryPressure: () => { throw new Error('boom'); } })), null);
+  t.is(reduceHeap(() => ({ v8MemoryPressure: () => false })), null);
+});
+
+test('the real addon: reduceHeap shrinks the young generation, which gc() leaves committed', (t) => {
+  t.is(typeof loadNative().v8MemoryPressure, 'function', 'addon built without node\'s V8 headers');
+  const newSpaceMb = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!.physical_space_size / 1048576;
+  /** Survivors of many scavenges grow the semi-spaces towards their maximum (16 MB each on x64). */
+  const grow = (): number => {
+    let kept: object[][] = [];
+    for (let r = 0; r < 4; r++) {
+      const a: object[] = [];
+      for (let i = 0; i < 100000; i++) a.push({ i, s: `x${i}` });
+      kept.push(a);
+    }
+    const n = kept.length;
+    kept = [];
+    return n;
+  };
+  t.is(grow(), 4);
+  t.not(collectGarbage(), null);
+  const plain = newSpaceMb();
+  t.is(grow(), 4);
+  t.not(reduceHeap(), null);
+  const reduced = newSpaceMb();
+  t.log(`young generation committed: after gc() ${plain.toFixed(1)} MB, after reduceHeap() ${reduced.toFixed(1)} MB`);
+  t.true(plain >= 8, `the test did not grow the young generation (${plain} MB)`);
+  t.true(reduced <= 2, `reduceHeap left ${reduced} MB committed`);
 });
