@@ -36,6 +36,7 @@ import { syncPeerRoutes } from '../cluster/routes';
 import { syncPeerAccepts, type PeerAcceptStatus } from '../cluster/firewall';
 import { routeMetric } from '../datapath/routes';
 import { collectGarbage, reduceHeap, trimCHeap } from '../util/gc';
+import { QuietCollector } from '../util/quiet-collector';
 import { phase, done as phasesDone, heapSpaces } from '../util/phases';
 
 export const VERSION: string = (() => {
@@ -130,6 +131,21 @@ export class Daemon {
   private dirty = false;
   private resyncTimer: NodeJS.Timeout | null = null;
   private watchdogTimer: NodeJS.Timeout | null = null;
+  /**
+   * A memory-reducing collection 1 s after the last event-driven reconcile, when RSS grew by
+   * 32 MB or more since the last collection (util/quiet-collector.ts: why, and what it measured).
+   */
+  private readonly quietGc = new QuietCollector({
+    quietMs: 1000,
+    minGrowthBytes: 32 * 1048576,
+    rss: () => process.memoryUsage.rss(),
+    collect: () => {
+      const rssBefore = process.memoryUsage.rss();
+      const gcMs = reduceHeap() ?? collectGarbage();
+      trimCHeap();
+      this.log.debug({ gcMs: gcMs === null ? null : Math.round(gcMs), rssMbBefore: Math.round(rssBefore / 1048576), rssMbAfter: Math.round(process.memoryUsage.rss() / 1048576) }, 'garbage collected after the events paused');
+    },
+  });
   private lastStatusLine = '';
   /** What the last crossNetwork apply found and did (null before the first). */
   private crossnet: CrossnetStatus | null = null;
@@ -556,6 +572,7 @@ export class Daemon {
         // 10,000 × 4: util/gc.ts trimCHeap).
         const trimMs = trimCHeap();
         if (gcMs !== null) this.log.info({ gcMs: Math.round(gcMs), trimMs: trimMs === null ? null : Math.round(trimMs), rssMbBefore: Math.round(rssBefore / 1048576), rssMbAfter: Math.round(process.memoryUsage.rss() / 1048576) }, 'start-up garbage collected');
+        this.quietGc.collected();
         phase('start-up garbage collected');
         void this.becomeReady();
       } else if (full && this.ready) {
@@ -568,6 +585,10 @@ export class Daemon {
         const gcMs = reduceHeap() ?? collectGarbage();
         trimCHeap();
         if (gcMs !== null) this.log.debug({ gcMs: Math.round(gcMs), rssMbBefore: Math.round(rssBefore / 1048576), rssMbAfter: Math.round(process.memoryUsage.rss() / 1048576) }, 'full-list garbage collected');
+        this.quietGc.collected();
+      } else if (this.ready && eventTimes.length > 0) {
+        // Docker events were applied: once they pause, hand back what they grew (if they did).
+        this.quietGc.touched();
       }
     } catch (e) {
       rec.error = (e as Error).message;
@@ -818,6 +839,7 @@ export class Daemon {
     this.log.info('stopping; the datapath stays in place (berth cleanup removes it)');
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     if (this.watchdogTimer) clearInterval(this.watchdogTimer);
+    this.quietGc.stop();
     await this.running?.catch(() => undefined);
     await this.rulesRunning?.catch(() => undefined);
     await this.watcher?.stop();
