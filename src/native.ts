@@ -187,6 +187,12 @@ export interface NativeAddon {
    * there is no current isolate.
    */
   v8MemoryPressure?(): boolean;
+  /**
+   * glibc mallopt(M_ARENA_MAX, arenaMax) and mallopt(M_TRIM_THRESHOLD, trimThresholdBytes) (see
+   * util/gc.ts limitCHeapArenas). true when glibc took both, false elsewhere; TypeError for
+   * anything but integers in 1..2^30.
+   */
+  mallocLimitArenas(arenaMax: number, trimThresholdBytes: number): boolean;
 }
 
 let cached: NativeAddon | null = null;

@@ -9,6 +9,8 @@
 // calling malloc_trim(0): [heap] 30.6 -> 4.6 MB, RSS 240 -> 213 MB.
 #include <napi.h>
 
+#include <string>
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -29,6 +31,30 @@ Napi::Value MallocTrim(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
 #else
   return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
+// mallocLimitArenas(arenaMax, trimThresholdBytes): glibc mallopt(M_ARENA_MAX) and
+// mallopt(M_TRIM_THRESHOLD), for berthd's first lines (util/gc.ts limitCHeapArenas says why).
+// true when glibc took both; false on another C library. Throws TypeError for a non-positive or
+// non-integer argument.
+Napi::Value MallocLimitArenas(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  for (size_t i = 0; i < 2; i++) {
+    if (info.Length() <= i || !info[i].IsNumber()) {
+      throw Napi::TypeError::New(env, "mallocLimitArenas(arenaMax, trimThresholdBytes): two numbers");
+    }
+    double v = info[i].As<Napi::Number>().DoubleValue();
+    if (!(v >= 1 && v <= 1073741824 && v == static_cast<double>(static_cast<int>(v)))) {
+      throw Napi::TypeError::New(env, std::string(i == 0 ? "arenaMax" : "trimThresholdBytes") + " must be an integer in 1..2^30");
+    }
+  }
+#if defined(__GLIBC__)
+  bool ok = mallopt(M_ARENA_MAX, info[0].As<Napi::Number>().Int32Value()) == 1;
+  ok = mallopt(M_TRIM_THRESHOLD, info[1].As<Napi::Number>().Int32Value()) == 1 && ok;
+  return Napi::Boolean::New(env, ok);
+#else
+  return Napi::Boolean::New(env, false);
 #endif
 }
 
@@ -57,6 +83,7 @@ Napi::Value V8MemoryPressure(const Napi::CallbackInfo &info) {
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim, "mallocTrim"));
+  exports.Set("mallocLimitArenas", Napi::Function::New(env, MallocLimitArenas, "mallocLimitArenas"));
 #if defined(BERTH_HAVE_V8)
   exports.Set("v8MemoryPressure", Napi::Function::New(env, V8MemoryPressure, "v8MemoryPressure"));
 #endif

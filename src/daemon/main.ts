@@ -4,6 +4,8 @@
  * naming it, exit 2), run the daemon, stop cleanly on SIGTERM/SIGINT. Stopping leaves the
  * datapath in place: VIPs keep working across restarts and upgrades; `berth cleanup` removes it.
  */
+// First: glibc's arena limit must precede the threads that the other modules start.
+import './malloc-first';
 import { ConfigError, loadConfig, usage } from './config';
 import { createLogger } from '../util/log';
 import { systemdRestartPending } from './restart';

@@ -94,7 +94,38 @@ export function trimCHeap(load: () => { mallocTrim?: () => boolean } = defaultAd
   }
 }
 
-function defaultAddon(): { mallocTrim?: () => boolean; v8MemoryPressure?: () => boolean } {
+/**
+ * One glibc malloc arena for the whole process, and a fixed trim threshold (128 KiB), set before
+ * berthd loads its modules (daemon/malloc-first.ts).
+ *
+ * Why: glibc gives each thread that allocates an arena of its own (V8's compiler and GC workers,
+ * libuv's pool that runs the addon's map writes), and returns memory from an arena's top only
+ * above a trim threshold that it raises by itself as large blocks are freed; malloc_trim(0)
+ * (trimCHeap) empties the main arena's top but not a thread arena's. At 10,000 services × 4 four
+ * thread arenas held ~30 MB after 10,000 events and ~10 MB at ready (profile-berthd.js --smaps
+ * --churn 10000: four anonymous mappings of ~7.5 MB each, 2026-12-01); with one arena and a fixed
+ * threshold berthd sat at 164 MB after the events and a collection, against 184–194 MB.
+ * Threads then share the main arena's lock; berthd's threads allocate little between them.
+ *
+ * Does nothing when the operator set glibc's own MALLOC_ARENA_MAX or MALLOC_TRIM_THRESHOLD_
+ * (their choice wins). Returns true when set, false when not glibc or skipped, null when the
+ * addon cannot do it; never throws.
+ */
+export function limitCHeapArenas(
+  env: NodeJS.ProcessEnv = process.env,
+  load: () => { mallocLimitArenas?: (arenaMax: number, trimThresholdBytes: number) => boolean } = defaultAddon,
+): boolean | null {
+  if (env.MALLOC_ARENA_MAX !== undefined || env.MALLOC_TRIM_THRESHOLD_ !== undefined) return false;
+  try {
+    const addon = load();
+    if (typeof addon.mallocLimitArenas !== 'function') return null;
+    return addon.mallocLimitArenas(1, 128 * 1024);
+  } catch {
+    return null;
+  }
+}
+
+function defaultAddon(): { mallocTrim?: () => boolean; v8MemoryPressure?: () => boolean; mallocLimitArenas?: (arenaMax: number, trimThresholdBytes: number) => boolean } {
   // Required lazily: loading gc.ts must not load the native addon (unit tests, the CLI).
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return (require('../native') as typeof import('../native')).loadNative();

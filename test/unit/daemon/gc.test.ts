@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import v8 from 'node:v8';
-import { collectGarbage, reduceHeap, trimCHeap } from '../../../src/util/gc';
+import { collectGarbage, limitCHeapArenas, reduceHeap, trimCHeap } from '../../../src/util/gc';
 import { loadNative } from '../../../src/native';
 
 test('trimCHeap: the time taken when the addon has mallocTrim', (t) => {
@@ -115,4 +115,35 @@ test('the real addon: reduceHeap shrinks the young generation, which gc() leaves
   t.log(`young generation committed: after gc() ${plain.toFixed(1)} MB, after reduceHeap() ${reduced.toFixed(1)} MB`);
   t.true(plain >= 8, `the test did not grow the young generation (${plain} MB)`);
   t.true(reduced <= 2, `reduceHeap left ${reduced} MB committed`);
+});
+
+test('limitCHeapArenas: one arena and a 128 KiB trim threshold, unless the operator set glibc\'s own', (t) => {
+  const table: [NodeJS.ProcessEnv, boolean, [number, number][]][] = [
+    [{}, true, [[1, 131072]]],
+    [{ PATH: '/usr/bin' }, true, [[1, 131072]]],
+    [{ MALLOC_ARENA_MAX: '4' }, false, []],
+    [{ MALLOC_ARENA_MAX: '' }, false, []],
+    [{ MALLOC_TRIM_THRESHOLD_: '1048576' }, false, []],
+  ];
+  for (const [env, want, wantCalls] of table) {
+    const calls: [number, number][] = [];
+    const got = limitCHeapArenas(env, () => ({ mallocLimitArenas: (a, b) => { calls.push([a, b]); return true; } }));
+    t.is(got, want, JSON.stringify(env));
+    t.deepEqual(calls, wantCalls, JSON.stringify(env));
+  }
+});
+
+test('limitCHeapArenas: null, not an error, when the addon lacks it, cannot load or throws', (t) => {
+  t.is(limitCHeapArenas({}, () => ({})), null);
+  t.is(limitCHeapArenas({}, () => { throw new Error('berth native addon not loadable'); }), null);
+  t.is(limitCHeapArenas({}, () => ({ mallocLimitArenas: () => { throw new TypeError('boom'); } })), null);
+});
+
+test('the real addon: mallocLimitArenas takes integers in 1..2^30 and refuses the rest', (t) => {
+  const a = loadNative();
+  t.is(a.mallocLimitArenas(1, 131072), true);
+  const bad: unknown[][] = [[], [1], [0, 131072], [1, -1], [1.5, 131072], ['1', 131072], [1, 2 ** 31], [Number.NaN, 1]];
+  for (const args of bad) {
+    t.throws(() => (a.mallocLimitArenas as (...x: unknown[]) => boolean)(...args), { instanceOf: TypeError }, JSON.stringify(args));
+  }
 });
