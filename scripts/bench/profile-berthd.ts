@@ -4,21 +4,24 @@
  *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
  *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
  *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N] [--smaps]
- *     [--resync-interval S] [--daemon OTHER_CHECKOUT/dist/src/daemon/main.js]
+ *     [--resync-interval S] [--churn N] [--daemon OTHER_CHECKOUT/dist/src/daemon/main.js]
  *
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through
  * --heapsnapshot-signal). Prints spawn → ready, berthd's first reconcile, RSS and the event →
  * maps samples as one JSON line, with berthd's own CPU time at ready (/proc) and, where berthd logs
  * them (`start-up phases`, util/phases.ts), its start-up phases: per phase the wall and CPU ms it
- * took since the previous mark (CPU is what to compare on a busy machine). Open the .cpuprofile/.heapprofile in Chrome DevTools, or
+ * took since the previous mark (CPU is what to compare on a busy machine). --churn N then sends N
+ * more events at ~500/s (the cold scenario's tail) and prints RSS, smaps (with --smaps) and V8's
+ * heap spaces (berthd's /metrics) 0.5 s after the last is applied, as the bench measures RSS after
+ * its 10,000 events; --idle-seconds samples after that. Open the .cpuprofile/.heapprofile in Chrome DevTools, or
  * summarise them with `node dist/scripts/bench/profile-summary.js FILE`.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { FakeEngine } from '../../test/helpers/fake-engine';
 import { Berthd, sleep } from '../../test/helpers/berthd';
-import { getJson } from '../../src/api/server';
+import { getJson, getText } from '../../src/api/server';
 import { RANGES, nowMs } from './lib/util';
 
 interface StatusLike {
@@ -37,21 +40,29 @@ function arg(name: string): string | undefined {
  * other anonymous mappings (V8's heap pages, malloc arenas and large mmap'd blocks), and files
  * (node's binary, shared libraries, the addon).
  */
-function smapsMb(pid: number): Record<string, number> {
+function smapsMb(pid: number): Record<string, number | [number, number][]> {
   const out: Record<string, number> = { heap: 0, anon: 0, file: 0 };
+  // The largest anonymous mappings: [size MB, resident MB] (V8's pages are 256 KiB each; glibc's
+  // thread arenas are 64 MiB reservations; node's own mmaps sit between).
+  const anon: [number, number][] = [];
   let kind = 'anon';
+  let size = 0;
   for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
     if (head) {
-      const name = head[1];
+      const name = head[3];
       kind = name === '[heap]' ? 'heap' : name === '' || name.startsWith('[') ? 'anon' : 'file';
+      size = (parseInt(head[2], 16) - parseInt(head[1], 16)) / 1048576;
       continue;
     }
     const rss = /^Rss:\s+(\d+) kB/.exec(line);
-    if (rss) out[kind] += Number(rss[1]) / 1024;
+    if (rss) {
+      out[kind] += Number(rss[1]) / 1024;
+      if (kind === 'anon') anon.push([Math.round(size * 10) / 10, Math.round(Number(rss[1]) / 102.4) / 10]);
+    }
   }
   for (const k of Object.keys(out)) out[k] = Math.round(out[k]);
-  return out;
+  return { ...out, anonTop: anon.sort((a, b) => b[1] - a[1]).slice(0, 8) };
 }
 
 /** User + system CPU time of a process so far, ms (/proc/PID/stat, clock ticks of 10 ms). */
@@ -89,6 +100,19 @@ async function startupPhases(logFile: string): Promise<{ phases: [string, number
     await sleep(100);
   }
   return null;
+}
+
+/** V8's heap spaces from berthd's /metrics (prom-client's nodejs_heap_space_size_*): space → [used MB, committed MB]. */
+async function heapSpaces(socket: string): Promise<Record<string, [number, number]>> {
+  const out: Record<string, [number, number]> = {};
+  for (const line of (await getText(socket, '/metrics', 30000)).split('\n')) {
+    const m = /^berthd_nodejs_heap_space_size_(used|total)_bytes\{space="(\w+)"\} (\d+)/.exec(line);
+    if (!m) continue;
+    const mb = Math.round(Number(m[3]) / 104857.6) / 10;
+    const row = (out[m[2]] ??= [0, 0]);
+    row[m[1] === 'used' ? 0 : 1] = mb;
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -160,6 +184,27 @@ async function main(): Promise<void> {
       }
     }
     const afterEventsRss = rssMb(pid);
+    const churnN = Number(arg('churn') ?? 0);
+    let churn: Record<string, unknown> | undefined;
+    if (churnN > 0) {
+      // ~500 events/s, each a container's new address, round robin (the bench's churn tail).
+      const before = (await status()).events?.applied ?? 0;
+      const tc = nowMs();
+      let sent = 0;
+      while (sent < churnN) {
+        const due = Math.min(churnN, Math.floor(((nowMs() - tc) / 1000) * 500) + 1);
+        for (; sent < due; sent++) {
+          const c = engine.containers.get(idOf((sent * 7919) % n))!;
+          c.NetworkSettings.Networks.bridge.IPAddress = ipOf(nextIp++);
+          engine.event({ Type: 'container', Action: 'start', Actor: { ID: c.Id, Attributes: {} }, timeNano: Date.now() * 1e6 });
+        }
+        await sleep(5);
+      }
+      for (let i = 0; i < 3000 && ((await status()).events?.applied ?? 0) - before < sent; i++) await sleep(10);
+      const sentMs = nowMs() - tc;
+      await sleep(500);
+      churn = { events: sent, ms: Math.round(sentMs), rssMb: Math.round(rssMb(pid)), ...(process.argv.includes('--smaps') ? { smaps: smapsMb(pid) } : {}), heap: await heapSpaces(d.socket) };
+    }
     // What one /status answer costs berthd at this size (20 in a row, median ms).
     const statusMs: number[] = [];
     for (let i = 0; i < 20; i++) {
@@ -179,9 +224,10 @@ async function main(): Promise<void> {
       idleRss.push(Math.round(rssMb(pid)));
     }
     const idleCpuMs = cpuMs(pid) - cpuBefore;
+    const idleEnd = idleS > 0 ? { ...(process.argv.includes('--smaps') ? { smaps: smapsMb(pid) } : {}), heap: await heapSpaces(d.socket) } : undefined;
     console.log(JSON.stringify({
       services, containers: n, readyMs: Math.round(readyMs), readyCpuMs, ...(phases ?? {}), reconcileMs: st.lastReconcile?.durationMs, readyRssMb: Math.round(readyRss),
-      afterEventsRssMb: Math.round(afterEventsRss), ...(readySmaps ? { readySmaps } : {}), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: idleRss, idleCpuMs } : {}), eventMs: samples,
+      afterEventsRssMb: Math.round(afterEventsRss), ...(churn ? { churn } : {}), ...(readySmaps ? { readySmaps } : {}), statusMs: Math.round(statusMs[10] * 10) / 10, ...(idleS > 0 ? { idleRssMb: idleRss, idleCpuMs, idleEnd } : {}), eventMs: samples,
     }));
   } finally {
     await d.cleanup().catch((e: Error) => console.error(e.message));

@@ -172,6 +172,7 @@ function coldMarkdown(k: ColdReport): string {
         `| p99 first third → last third | ${c((r) => r.p99FirstThirdMs, 1)} → ${c((r) => r.p99LastThirdMs, 1)} ms |`,
         `| backlog (sent − applied), largest per-second sample / at the end | ${c((r) => r.maxBacklog)} / ${c((r) => r.endBacklog)} |`,
         `| RSS after ${ch[0].totalEvents.toLocaleString('en-US')} events | ${c((r) => r.rssAfterMb, 1)} MB |`,
+        `| RSS 3 s after that | ${c((r) => r.rssSettledMb, 1)} MB |`,
         '',
       );
     }

@@ -73,6 +73,8 @@ export interface ChurnRun {
   /** Total events applied when RSS was read (churn + a faster run up to `total`). */
   totalEvents: number;
   rssAfterMb: number;
+  /** RSS 3 s later: after berthd's collection once the events pause (1 s; util/quiet-collector.ts). */
+  rssSettledMb: number;
 }
 
 /** The real berthd against the fake engine. */
@@ -297,12 +299,14 @@ async function runChurn(
     await sleep(10);
   }
   await sleep(500);
+  const rssAfterMb = procUsage(d.proc!.pid!).rssMb;
+  await sleep(2500);
   return {
     perSecond: cfg.perSecond, seconds: cfg.seconds, sent: planned,
     p50Ms: pct(lat, 0.5), p99Ms: pct(lat, 0.99), maxMs: Math.max(...lat),
     p99FirstThirdMs: pct(lat.slice(0, third), 0.99), p99LastThirdMs: pct(lat.slice(-third), 0.99),
     maxBacklog, endBacklog, totalEvents: e.applied - start.applied,
-    rssAfterMb: procUsage(d.proc!.pid!).rssMb,
+    rssAfterMb, rssSettledMb: procUsage(d.proc!.pid!).rssMb,
   };
 }
 
