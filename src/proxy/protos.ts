@@ -8,6 +8,15 @@
  * ~0.2 s where parsing the .proto files took ~0.5 s of every start (measured: fresh node
  * processes, 3 each, on this 2-core machine under load). Without the JSON, or with one made
  * from another list of files, the .proto files are parsed as before.
+ *
+ * Encoding and decoding use static code the build generates for the messages berth sends and
+ * reads (protobufjs-cli's `pbjs -t static-module`, dist/src/proxy/envoy-static.js, see
+ * scripts/envoy-protos.ts), not protobufjs' reflection: reflection builds every type's encoder,
+ * decoder and converters at run time on first use (source text and `new Function`, which no code
+ * cache keeps) and needs the whole root resolved first; together ~0.4 s of CPU at every start on
+ * the host and ~8.5 s in an emulated guest, for the first snapshot. Reflection is still loaded
+ * for berth's strict field check and the ADS service's method list, but unresolved (each field is
+ * resolved when the check first meets it). Without a current static file, reflection does it all.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -59,6 +68,7 @@ const LOAD_OPTIONS: protoLoader.Options = { keepCase: true, longs: String, enums
 const CONVERSION: protobuf.IConversionOptions = { longs: String, enums: String, defaults: false };
 
 let cachedRoot: protobuf.Root | null = null;
+let cachedSchema: protobuf.Root | null = null;
 let cachedDef: protoLoader.PackageDefinition | null = null;
 
 function depsDir(): string {
@@ -89,8 +99,14 @@ export function precompile(): Precompiled {
   return { files: [...FILES], source: protoSource(), root: parseProtos().toJSON() };
 }
 
-/** The precompiled definitions, or null when absent or made from other files or versions. */
-export function loadPrecompiled(file: string): protobuf.Root | null {
+/**
+ * The precompiled definitions, or null when absent or made from other files or versions.
+ * `resolved: false` leaves the types unresolved (no resolveAll: ~0.13 s of CPU less); such a
+ * root answers lookups and per-field resolve() (all the strict check needs), but must not encode:
+ * proto3's packed and implicit-presence rules (protobufjs' edition features) are only applied by
+ * resolveAll.
+ */
+export function loadPrecompiled(file: string, opts: { resolved?: boolean } = {}): protobuf.Root | null {
   let data: Precompiled;
   try {
     data = JSON.parse(fs.readFileSync(file, 'utf8')) as Precompiled;
@@ -98,6 +114,11 @@ export function loadPrecompiled(file: string): protobuf.Root | null {
     return null;
   }
   if (!Array.isArray(data.files) || data.files.join('\n') !== FILES.join('\n') || data.source !== protoSource() || !data.root) return null;
+  if (opts.resolved === false) {
+    const root = new protobuf.Root();
+    root.addJSON(data.root.nested ?? {});
+    return root;
+  }
   return protobuf.Root.fromJSON(data.root);
 }
 
@@ -134,6 +155,101 @@ export function protoRoot(): protobuf.Root {
 }
 
 /**
+ * The messages berth encodes or decodes at the top level: the resources it serves, the Any
+ * payloads inside them, and ADS's request and response. The static code covers these and every
+ * message reachable from them through fields (typeClosure).
+ */
+export const TOP_LEVEL_TYPES: readonly string[] = [
+  ...Object.values(TypeUrl).map((u) => u.replace(/^.*\//, '')),
+  HCM_TYPE, ROUTER_TYPE, DOWNSTREAM_TLS_TYPE, TLS_INSPECTOR_TYPE, FILE_ACCESS_LOG_TYPE, HTTP_PROTOCOL_OPTIONS_TYPE,
+  'envoy.service.discovery.v3.DiscoveryRequest', 'envoy.service.discovery.v3.DiscoveryResponse',
+];
+
+/** Full names (no leading dot) of `names` and every message type reachable from them by fields, sorted. */
+export function typeClosure(root: protobuf.Root, names: readonly string[]): string[] {
+  const seen = new Set<string>();
+  const queue = names.map((n) => root.lookupType(n));
+  for (let t = queue.pop(); t; t = queue.pop()) {
+    if (seen.has(t.fullName)) continue;
+    seen.add(t.fullName);
+    for (const f of t.fieldsArray) {
+      f.resolve();
+      if (f.resolvedType instanceof protobuf.Type) queue.push(f.resolvedType);
+    }
+  }
+  return [...seen].map((n) => n.slice(1)).sort();
+}
+
+/** Where the build writes the static code (dist/src/proxy/envoy-static.js). */
+export const STATIC_CODE = path.join(__dirname, 'envoy-static.js');
+
+/** What static code offers per message (protobufjs-cli's static-module output; reflection's Type has the same). */
+export interface MessageCodec {
+  fromObject(obj: Record<string, unknown>): object;
+  encode(msg: object): protobuf.Writer;
+  decode(buf: Uint8Array): object;
+  toObject(msg: object, opts?: protobuf.IConversionOptions): Record<string, unknown>;
+}
+
+/** The static module's namespace tree, plus the stamp the build appends (files and versions). */
+interface StaticRoot {
+  berthSource?: { files: string[]; source: string };
+  [name: string]: unknown;
+}
+
+let cachedStatic: StaticRoot | null | undefined;
+
+/**
+ * The build's static code when it is there and was made from these files and versions, else
+ * null (then reflection encodes). `file` for tests.
+ */
+export function loadStatic(file: string = STATIC_CODE): StaticRoot | null {
+  let mod: StaticRoot;
+  try {
+    mod = require(file) as StaticRoot;
+  } catch {
+    return null;
+  }
+  const stamp = mod?.berthSource;
+  if (!stamp || !Array.isArray(stamp.files) || stamp.files.join('\n') !== FILES.join('\n') || stamp.source !== protoSource()) return null;
+  return mod;
+}
+
+function staticRoot(): StaticRoot | null {
+  if (cachedStatic === undefined) cachedStatic = loadStatic();
+  return cachedStatic;
+}
+
+/**
+ * Encode with the build's static code (the default, when current) or with reflection only: for
+ * tests that compare the two, and for measuring what the static code saves.
+ */
+export function useStaticCode(on: boolean): void {
+  cachedStatic = on ? loadStatic() : null;
+}
+
+/** The static codec of a message, if the static code has it. */
+export function staticCodec(fullName: string, root: StaticRoot | null = staticRoot()): MessageCodec | null {
+  let node: unknown = root;
+  for (const part of fullName.split('.')) {
+    if (node === null || typeof node !== 'object' && typeof node !== 'function') return null;
+    node = Object.prototype.hasOwnProperty.call(node, part) ? (node as Record<string, unknown>)[part] : undefined;
+  }
+  const c = node as Partial<MessageCodec> | undefined;
+  return c && typeof c.encode === 'function' && typeof c.decode === 'function' && typeof c.fromObject === 'function' && typeof c.toObject === 'function' ? c as MessageCodec : null;
+}
+
+/**
+ * Envoy's API for lookups only (the strict check, ADS's methods): unresolved when static code
+ * encodes (see loadPrecompiled), else protoRoot() itself.
+ */
+function schemaRoot(): protobuf.Root {
+  if (!staticRoot()) return protoRoot();
+  if (!cachedSchema) cachedSchema = loadPrecompiled(PRECOMPILED, { resolved: false }) ?? protoRoot();
+  return cachedSchema;
+}
+
+/**
  * The same definitions in @grpc/proto-loader's form (every Envoy message and service), for gRPC
  * clients (the unit tests' ADS client). berthd's server needs one service: adsServiceDefinition.
  */
@@ -154,14 +270,14 @@ export function packageDefinition(): protoLoader.PackageDefinition {
  * packageDefinition(), so the two are checked against each other on the wire.
  */
 export function adsServiceDefinition(): grpc.ServiceDefinition {
-  const svc = protoRoot().lookupService('envoy.service.discovery.v3.AggregatedDiscoveryService');
+  const svc = schemaRoot().lookupService('envoy.service.discovery.v3.AggregatedDiscoveryService');
   const def: Record<string, grpc.MethodDefinition<object, object>> = {};
   for (const m of svc.methodsArray) {
     m.resolve();
-    const req = m.resolvedRequestType!;
-    const res = m.resolvedResponseType!;
-    const serialize = (t: protobuf.Type) => (v: object): Buffer => t.encode(t.fromObject(v as Record<string, unknown>)).finish() as Buffer; // (a Buffer under node: BufferWriter)
-    const deserialize = (t: protobuf.Type) => (b: Buffer): object => t.toObject(t.decode(b), LOAD_OPTIONS as protobuf.IConversionOptions);
+    const req = codec(m.resolvedRequestType!.fullName.slice(1));
+    const res = codec(m.resolvedResponseType!.fullName.slice(1));
+    const serialize = (t: MessageCodec) => (v: object): Buffer => t.encode(t.fromObject(v as Record<string, unknown>)).finish() as Buffer; // (a Buffer under node: BufferWriter)
+    const deserialize = (t: MessageCodec) => (b: Buffer): object => t.toObject(t.decode(b), LOAD_OPTIONS as protobuf.IConversionOptions);
     def[m.name] = {
       path: `/${svc.fullName.slice(1)}/${m.name}`,
       requestStream: !!m.requestStream,
@@ -176,12 +292,17 @@ export function adsServiceDefinition(): grpc.ServiceDefinition {
   return def;
 }
 
-function messageType(fullName: string): protobuf.Type {
+function messageType(fullName: string, root: protobuf.Root = protoRoot()): protobuf.Type {
   try {
-    return protoRoot().lookupType(fullName);
+    return root.lookupType(fullName);
   } catch {
     throw new Error(`unknown protobuf message ${fullName}`);
   }
+}
+
+/** The codec of a message: the static code's, else reflection's (which generates it on first use). */
+function codec(fullName: string): MessageCodec {
+  return staticCodec(fullName) ?? messageType(fullName);
 }
 
 /**
@@ -210,15 +331,15 @@ function checkStrict(type: protobuf.Type, obj: unknown, at: string): void {
 
 /** Encode a plain object as the named message (field names as in the .proto); unknown names throw. */
 export function encode(fullName: string, obj: object): Buffer {
-  const t = messageType(fullName);
-  checkStrict(t, obj, fullName.replace(/^.*\./, ''));
-  return Buffer.from(t.encode(t.fromObject(obj as Record<string, unknown>)).finish());
+  checkStrict(messageType(fullName, schemaRoot()), obj, fullName.replace(/^.*\./, ''));
+  const c = codec(fullName);
+  return Buffer.from(c.encode(c.fromObject(obj as Record<string, unknown>)).finish());
 }
 
 /** Decode bytes of the named message into a plain object (enums as names, 64-bit ints as strings). */
 export function decode(fullName: string, buf: Buffer | Uint8Array): Record<string, unknown> {
-  const t = messageType(fullName);
-  return t.toObject(t.decode(buf), CONVERSION) as Record<string, unknown>;
+  const c = codec(fullName);
+  return c.toObject(c.decode(buf), CONVERSION);
 }
 
 export interface AnyMessage {
