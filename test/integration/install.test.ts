@@ -42,6 +42,11 @@ test('install into a scratch root, run, cleanup, uninstall: host as before', asy
   t.deepEqual([verify.code, verify.stderr.trim()], [0, ''], 'systemd-analyze verify finds nothing');
 
   // Run the installed daemon with the default paths and let it create its state.
+  const cli = path.join(root, 'opt/berth/dist/src/cli/main.js');
+  // A failed assertion below must not leave berthd's datapath, Envoy and /run/berth behind
+  // (teardowns run last-registered first: this one after berthd is killed).
+  let cleaned = false;
+  t.teardown(async () => { if (!cleaned) await run(process.execPath, [cli, 'cleanup']); });
   const daemon = spawn(process.execPath, [path.join(root, 'opt/berth/dist/src/daemon/main.js'), '--config', path.join(root, 'etc/berth/config.yaml')], { stdio: 'ignore' });
   t.teardown(() => { if (daemon.exitCode === null) daemon.kill('SIGKILL'); });
   await waitFor('installed berthd ready', async () => (await getJson<{ ready: boolean }>('/run/berth/berth.sock', '/healthz', 1000)).ready, 30000);
@@ -51,8 +56,8 @@ test('install into a scratch root, run, cleanup, uninstall: host as before', asy
   await new Promise((r) => daemon.once('exit', r));
   await sleep(100);
 
-  const cli = path.join(root, 'opt/berth/dist/src/cli/main.js');
   const cleanup = await run(process.execPath, [cli, 'cleanup']);
+  cleaned = true;
   t.is(cleanup.code, 0, cleanup.stderr);
   t.regex(cleanup.stdout, /removed/);
   const un = await run('bash', [path.join(REPO, 'scripts/uninstall'), '--root', root]);
