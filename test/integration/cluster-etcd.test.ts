@@ -208,6 +208,17 @@ function gapCounter(s: ClusterStore, self: string, peer: string, name = 'web'): 
   return { gaps: () => gaps, seen };
 }
 
+/** Starts hosts a and b (stopped when the test ends), each publishing one backend, until each sees the other's. */
+async function startAndMeet(t: ExecutionContext, a: ClusterStore, b: ClusterStore): Promise<void> {
+  t.teardown(() => Promise.all([a.stop(), b.stop()]));
+  await a.start();
+  await b.start();
+  a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
+  b.publish(pub('b', [{ id: 'b1', ip: '172.31.2.2' }]));
+  await until('b sees a', () => remoteIps(b, 'b').length === 1, 15000);
+  await until('a sees b', () => remoteIps(a, 'a').length === 1, 15000);
+}
+
 /** Three members on loopback, destroyed when the test ends. */
 async function threeMembers(t: ExecutionContext): Promise<EtcdServer[]> {
   const members = await etcdCluster(3);
@@ -224,13 +235,7 @@ test.serial('a member goes silent (its host lost power): the watch and the lease
   await Promise.all(proxies.map((p) => p.start()));
   const a = store(members[0].endpoint, 'a', { endpoints: members.map((m) => m.endpoint) });
   const b = store(proxies[0].endpoint, 'b', { endpoints: proxies.map((p) => p.endpoint), nodeAddress: '127.0.0.1' });
-  t.teardown(() => Promise.all([a.stop(), b.stop()]));
-  await a.start();
-  await b.start();
-  a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
-  b.publish(pub('b', [{ id: 'b1', ip: '172.31.2.2' }]));
-  await until('b sees a', () => remoteIps(b, 'b').length === 1, 15000);
-  await until('a sees b', () => remoteIps(a, 'a').length === 1, 15000);
+  await startAndMeet(t, a, b);
   await until('b connected', () => b.status().etcd === 'connected');
   const flaps = gapCounter(a, 'a', 'b');
 
@@ -256,13 +261,7 @@ test.serial('quorum lost: status says disconnected while the watch stays open, n
   // connection state must come back from the writes alone (it used to wait for a watch reconnect).
   const a = store(members[2].endpoint, 'a');
   const b = store(members[2].endpoint, 'b');
-  t.teardown(() => Promise.all([a.stop(), b.stop()]));
-  await a.start();
-  await b.start();
-  a.publish(pub('a', [{ id: 'a1', ip: '172.31.1.2' }]));
-  b.publish(pub('b', [{ id: 'b1', ip: '172.31.2.2' }]));
-  await until('b sees a', () => remoteIps(b, 'b').length === 1, 15000);
-  await until('a sees b', () => remoteIps(a, 'a').length === 1, 15000);
+  await startAndMeet(t, a, b);
   await until('both connected', () => a.status().etcd === 'connected' && b.status().etcd === 'connected');
   const flapsOnB = gapCounter(b, 'b', 'a');
   const flapsOnA = gapCounter(a, 'a', 'b');
