@@ -1,6 +1,6 @@
 /**
  * ClusterStore: berth's connection to etcd (npm `etcd3` over @grpc/grpc-js). It owns
- *   - a lease (TTL LEASE_TTL_S, kept alive by etcd3) under which this node's record and its
+ *   - a lease (TTL LEASE_TTL_S, renewed by keepLeaseAlive) under which this node's record and its
  *     per-service backend records are written: when the host dies or is cut off, etcd deletes
  *     them by itself after the TTL (DESIGN lesson 12; Cilium's kvstore does the same);
  *   - one watch of the prefix. It starts from a full read at revision R (watch from R+1); etcd3

@@ -160,11 +160,6 @@ export class EtcdServer {
     await exited;
   }
 
-  /** SIGSTOP / SIGCONT: a frozen member holds its connections open and answers nothing. */
-  freeze(frozen: boolean): void {
-    this.proc?.kill(frozen ? 'SIGSTOP' : 'SIGCONT');
-  }
-
   async restart(): Promise<void> {
     await this.stop();
     await this.start();
@@ -179,7 +174,6 @@ export class EtcdServer {
   }
 
   async destroy(): Promise<void> {
-    this.freeze(false);
     await this.stop();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
@@ -210,6 +204,7 @@ export class PausableProxy {
         up.destroy();
         this.conns.delete(c);
         this.conns.delete(up);
+        this.pipes.delete(c);
       };
       c.on('error', close).on('close', close);
       up.on('error', close).on('close', close);
