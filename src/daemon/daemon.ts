@@ -71,6 +71,14 @@ interface ReconcileRecord {
 }
 
 /** Every address configured on the host, to keep VIPs from shadowing one of them. */
+/**
+ * What the cluster asks of the host's routes and BERTH_PEERS, as one comparable string: the
+ * host-rules lane runs them again between repair passes only when this changed.
+ */
+function peerRulesKey(cl: Cluster): string {
+  return JSON.stringify([cl.routes(), cl.accepts()]);
+}
+
 export function hostAddresses(): string[] {
   return Object.values(os.networkInterfaces())
     .flat()
@@ -154,6 +162,10 @@ export class Daemon {
   /** The host-rules lane (kickHostRules): the run in flight, another wanted, crossNetwork wanted. */
   private rulesRunning: Promise<void> | null = null;
   private rulesCrossNetwork = false;
+  /** Cluster mode: the peer routes and accepts wanted by a request (see kickHostRules). */
+  private rulesPeers = false;
+  /** The peer routes and accepts last applied without error (JSON), null before that or after a failure. */
+  private peerRulesKey: string | null = null;
   /** Requests made, requests covered by finished runs, and who waits for which. */
   private rulesGen = 0;
   private rulesDoneGen = 0;
@@ -544,7 +556,7 @@ export class Daemon {
       // beside the next reconciles rather than in front of them; the first pass waits for them,
       // so READY=1 still means the rules are in place.
       const servicesInRules = crossnetHow(this.c.crossNetwork, this.datapath.status().flows?.matchPin ?? null) === 'open-ports';
-      const rules = this.kickHostRules(full || periodic || (servicesInRules && (changed.length || removed.length) > 0));
+      const rules = this.kickHostRules(full || periodic || (servicesInRules && (changed.length || removed.length) > 0), full || periodic);
       if (!this.ready && !this.becomingReady) await rules;
       phase('crossNetwork rules applied');
       this.desired = state;
@@ -620,10 +632,18 @@ export class Daemon {
    * it starts) but beside the reconcile loop, which keeps the maps and Envoy current meanwhile.
    * Resolves when a run that started after this request is done (or berthd stops); never
    * rejects (failures are logged and retried by the next run, as before).
+   *
+   * `crossNetwork`: check crossNetwork's rules. `repair`: a full or periodic pass, which checks
+   * the cluster's routes and accept rules against the kernel whatever changed. Between those
+   * the cluster's part runs only when the routes or accepts wanted differ from the last ones
+   * applied (they follow the peers' node records, not their backends): in the
+   * cluster VM test every reconcile ran it, six processes a time, and the lane kept a TCG
+   * guest's CPU busy for 40-70 s around each Docker event (2026-12-01 06:18 run).
    */
-  private kickHostRules(crossNetwork: boolean): Promise<void> {
+  private kickHostRules(crossNetwork: boolean, repair = false): Promise<void> {
     if (crossNetwork) this.rulesCrossNetwork = true;
-    if (!this.cluster && !this.rulesCrossNetwork) return Promise.resolve();
+    if (this.cluster && (repair || peerRulesKey(this.cluster) !== this.peerRulesKey)) this.rulesPeers = true;
+    if (!this.rulesPeers && !this.rulesCrossNetwork) return Promise.resolve();
     const gen = ++this.rulesGen;
     const done = new Promise<void>((resolve) => this.rulesWaiters.push({ gen, resolve }));
     if (!this.rulesRunning) {
@@ -631,11 +651,18 @@ export class Daemon {
         while (this.rulesDoneGen < this.rulesGen && !this.stopping) {
           const upTo = this.rulesGen;
           const cross = this.rulesCrossNetwork;
+          const peers = this.rulesPeers;
           this.rulesCrossNetwork = false;
+          this.rulesPeers = false;
           const t0 = Date.now();
           if (cross && this.model) await this.applyCrossNetwork(this.model.services());
-          if (this.cluster) await this.applyPeerRules(this.cluster);
-          this.log.debug({ ms: Date.now() - t0, crossNetwork: cross, cluster: !!this.cluster }, 'host rules checked');
+          if (peers && this.cluster) {
+            // A failure is not retried per event: the next repair pass (every reconcileInterval)
+            // retries it, as it repairs what someone else changed.
+            this.peerRulesKey = peerRulesKey(this.cluster);
+            await this.applyPeerRules(this.cluster);
+          }
+          this.log.debug({ ms: Date.now() - t0, crossNetwork: cross, cluster: peers }, 'host rules checked');
           this.rulesDoneGen = upTo;
           this.rulesWaiters = this.rulesWaiters.filter((w) => (w.gen <= upTo ? (w.resolve(), false) : true));
         }
@@ -649,29 +676,31 @@ export class Daemon {
     return done;
   }
 
-  /** Cluster mode: routes to the peers' container subnets and the BERTH_PEERS accept rules. */
+  /**
+   * Cluster mode: routes to the peers' container subnets and the BERTH_PEERS accept rules. A
+   * failure is logged; the next repair pass (every reconcileInterval) retries it.
+   */
   private async applyPeerRules(cl: Cluster): Promise<void> {
-    // A failure is logged; the next run (the next reconcile's request) retries.
     try {
       const r = await syncPeerRoutes(cl.routes(), routeMetric(this.c.bpfPinDir));
       for (const a of r.added) this.log.info(`route to peer containers added: ${a}`);
       for (const a of r.removed) this.log.info(`route to peer containers removed: ${a}`);
       for (const e of r.errors) this.log.error(e);
     } catch (e) {
-      this.log.error({ err: e }, 'cannot list or change the routes to peers; retrying on the next reconcile');
+      this.log.error({ err: e }, 'cannot list or change the routes to peers; retrying within reconcileInterval');
     }
     // Peers' flows to local backends through Docker's FORWARD drop (cluster/firewall.ts).
-    // Checked on every reconcile's request (read-only when unchanged): repairs a dockerd restart too.
+    // Checked on every repair pass (read-only when unchanged): repairs a dockerd restart too.
     try {
       const was = this.peerAccept;
       this.peerAccept = await syncPeerAccepts(cl.accepts());
       for (const f of this.peerAccept) {
         const old = was?.find((x) => x.family === f.family);
-        if (f.error && f.error !== old?.error) this.log.error({ family: f.family }, `cannot let peers' flows reach local backends (${f.error}); retrying on the next reconcile`);
+        if (f.error && f.error !== old?.error) this.log.error({ family: f.family }, `cannot let peers' flows reach local backends (${f.error}); retrying within reconcileInterval`);
         else if (f.changed && !f.error) this.log.info({ family: f.family, rules: f.rules }, `peers' flows to local containers: ${f.rules} accept rule(s) in BERTH_PEERS`);
       }
     } catch (e) {
-      this.log.error({ err: e }, 'cannot apply the accept rules for peers; retrying on the next reconcile');
+      this.log.error({ err: e }, 'cannot apply the accept rules for peers; retrying within reconcileInterval');
     }
   }
 

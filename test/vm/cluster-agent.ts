@@ -177,7 +177,11 @@ async function gone(container: string, cmd: string, agents: string[]): Promise<v
         goneAt[a] = { at: t, pollMs: t - sent };
         return;
       }
-      await sleep(10);
+      // 200 ms between polls, not 10: each poll costs the peer's agent and berthd CPU, and back
+      // to back they kept the 1-vCPU TCG peers busy during the very change being timed (poll
+      // round trips of 1-3.5 s in the 2026-12-01 runs). The error this adds is at most 200 ms
+      // of the 10 s scaled bound, and goneMs stays an upper bound.
+      await sleep(200);
     }
   });
   for (let i = 0; i < 300 && seen.size < agents.length; i++) await sleep(100);
