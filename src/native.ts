@@ -8,8 +8,8 @@
  * Fast syscalls are synchronous; anything that forks, enters namespaces or walks sockets returns
  * a Promise and runs off the main thread.
  */
-import fs from 'node:fs';
 import path from 'node:path';
+import { packageRoot } from './util/root';
 
 /** The Error shape every addon function throws. */
 export interface NativeError extends Error {
@@ -196,16 +196,6 @@ export interface NativeAddon {
 }
 
 let cached: NativeAddon | null = null;
-
-/** The repository (or install) root: the nearest ancestor with package.json. */
-function packageRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 8; i++) {
-    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    dir = path.dirname(dir);
-  }
-  return path.resolve(__dirname, '..', '..');
-}
 
 /** Where the compiled BPF objects live (build/bpf/<name>.bpf.o). */
 export function bpfObjectPath(name: string): string {

@@ -38,10 +38,11 @@ import { routeMetric } from '../datapath/routes';
 import { collectGarbage, reduceHeap, trimCHeap } from '../util/gc';
 import { QuietCollector } from '../util/quiet-collector';
 import { phase, done as phasesDone, heapSpaces } from '../util/phases';
+import { packageRoot } from '../util/root';
 
 export const VERSION: string = (() => {
   try {
-    return (JSON.parse(fs.readFileSync(path.join(__dirname, '../../../package.json'), 'utf8')) as { version: string }).version;
+    return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
     return 'unknown';
   }

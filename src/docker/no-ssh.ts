@@ -13,10 +13,13 @@
  * shape (a function making an http.Agent for an ssh host) and throws a clear error if it is ever
  * called, so a stray ssh:// host can never connect somewhere silently. When docker-modem is not
  * where this expects it (another layout or version), nothing is replaced and dockerode loads as
- * before.
+ * before. In the bundles (dist/berthd.js, dist/berth.js) docker-modem is linked in, so this finds
+ * nothing to replace there: scripts/bundle.ts links the same stand-in (ssh-agent-stub.ts) in
+ * place of ssh.js at build time.
  */
 import Module from 'node:module';
 import path from 'node:path';
+import noSsh from './ssh-agent-stub';
 
 /** Absolute path of docker-modem's ssh.js as dockerode would resolve it, or null. */
 function modemSshPath(): string | null {
@@ -34,10 +37,6 @@ export function sshStubbed(): boolean {
   return !!file && require.cache[file]?.exports === noSsh;
 }
 
-/** The stand-in for docker-modem's ssh agent factory. */
-function noSsh(): never {
-  throw new Error('ssh:// Docker hosts are not supported by berth (use unix:// or tcp://)');
-}
 
 const file = modemSshPath();
 if (file && !require.cache[file]) {

@@ -23,6 +23,7 @@ import path from 'node:path';
 import * as protobuf from 'protobufjs';
 import type * as protoLoader from '@grpc/proto-loader';
 import type * as grpc from '@grpc/grpc-js';
+import { distPath } from '../util/root';
 
 /** Type URLs of the four resource types berth serves, in the order they must be pushed. */
 export const TypeUrl = {
@@ -78,7 +79,7 @@ function depsDir(): string {
 }
 
 /** Where the build writes the precompiled definitions (dist/src/proxy/envoy-protos.json). */
-export const PRECOMPILED = path.join(__dirname, 'envoy-protos.json');
+export const PRECOMPILED = distPath('src/proxy/envoy-protos.json');
 
 /** What the precompiled file holds: what it was made from (the files, and the versions of the
  * package they come from and of protobufjs), and the root's JSON. */
@@ -181,7 +182,7 @@ export function typeClosure(root: protobuf.Root, names: readonly string[]): stri
 }
 
 /** Where the build writes the static code (dist/src/proxy/envoy-static.js). */
-export const STATIC_CODE = path.join(__dirname, 'envoy-static.js');
+export const STATIC_CODE = distPath('src/proxy/envoy-static.js');
 
 /** What static code offers per message (protobufjs-cli's static-module output; reflection's Type has the same). */
 export interface MessageCodec {

@@ -1,5 +1,5 @@
 /**
- * Run the real berthd (the compiled dist/src/daemon/main.js) for integration tests, in
+ * Run the real berthd (the bundle dist/berthd.js, what systemd runs) for integration tests, in
  * directories of the test's own so that it never collides with a berthd the machine may run,
  * and with a VIP range of the test's own (berthd makes it unreachable off-host at start-up,
  * before any test traffic goes to it).
@@ -12,8 +12,23 @@ import { scaled } from './time';
 import type { ServiceView, StatusView } from '../../src/cli/format';
 
 export const REPO = path.resolve(__dirname, '../../..');
-export const DAEMON = path.join(REPO, 'dist/src/daemon/main.js');
-export const CLI = path.join(REPO, 'dist/src/cli/main.js');
+
+/**
+ * A bundle of `npm run build` (scripts/bundle.ts), by its name below dist/. The tests run the
+ * bundles as users do (systemd's ExecStart, scripts/install's wrappers), so a bundle that is
+ * missing (e.g. after a bare tsc) stops them here with what to run, rather than testing the
+ * unbundled files instead.
+ */
+function bundle(name: string): string {
+  const file = path.join(REPO, 'dist', name);
+  if (!fs.existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` (its build:bundle step, scripts/bundle.ts, makes it)`);
+  return file;
+}
+
+/** berthd as users run it (dist/berthd.js). */
+export const DAEMON = bundle('berthd.js');
+/** The CLI as users run it (dist/berth.js). */
+export const CLI = bundle('berth.js');
 
 export interface BerthdOptions {
   /** Short unique name: directories are /run/berth-<name>, /var/lib/berth-<name>, /sys/fs/bpf/berth-<name>. */
@@ -26,7 +41,7 @@ export interface BerthdOptions {
   /** Options for node itself, before the script (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
   nodeArgs?: string[];
   /** Another build's berthd script (default: $BERTH_DAEMON, else this checkout's DAEMON), for
-   * A/B measurements (`BERTH_DAEMON=/other/checkout/dist/src/daemon/main.js npm run bench …`). */
+   * A/B measurements (`BERTH_DAEMON=/other/checkout/dist/berthd.js npm run bench …`). */
   daemon?: string;
 }
 

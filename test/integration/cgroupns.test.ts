@@ -36,7 +36,7 @@ test('berthd in a private cgroup namespace attaches at the host root and serves 
     Image: image ?? TEST_IMAGE,
     name: 'bt-cgns-berthd',
     Labels: { 'berth-test': SUITE },
-    Cmd: ['/usr/bin/node', '/berth/dist/src/daemon/main.js', ...args],
+    Cmd: ['/usr/bin/node', '/berth/dist/berthd.js', ...args],
     Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
     HostConfig: {
       // Not Privileged: on these VMs it fails ("unable to apply caps": CAP_SYS_RESOURCE is not in the

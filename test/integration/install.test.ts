@@ -24,30 +24,30 @@ test('install into a scratch root, run, cleanup, uninstall: host as before', asy
 
   const inst = await run('bash', [path.join(REPO, 'scripts/install'), '--root', root], { timeoutMs: 300000 });
   t.is(inst.code, 0, inst.stderr);
-  for (const f of ['opt/berth/dist/src/daemon/main.js', 'opt/berth/dist/src/cli/main.js', 'etc/systemd/system/berthd.service',
+  for (const f of ['opt/berth/dist/berthd.js', 'opt/berth/dist/berth.js', 'etc/systemd/system/berthd.service',
     'etc/berth/config.yaml', 'usr/local/bin/berth', 'usr/local/bin/berthd', 'opt/berth/package.json']) {
     t.true(fs.existsSync(path.join(root, f)), `${f} installed`);
   }
   t.true(fs.readdirSync(path.join(root, 'opt/berth/build/bpf')).some((f) => f.endsWith('.bpf.o')), 'BPF objects installed');
   t.false(fs.existsSync(path.join(root, 'opt/berth/node_modules/ava')), 'dev dependencies pruned');
-  t.regex(fs.readFileSync(path.join(root, 'usr/local/bin/berth'), 'utf8'), /\/opt\/berth\/dist\/src\/cli\/main\.js/);
+  t.regex(fs.readFileSync(path.join(root, 'usr/local/bin/berth'), 'utf8'), /\/opt\/berth\/dist\/berth\.js/);
   const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/berthd.service'), 'utf8');
   t.regex(unit, /^Type=notify$/m);
   t.regex(unit, /^WatchdogSec=/m);
   // The node this was installed with, by absolute path (systemd does not search PATH like a shell).
-  t.true(unit.includes(`ExecStart=${fs.realpathSync(process.execPath)} /opt/berth/dist/src/daemon/main.js`), unit.match(/^ExecStart=.*$/m)?.[0]);
+  t.true(unit.includes(`ExecStart=${fs.realpathSync(process.execPath)} /opt/berth/dist/berthd.js`), unit.match(/^ExecStart=.*$/m)?.[0]);
   t.regex(unit, /^CapabilityBoundingSet=.*\bCAP_SYS_CHROOT\b/m, 'setns(CLONE_NEWNS) needs CAP_SYS_CHROOT');
   // systemd's own parser: it exits 0 but names every unknown key, bad value or missing binary on stderr.
   const verify = await run('systemd-analyze', ['verify', path.join(root, 'etc/systemd/system/berthd.service')]);
   t.deepEqual([verify.code, verify.stderr.trim()], [0, ''], 'systemd-analyze verify finds nothing');
 
   // Run the installed daemon with the default paths and let it create its state.
-  const cli = path.join(root, 'opt/berth/dist/src/cli/main.js');
+  const cli = path.join(root, 'opt/berth/dist/berth.js');
   // A failed assertion below must not leave berthd's datapath, Envoy and /run/berth behind
   // (teardowns run last-registered first: this one after berthd is killed).
   let cleaned = false;
   t.teardown(async () => { if (!cleaned) await run(process.execPath, [cli, 'cleanup']); });
-  const daemon = spawn(process.execPath, [path.join(root, 'opt/berth/dist/src/daemon/main.js'), '--config', path.join(root, 'etc/berth/config.yaml')], { stdio: 'ignore' });
+  const daemon = spawn(process.execPath, [path.join(root, 'opt/berth/dist/berthd.js'), '--config', path.join(root, 'etc/berth/config.yaml')], { stdio: 'ignore' });
   t.teardown(() => { if (daemon.exitCode === null) daemon.kill('SIGKILL'); });
   await waitFor('installed berthd ready', async () => (await getJson<{ ready: boolean }>('/run/berth/berth.sock', '/healthz', 1000)).ready, 30000);
   t.true(fs.existsSync('/sys/fs/bpf/berth'));

@@ -85,7 +85,7 @@ for (const k of ALL) {
     const tUp = secs();
 
     // berth doctor: what it reports for this kernel.
-    const checks = await vmJson<{ name: string; level: string; detail: string }[]>(name, 'node /root/berth/dist/src/cli/main.js doctor --json || true', 300000);
+    const checks = await vmJson<{ name: string; level: string; detail: string }[]>(name, 'node /root/berth/dist/berth.js doctor --json || true', 300000);
     const check = (n: string) => checks.find((c) => c.name === n);
     t.log(checks.filter((c) => KERNEL_CHECKS.includes(c.name)).map((c) => `${c.level} ${c.name}: ${c.detail}`).join('\n'));
     const degraded = [...(kernelAtLeast(5, 18, release) ? [] : ['connect refusal']), ...(kernelAtLeast(6, 5, release) ? [] : ['UDP fail-over'])];

@@ -295,7 +295,7 @@ test.serial('seed 000: berthd in a container with Docker\'s default (private) cg
       -v /opt/berth:/opt/berth:ro -v /etc/berth:/etc/berth:ro -v /proc:/host/proc:ro -v /var/run/docker.sock:/var/run/docker.sock \\
       -v /sys/fs/bpf:/sys/fs/bpf -v /run/berth:/run/berth -v /var/lib/berth:/var/lib/berth -v /run/xtables.lock:/run/xtables.lock \\
       -e PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
-      ${image} /usr/bin/node /opt/berth/dist/src/daemon/main.js --host-proc /host/proc --envoy-path /nonexistent/envoy >/dev/null`);
+      ${image} /usr/bin/node /opt/berth/dist/berthd.js --host-proc /host/proc --envoy-path /nonexistent/envoy >/dev/null`);
   try {
     const cgns = await vmOk(G, 'p=$(docker inspect -f "{{.State.Pid}}" berthd-ctr); readlink /proc/$p/ns/cgroup /proc/1/ns/cgroup; docker inspect -f "{{.HostConfig.CgroupnsMode}}" berthd-ctr');
     const [own, host, mode] = cgns.trim().split('\n');

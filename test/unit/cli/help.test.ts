@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const CLI = path.join(__dirname, '../../../src/cli/main.js');
+// The bundle, as users run it (scripts/bundle.ts; test/unit/bundle.test.ts checks it is self-contained).
+const CLI = path.join(__dirname, '../../../berth.js');
 
 for (const cmd of ['cleanup', 'services', 'status', 'doctor']) {
   for (const flag of ['--help', '-h']) {
