@@ -15,7 +15,14 @@
  * - the Envoy definitions and static code (dist/src/proxy/envoy-protos.json, envoy-static.js:
  *   src/proxy/protos.ts, found the same way); the static code requires `protobufjs/minimal`, so
  *   protobufjs stays external (one copy for berth and the static code, not two);
+ * - etcd3 (cluster mode only, loaded on demand): it reads its .proto file from its own
+ *   `__dirname` at load time, which in a bundle would be dist/. Outside, it loads its own copy of
+ *   @grpc/grpc-js from node_modules (~0.1 s of CPU once, in cluster mode only) while the ADS
+ *   server keeps the bundled one; berth passes no gRPC object between the two;
  * - package files read through require.resolve (@grpc/grpc-js-xds' package.json and protos).
+ * Left in, though they name files beside their own source: pino's transport workers (berth logs
+ * to stdout, no transport), grpc-js' channelz and ORCA protos and dockerode's BuildKit protos
+ * (features berth does not use).
  * docker-modem's ssh.js (which loads ssh2 and its .node add-ons) is replaced by
  * src/docker/ssh-agent-stub.ts, as docker/no-ssh.ts does for the unbundled code.
  */
@@ -33,7 +40,7 @@ export const BUNDLES: readonly { entry: string; out: string }[] = [
 ];
 
 /** Packages the bundles load from node_modules at run time (see the header for why). */
-export const EXTERNAL: readonly string[] = ['protobufjs', 'protobufjs/*', '@grpc/grpc-js-xds/package.json'];
+export const EXTERNAL: readonly string[] = ['protobufjs', 'protobufjs/*', 'etcd3', '@grpc/grpc-js-xds/package.json'];
 
 /** Link the stand-in in place of docker-modem's `./ssh` (required by its lib/modem.js). */
 const noSshPlugin: esbuild.Plugin = {
