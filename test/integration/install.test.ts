@@ -52,6 +52,10 @@ test('install into a scratch root, run, cleanup, uninstall: host as before', asy
   await waitFor('installed berthd ready', async () => (await getJson<{ ready: boolean }>('/run/berth/berth.sock', '/healthz', 1000)).ready, 30000);
   t.true(fs.existsSync('/sys/fs/bpf/berth'));
   t.is((fs.statSync('/run/berth/berth.sock').mode & 0o777), 0o600, 'admin socket is 0600');
+  // The bundle finds the install's files from its package root (src/util/root.ts), not from its
+  // own __dirname: the version it reports is read from /opt/berth/package.json.
+  const pkgVersion = (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
+  t.is((await getJson<{ version: string }>('/run/berth/berth.sock', '/status', 5000)).version, pkgVersion, 'status names the package version');
   daemon.kill('SIGTERM');
   await new Promise((r) => daemon.once('exit', r));
   await sleep(100);
