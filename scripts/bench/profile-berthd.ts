@@ -4,7 +4,7 @@
  *   flock /tmp/berth-host.lock node dist/scripts/bench/profile-berthd.js --services 10000 \
  *     [--backends 4] [--events 21] [--cpu-prof DIR] [--heap-prof DIR] [--heap-snapshot FILE]
  *     [--node-args '--max-semi-space-size=4 ...'] [--idle-seconds N] [--smaps]
- *     [--resync-interval S] [--churn N] [--daemon OTHER_CHECKOUT/dist/src/daemon/main.js]
+ *     [--resync-interval S] [--churn N] [--daemon OTHER_CHECKOUT/dist/berthd.js]
  *
  * berthd runs with node's --cpu-prof / --heap-prof (written to DIR when it exits on SIGTERM at
  * the end), and --heap-snapshot writes a heap snapshot once it is ready (SIGPWR through

@@ -28,7 +28,7 @@ const ok = (name: string, detail: string): Check => ({ name, level: 'OK', detail
 const warn = (name: string, detail: string, fix: string): Check => ({ name, level: 'WARN', detail, fix });
 const fail = (name: string, detail: string, fix: string): Check => ({ name, level: 'FAIL', detail, fix });
 
-/** `socket`: berthd's admin socket. `cli`: path of this CLI's main.js (run in a container's netns). */
+/** `socket`: berthd's admin socket. `cli`: path of this CLI's script, e.g. dist/berth.js (run in a container's netns). */
 export async function dnsChecks(c: Config, socket: string, cli: string): Promise<Check[]> {
   if (c.dnsPort === null) return [ok('dns', 'off (dnsPort: off)')];
   const vips = dnsVips(c);

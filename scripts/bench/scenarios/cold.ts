@@ -1,6 +1,6 @@
 /**
  * Scenario 2b, cold start at size and map write speed, interleaved per round:
- *   A  the real berthd (dist/src/daemon/main.js) started against a fake Docker engine
+ *   A  the real berthd (dist/berthd.js, the bundle) started against a fake Docker engine
  *      (test/helpers/fake-engine.ts) that lists S × B labelled containers: time from spawn until
  *      berthd is ready with every backend in the maps (list + inspects + model + maps), its RSS
  *      and CPU then, and one Docker event at that size (a container's new address);
