@@ -19,7 +19,8 @@ import { container, snapshot } from './fixtures';
 import { MapView } from '../../../src/datapath/view';
 import { newContainer, rng, step, type World } from '../../helpers/churn';
 import { networkNumbers, type NetContext } from '../../../src/datapath/netlists';
-import { backendId, countOps, frontendId, plan, type CurrentState, type Limits, type Op, type Plan } from '../../../src/datapath/plan';
+import { backendId, countOps, frontendId, plan, type CurrentFrontend, type CurrentState, type Frontend, type Limits, type Op, type Plan } from '../../../src/datapath/plan';
+import type { BackendAddr, SvcVal } from '../../../src/datapath/codec';
 
 const CIDRS = { serviceCidr: '10.96.0.0/28', serviceCidr6: 'fd00:96::/124' };
 const HOST = { addresses: ['127.0.0.1', '::1', '10.96.0.5'] };
@@ -37,40 +38,59 @@ const netContext = (seed: number): NetContext => ({ mode: seed % 2 ? 'docker' : 
 
 // ---- an honest in-memory model of the two maps, with an optional capacity --------------------
 
+/** One frontend in the in-memory kernel: its master and slot -> backend id, as the map holds them. */
+interface KernelFrontend {
+  key: Frontend;
+  master: SvcVal | null;
+  slots: Map<number, number>;
+}
+
 class Kernel {
-  readonly state: CurrentState = { frontends: new Map(), backends: new Map() };
+  /** Kept in its own plain form (a Map per frontend), independent of the datapath's SlotTable. */
+  private readonly frontends = new Map<string, KernelFrontend>();
+  private readonly backends = new Map<number, BackendAddr>();
   /** Service-map capacity (entries); a put beyond it fails like the kernel's E2BIG. */
   capacity = Infinity;
 
-  private svcEntries(): number {
+  svcEntries(): number {
     let n = 0;
-    for (const cf of this.state.frontends.values()) n += cf.slots.size + (cf.master ? 1 : 0);
+    for (const cf of this.frontends.values()) n += cf.slots.size + (cf.master ? 1 : 0);
     return n;
+  }
+
+  /** What a dump of the maps gives (a fresh copy: plan() must not see later writes). */
+  get state(): CurrentState {
+    const frontends = new Map<string, CurrentFrontend>();
+    for (const [fid, cf] of this.frontends) {
+      const slots: (number | undefined)[] = [];
+      for (const [s, id] of cf.slots) slots[s - 1] = id;
+      frontends.set(fid, { ...cf.key, master: cf.master ? { ...cf.master } : null, slots });
+    }
+    return { frontends, backends: new Map(this.backends) };
   }
 
   /** One op; false when the kernel refuses it. */
   write(op: Op): boolean {
-    const st = this.state;
     switch (op.op) {
-      case 'backend-put': st.backends.set(op.id, op.addr); return true;
-      case 'backend-del': st.backends.delete(op.id); return true;
+      case 'backend-put': this.backends.set(op.id, op.addr); return true;
+      case 'backend-del': this.backends.delete(op.id); return true;
       case 'counter-reset': return true;
       case 'svc-put': {
         const fid = frontendId(op.key);
-        let cf = st.frontends.get(fid);
+        let cf = this.frontends.get(fid);
         const exists = cf && (op.key.slot === 0 ? cf.master !== null : cf.slots.has(op.key.slot));
         if (!exists && this.svcEntries() >= this.capacity) return false;
-        if (!cf) st.frontends.set(fid, (cf = { vip: op.key.vip, port: op.key.port, protocol: op.key.protocol, ...(op.key.net ? { net: op.key.net } : {}), master: null, slots: new Map() }));
+        if (!cf) this.frontends.set(fid, (cf = { key: { vip: op.key.vip, port: op.key.port, protocol: op.key.protocol, ...(op.key.net ? { net: op.key.net } : {}) }, master: null, slots: new Map() }));
         if (op.key.slot === 0) cf.master = { ...op.val };
         else cf.slots.set(op.key.slot, op.val.id);
         return true;
       }
       case 'svc-del': {
-        const cf = st.frontends.get(frontendId(op.key));
+        const cf = this.frontends.get(frontendId(op.key));
         if (!cf) return true;
         if (op.key.slot === 0) cf.master = null;
         else cf.slots.delete(op.key.slot);
-        if (!cf.master && cf.slots.size === 0) st.frontends.delete(frontendId(op.key));
+        if (!cf.master && cf.slots.size === 0) this.frontends.delete(frontendId(op.key));
         return true;
       }
     }
@@ -82,7 +102,7 @@ class Kernel {
  * service's later ops dropped), then cleanup; the view records exactly the accepted ops.
  */
 function apply(p: Plan, kernel: Kernel, view: MapView | null, services: DesiredState['services']): { failed: Set<string>; ops: number } {
-  const before = copyState(kernel.state);
+  const before = kernel.state;
   const phases: Op['op'][] = ['backend-put', 'counter-reset', 'svc-put', 'svc-del', 'backend-del'];
   const failed = new Set<string>();
   let ops = 0;
@@ -104,23 +124,20 @@ function apply(p: Plan, kernel: Kernel, view: MapView | null, services: DesiredS
   const used = new Set<number>();
   const vipOwner = new Map<string, string>();
   for (const s of services) for (const v of [s.vip, s.vip6]) if (v) vipOwner.set(v, s.name);
-  for (const cf of before.frontends.values()) if (failed.has(vipOwner.get(cf.vip) ?? '')) for (const id of cf.slots.values()) used.add(id);
+  for (const cf of before.frontends.values()) if (failed.has(vipOwner.get(cf.vip) ?? '')) for (const id of cf.slots) if (id !== undefined) used.add(id);
   run(p.cleanup.filter((op) => !(op.op === 'backend-del' && used.has(op.id))).map((op, i) => ({ op, owner: `(cleanup)#${i}` })));
   view?.settle();
   return { failed, ops };
-}
-
-/** A copy of the kernel state (plan() must not see later writes). */
-function copyState(s: CurrentState): CurrentState {
-  const frontends = new Map([...s.frontends].map(([k, cf]) => [k, { ...cf, master: cf.master ? { ...cf.master } : null, slots: new Map(cf.slots) }]));
-  return { frontends, backends: new Map(s.backends) };
 }
 
 /** Maps as addresses (ids are internal): frontend -> [flags, count, backend addresses in slot order]. */
 function resolve(s: CurrentState): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [fid, cf] of [...s.frontends].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const addrs = [...cf.slots].sort(([a], [b]) => a - b).map(([slot, id]) => `${slot}=${s.backends.has(id) ? backendId(s.backends.get(id)!) : `missing#${id}`}`);
+    const addrs: string[] = [];
+    cf.slots.forEach((id, i) => {
+      if (id !== undefined) addrs.push(`${i + 1}=${s.backends.has(id) ? backendId(s.backends.get(id)!) : `missing#${id}`}`);
+    });
     out[fid] = `${cf.master ? `id${cf.master.id} f${cf.master.flags} n${cf.master.count}` : 'no master'} ${addrs.join(' ')}`;
   }
   return out;
@@ -154,8 +171,8 @@ function runSeed(seed: number, steps: number): string | null {
       model = new IncrementalModel({ ...CIDRS, store }, HOST);
       const before = VipStore.inMemory(store.list());
       model.resync({ containers: world.order.filter((id) => world.containers.has(id)).map((id) => world.containers.get(id)!), networks: NETS, takenAt: 0 });
-      view = MapView.fromState(copyState(kernel.state), LIMITS);
-      const p = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS, nets);
+      view = MapView.fromState(kernel.state, LIMITS);
+      const p = plan(model.services(), kernel.state, { prune: true }, LIMITS, nets);
       apply(p, kernel, view, model.services());
       view.adoptNames(p.serviceIds);
       what = 'berthd restart';
@@ -189,7 +206,7 @@ function runSeed(seed: number, steps: number): string | null {
       if (drift.serviceEntries || drift.backends) return fail('view differs from the kernel', resolve(view.state), resolve(kernel.state));
       if (res.failed.size) {
         // The next full sync retries: dump (the view is the kernel), full plan, apply.
-        const p = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS, nets);
+        const p = plan(model.services(), kernel.state, { prune: true }, LIMITS, nets);
         apply(p, kernel, view, model.services());
         view.adoptNames(p.serviceIds);
         what += ` (full map for ${[...res.failed].join(',')}; resynced)`;
@@ -206,7 +223,7 @@ function runSeed(seed: number, steps: number): string | null {
           }
         }
       }
-      const need = plan(model.services(), copyState(kernel.state), { prune: true }, LIMITS, nets);
+      const need = plan(model.services(), kernel.state, { prune: true }, LIMITS, nets);
       const n = countOps(need);
       // A plan error (e.g. more backends than LIMITS allow) is a desired-state fact both share.
       if (n.updates + n.deletes > 0) {
@@ -220,9 +237,7 @@ function runSeed(seed: number, steps: number): string | null {
 }
 
 function countEntries(k: Kernel): number {
-  let n = 0;
-  for (const cf of k.state.frontends.values()) n += cf.slots.size + (cf.master ? 1 : 0);
-  return n;
+  return k.svcEntries();
 }
 
 const SEEDS = process.env.BERTH_FUZZ_SEED ? [Number(process.env.BERTH_FUZZ_SEED)] : [1, 2, 3, 4, 5, 6];
