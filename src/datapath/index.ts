@@ -31,6 +31,31 @@ type MapName = (typeof MAP_NAMES)[number];
 export const ITER_PROGRAM = 'berth_udp_destroy';
 /** Elements per batched map write (bounds the encoded buffers alive at once). */
 const BATCH = 4096;
+
+/**
+ * Ops with the service (owner) each was planned for, as two arrays of one length: the apply path
+ * handles every op of a cold start (110,000 at 10,000 services × 4), and an object per op pair
+ * was one more object per map entry to allocate and collect.
+ */
+interface OpList {
+  ops: Op[];
+  owners: string[];
+}
+
+/** The ops of `l` whose index and owner `keep` accepts, in order. */
+function filterOps(l: OpList, keep: (i: number, owner: string) => boolean): OpList {
+  const out: OpList = { ops: [], owners: [] };
+  for (let i = 0; i < l.ops.length; i++) {
+    if (!keep(i, l.owners[i])) continue;
+    out.ops.push(l.ops[i]);
+    out.owners.push(l.owners[i]);
+  }
+  return out;
+}
+
+/** The write phases in order (Datapath.applyOps), and each op kind's place in it. */
+const PHASES: Op['op'][] = ['backend-put', 'counter-reset', 'svc-put', 'svc-del', 'backend-del'];
+const PHASE_OF: Record<Op['op'], number> = { 'backend-put': 0, 'counter-reset': 1, 'svc-put': 2, 'svc-del': 3, 'backend-del': 4 };
 /** Pin name of a cgroup program's link. */
 export const linkPinName = (prog: string): string => `link_${prog}`;
 /** Pin name of a program kept for later runs (the UDP destroy iterator). */
@@ -278,16 +303,17 @@ export class Datapath implements DatapathApi {
   }
 
   /**
-   * Encode a batch's keys (and, for puts, values) into one buffer each, element i at i × size:
+   * Encode a batch (`count` ops of `all` from `from`) into one buffer of keys and one of values,
+   * element i at i × size:
    * no buffer per element (a cold start at 10,000 services × 4 writes 100,000 elements).
    * Counter resets write zeroes: their value bytes stay as allocated.
    */
-  private encodeBatch(ops: Op[], values: boolean): { keys: Buffer; values: Buffer | null } {
-    const z = this.sizesOf(ops[0]);
-    const keys = Buffer.alloc(z.key * ops.length);
-    const vals = values ? Buffer.alloc(z.value * ops.length) : null;
-    for (let i = 0; i < ops.length; i++) {
-      const op = ops[i];
+  private encodeBatch(all: Op[], from: number, count: number, values: boolean): { keys: Buffer; values: Buffer | null } {
+    const z = this.sizesOf(all[from]);
+    const keys = Buffer.alloc(z.key * count);
+    const vals = values ? Buffer.alloc(z.value * count) : null;
+    for (let i = 0; i < count; i++) {
+      const op = all[from + i];
       switch (op.op) {
         case 'backend-put':
           codec.encodeU32Into(keys, i * z.key, op.id);
@@ -318,20 +344,23 @@ export class Datapath implements DatapathApi {
    * Write one run of ops (all on one map, all puts or all deletes) in order: one batch syscall,
    * or element by element where the kernel has no batch ops for the map. An element that fails
    * is reported for its owner, whose later elements are dropped; the others go on. A delete of
-   * a key that is not there counts as done. Returns the items that were written.
+   * a key that is not there counts as done. Appends the ops that were written to `written`.
    */
-  private writeRun(map: MapName, del: boolean, items: { op: Op; owner: string }[], failed: Set<string>, onError: (owner: string, e: Error) => void): { op: Op; owner: string }[] {
+  private writeRun(map: MapName, del: boolean, run: OpList, failed: Set<string>, onError: (owner: string, e: Error) => void, written: OpList): void {
     const n = this.native, fd = this.fds[map];
-    const written: { op: Op; owner: string }[] = [];
-    let rest = items.filter((it) => !failed.has(it.owner));
-    while (rest.length) {
+    let rest = failed.size ? filterOps(run, (_, owner) => !failed.has(owner)) : run;
+    // rest.ops[from..] is what is left to write (an index, not a copy of the tail per chunk).
+    let from = 0;
+    while (from < rest.ops.length) {
       let r: BatchResult;
+      const left = rest.ops.length - from;
       if (this.batchless.has(map)) {
-        r = { done: rest.length, error: null, unsupported: false };
-        for (let i = 0; i < rest.length; i++) {
+        r = { done: left, error: null, unsupported: false };
+        for (let i = 0; i < left; i++) {
+          const op = rest.ops[from + i];
           try {
-            if (del) n.mapDelete(fd, this.encodeKey(rest[i].op));
-            else n.mapUpdate(fd, this.encodeKey(rest[i].op), this.encodeValue(rest[i].op));
+            if (del) n.mapDelete(fd, this.encodeKey(op));
+            else n.mapUpdate(fd, this.encodeKey(op), this.encodeValue(op));
           } catch (e) {
             r = { done: i, error: e as NativeError, unsupported: false };
             break;
@@ -340,31 +369,35 @@ export class Datapath implements DatapathApi {
       } else {
         // At most BATCH elements per syscall: the encoded buffers of one batch are alive at
         // once, and 110,000 of them raised berthd's peak RSS by ~50 MB (npm run bench, cold).
-        const chunk = rest.slice(0, BATCH);
-        const b = this.encodeBatch(chunk.map((it) => it.op), !del);
-        r = del ? n.mapDeleteBatch(fd, b.keys, chunk.length) : n.mapUpdateBatch(fd, b.keys, b.values!, chunk.length);
+        const count = Math.min(BATCH, left);
+        const b = this.encodeBatch(rest.ops, from, count, !del);
+        r = del ? n.mapDeleteBatch(fd, b.keys, count) : n.mapUpdateBatch(fd, b.keys, b.values!, count);
         if (r.unsupported) {
           this.opts.logger.info({ map }, 'no batch map operations on this kernel; writing element by element');
           this.batchless.add(map);
           continue;
         }
       }
-      // (Loops, not push(...spread): a spread of 500,000 items overflows the call stack.)
-      for (let i = 0; i < r.done; i++) written.push(rest[i]);
+      for (let i = 0; i < r.done; i++) {
+        written.ops.push(rest.ops[from + i]);
+        written.owners.push(rest.owners[from + i]);
+      }
       if (!r.error) {
-        rest = rest.slice(r.done); // the next chunk, or nothing left
+        from += r.done; // the next chunk, or nothing left
         continue;
       }
-      const bad = rest[r.done];
+      const at = from + r.done;
+      const bad = rest.ops[at], owner = rest.owners[at];
       if (del && r.error.code === 'ENOENT') {
-        written.push(bad);
+        written.ops.push(bad);
+        written.owners.push(owner);
       } else {
-        onError(bad.owner, r.error);
-        failed.add(bad.owner);
+        onError(owner, r.error);
+        failed.add(owner);
       }
-      rest = rest.slice(r.done + 1).filter((it) => !failed.has(it.owner));
+      rest = filterOps(rest, (i, o) => i > at && !failed.has(o));
+      from = 0;
     }
-    return written;
   }
 
   /**
@@ -374,15 +407,21 @@ export class Datapath implements DatapathApi {
    * makes them visible, or the smaller master first when shrinking), then deletions of tail
    * slots and unused backends. Services never depend on each other's writes (each one writes
    * the backends it uses), so batching across services changes nothing a reader can see.
+   * Returns the ops written, with their owners.
    */
-  private applyOps(items: { op: Op; owner: string }[], failed: Set<string>, onError: (owner: string, e: Error) => void): { op: Op; owner: string }[] {
-    const phases: Op['op'][] = ['backend-put', 'counter-reset', 'svc-put', 'svc-del', 'backend-del'];
-    const written: { op: Op; owner: string }[] = [];
-    for (const phase of phases) {
-      const run = items.filter((it) => it.op.op === phase);
-      if (!run.length) continue;
-      const t = Datapath.target(run[0].op);
-      for (const it of this.writeRun(t.map, t.del, run, failed, onError)) written.push(it);
+  private applyOps(items: OpList, failed: Set<string>, onError: (owner: string, e: Error) => void): OpList {
+    // One pass sorts the ops into their phases (stable: each owner's order is kept).
+    const runs: OpList[] = PHASES.map(() => ({ ops: [], owners: [] }));
+    for (let i = 0; i < items.ops.length; i++) {
+      const run = runs[PHASE_OF[items.ops[i].op]];
+      run.ops.push(items.ops[i]);
+      run.owners.push(items.owners[i]);
+    }
+    const written: OpList = { ops: [], owners: [] };
+    for (const run of runs) {
+      if (!run.ops.length) continue;
+      const t = Datapath.target(run.ops[0]);
+      this.writeRun(t.map, t.del, run, failed, onError, written);
     }
     return written;
   }
@@ -441,14 +480,22 @@ export class Datapath implements DatapathApi {
     const errors = [...p.errors];
     let updates = 0, deletes = 0;
     const failed = new Set<string>();
-    const record = (it: { op: Op; owner: string }): void => {
-      this.view.applied(it.op, it.owner);
-      if (it.op.op === 'svc-del' || it.op.op === 'backend-del') deletes++; else updates++;
+    const record = (op: Op, owner: string): void => {
+      this.view.applied(op, owner);
+      if (op.op === 'svc-del' || op.op === 'backend-del') deletes++; else updates++;
     };
     // E2BIG/ENOSPC on a full map: that service stays as it was (or half-grown, its master still
-    // naming the old count); the others go on.
-    const items = [...p.perService].flatMap(([service, ops]) => ops.map((op) => ({ op, owner: service })));
-    for (const it of this.applyOps(items, failed, (service, e) => errors.push({ service, error: `map update failed: ${errText(e)}` }))) record(it);
+    // naming the old count); the others go on. (Ops and owners as two arrays: no object per op,
+    // and a cold start at 10,000 services × 4 writes 110,000.)
+    const items: OpList = { ops: [], owners: [] };
+    for (const [service, ops] of p.perService) {
+      for (const op of ops) {
+        items.ops.push(op);
+        items.owners.push(service);
+      }
+    }
+    const done = this.applyOps(items, failed, (service, e) => errors.push({ service, error: `map update failed: ${errText(e)}` }));
+    for (let i = 0; i < done.ops.length; i++) record(done.ops[i], done.owners[i]);
     // Backends still referenced by a failed service's current slots must survive.
     const keep = new Set<number>();
     if (failed.size) {
@@ -461,10 +508,13 @@ export class Datapath implements DatapathApi {
     }
     const removedIds = new Set<number>();
     // Each cleanup op is its own owner: one failure does not stop the rest.
-    const cleanupItems = p.cleanup.filter((op) => !(op.op === 'backend-del' && keep.has(op.id))).map((op, i) => ({ op, owner: `(cleanup)#${i}` }));
-    for (const it of this.applyOps(cleanupItems, new Set(), (_, e) => errors.push({ service: '(cleanup)', error: errText(e) }))) {
-      record(it);
-      if (it.op.op === 'backend-del') removedIds.add(it.op.id);
+    const cleanupOps = p.cleanup.filter((op) => !(op.op === 'backend-del' && keep.has(op.id)));
+    const cleanup: OpList = { ops: cleanupOps, owners: cleanupOps.map((_, i) => `(cleanup)#${i}`) };
+    const cleaned = this.applyOps(cleanup, new Set(), (_, e) => errors.push({ service: '(cleanup)', error: errText(e) }));
+    for (let i = 0; i < cleaned.ops.length; i++) {
+      const op = cleaned.ops[i];
+      record(op, cleaned.owners[i]);
+      if (op.op === 'backend-del') removedIds.add(op.id);
     }
     this.view.settle();
     const serviceIds = new Map([...p.serviceIds].filter(([name]) => !failed.has(name)));

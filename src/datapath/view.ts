@@ -116,8 +116,8 @@ export class MapView {
     return cf;
   }
 
-  private dropIfEmpty(cf: CurrentFrontend): void {
-    if (!cf.master && cf.slots.length === 0) this.frontends.delete(frontendId(cf));
+  private dropIfEmpty(cf: CurrentFrontend, fid?: string): void {
+    if (!cf.master && cf.slots.length === 0) this.frontends.delete(fid ?? frontendId(cf));
   }
 
   private putBackend(id: number, a: BackendAddr): void {
@@ -188,7 +188,7 @@ export class MapView {
         this.name(op.id, owner);
         break;
       case 'svc-put': {
-        const fid = frontendId(op.key);
+        const fid = op.fid ?? frontendId(op.key);
         const cf = this.frontend(op.key, fid);
         if (op.key.slot === 0) {
           this.putMaster(cf, op.val, fid);
@@ -199,11 +199,12 @@ export class MapView {
         break;
       }
       case 'svc-del': {
-        const cf = this.frontends.get(frontendId(op.key));
+        const fid = op.fid ?? frontendId(op.key);
+        const cf = this.frontends.get(fid);
         if (!cf) break;
         if (op.key.slot === 0) {
           if (cf.master) {
-            this.unown(cf.master.id, frontendId(cf));
+            this.unown(cf.master.id, fid);
             this.svcEntries--;
           }
           cf.master = null;
@@ -214,7 +215,7 @@ export class MapView {
             this.svcEntries--;
           }
         }
-        this.dropIfEmpty(cf);
+        this.dropIfEmpty(cf, fid);
         break;
       }
     }
@@ -321,7 +322,8 @@ export class MapView {
       if (sid !== undefined && wanted.length > 0) serviceIds.set(name, sid);
       let failed = false;
       for (const f of wanted) {
-        const cf = this.frontends.get(frontendId(f));
+        const fid = frontendId(f);
+        const cf = this.frontends.get(fid);
         const ids: number[] = [];
         for (const a of f.backends) {
           const bk = backendId(a);
@@ -340,7 +342,7 @@ export class MapView {
           ids.push(id);
         }
         if (failed) break;
-        for (const op of frontendOps(f, cf, sid!, ids, true)) ops.push(op);
+        for (const op of frontendOps(f, cf, sid!, ids, true, fid)) ops.push(op);
         if (cf) for (const id of cf.slots) if (id !== undefined) bump(id, -1);
         for (const id of ids) bump(id, +1);
       }

@@ -69,8 +69,13 @@ class Kernel {
     return { frontends, backends: new Map(this.backends) };
   }
 
-  /** One op; false when the kernel refuses it. */
+  /** One op; false when the kernel refuses it. Throws when an op's frontend id is not its key's. */
   write(op: Op): boolean {
+    // The view finds an op's frontend by the planner's fid: a wrong one would record the write
+    // on another frontend than the kernel's.
+    if ((op.op === 'svc-put' || op.op === 'svc-del') && op.fid !== undefined && op.fid !== frontendId(op.key)) {
+      throw new Error(`op ${JSON.stringify(op)}: fid is not frontendId(key) ${frontendId(op.key)}`);
+    }
     switch (op.op) {
       case 'backend-put': this.backends.set(op.id, op.addr); return true;
       case 'backend-del': this.backends.delete(op.id); return true;
