@@ -52,13 +52,13 @@ export interface CurrentState {
 }
 
 /**
- * One map write. `fid` on a service-map op is frontendId(key), set by the planners that have it
- * already, so that recording the op in berth's view (view.ts applied) looks its frontend up by
- * the one string the plan built rather than building one per op (110,000 ops at a cold start of
- * 10,000 services × 4). Absent: the reader builds it from the key.
+ * One map write. `fid` on a service-map op is frontendId(key), and `bk` on a backend put
+ * backendId(addr), set by the planners that have them already, so that recording the op in
+ * berth's view (view.ts applied) uses the one string the plan built rather than building one per
+ * op (110,000 ops at a cold start of 10,000 services × 4). Absent: the reader builds it.
  */
 export type Op =
-  | { op: 'backend-put'; id: number; addr: BackendAddr }
+  | { op: 'backend-put'; id: number; addr: BackendAddr; bk?: string }
   | { op: 'backend-del'; id: number }
   | { op: 'svc-put'; key: SvcKey; val: SvcVal; fid?: string }
   | { op: 'svc-del'; key: SvcKey; fid?: string }
@@ -311,12 +311,12 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
           backendIds.set(bk, id);
           newBackends.add(id);
           putHere.add(id);
-          ops.push({ op: 'backend-put', id, addr: a });
+          ops.push({ op: 'backend-put', id, addr: a, bk });
         } else if (newBackends.has(id) && !putHere.has(id)) {
           // Written by another service's ops; repeat the write so this service does not depend
           // on that one succeeding (idempotent).
           putHere.add(id);
-          ops.push({ op: 'backend-put', id, addr: a });
+          ops.push({ op: 'backend-put', id, addr: a, bk });
         }
         referenced.add(id);
         ids.push(id);

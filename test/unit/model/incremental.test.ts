@@ -67,12 +67,15 @@ class Kernel {
     return { frontends, backends: new Map(this.backends) };
   }
 
-  /** One op; false when the kernel refuses it. Throws when an op's frontend id is not its key's. */
+  /** One op; false when the kernel refuses it. Throws when an op's fid or bk is not its key's. */
   write(op: Op): boolean {
-    // The view finds an op's frontend by the planner's fid: a wrong one would record the write
-    // on another frontend than the kernel's.
+    // The view finds an op's frontend by the planner's fid (and a backend's address key by its
+    // bk): a wrong one would record the write elsewhere than the kernel did.
     if ((op.op === 'svc-put' || op.op === 'svc-del') && op.fid !== undefined && op.fid !== frontendId(op.key)) {
       throw new Error(`op ${JSON.stringify(op)}: fid is not frontendId(key) ${frontendId(op.key)}`);
+    }
+    if (op.op === 'backend-put' && op.bk !== undefined && op.bk !== backendId(op.addr)) {
+      throw new Error(`op ${JSON.stringify(op)}: bk is not backendId(addr) ${backendId(op.addr)}`);
     }
     switch (op.op) {
       case 'backend-put': this.backends.set(op.id, op.addr); return true;
