@@ -35,7 +35,7 @@ import type { Cluster } from '../cluster';
 import { syncPeerRoutes } from '../cluster/routes';
 import { syncPeerAccepts, type PeerAcceptStatus } from '../cluster/firewall';
 import { routeMetric } from '../datapath/routes';
-import { collectGarbage, reduceHeap, trimCHeap } from '../util/gc';
+import { collectGarbage, reduceHeap, reduceHeapFully, trimCHeap } from '../util/gc';
 import { QuietCollector } from '../util/quiet-collector';
 import { phase, done as phasesDone, heapSpaces } from '../util/phases';
 import { packageRoot } from '../util/root';
@@ -579,12 +579,14 @@ export class Daemon {
         // A memory-reducing collection (util/gc.ts reduceHeap: also gives back the young
         // generation's 27 MB of empty semi-space at 10,000 × 4); gc() with compaction where the
         // addon cannot ask V8 for one.
+        // Twice when the first left the old space fragmented (util/gc.ts reduceHeapFully).
         const rssBefore = process.memoryUsage.rss();
-        const gcMs = reduceHeap() ?? collectGarbage({ compact: true });
+        const reduced = reduceHeapFully();
+        const gcMs = reduced?.ms ?? collectGarbage({ compact: true });
         // Then what the collection freed in the C heap goes back to the kernel (~27 MB at
         // 10,000 × 4: util/gc.ts trimCHeap).
         const trimMs = trimCHeap();
-        if (gcMs !== null) this.log.info({ gcMs: Math.round(gcMs), trimMs: trimMs === null ? null : Math.round(trimMs), rssMbBefore: Math.round(rssBefore / 1048576), rssMbAfter: Math.round(process.memoryUsage.rss() / 1048576) }, 'start-up garbage collected');
+        if (gcMs !== null) this.log.info({ gcMs: Math.round(gcMs), collections: reduced?.rounds ?? 1, trimMs: trimMs === null ? null : Math.round(trimMs), rssMbBefore: Math.round(rssBefore / 1048576), rssMbAfter: Math.round(process.memoryUsage.rss() / 1048576) }, 'start-up garbage collected');
         this.quietGc.collected();
         phase('start-up garbage collected');
         void this.becomeReady();

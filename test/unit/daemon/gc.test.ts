@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import v8 from 'node:v8';
-import { collectGarbage, limitCHeapArenas, reduceHeap, trimCHeap } from '../../../src/util/gc';
+import { collectGarbage, limitCHeapArenas, oldSpaceSlack, OLD_SPACE_SLACK_BYTES, reduceHeap, reduceHeapFully, trimCHeap } from '../../../src/util/gc';
 import { loadNative } from '../../../src/native';
 
 test('trimCHeap: the time taken when the addon has mallocTrim', (t) => {
@@ -146,4 +146,47 @@ test('the real addon: mallocLimitArenas takes integers in 1..2^30 and refuses th
   for (const args of bad) {
     t.throws(() => (a.mallocLimitArenas as (...x: unknown[]) => boolean)(...args), { instanceOf: TypeError }, JSON.stringify(args));
   }
+});
+
+test('oldSpaceSlack: committed beyond live old space, null when it cannot tell', (t) => {
+  const space = (name: string, used: number, committed: number) => ({ space_name: name, space_used_size: used, physical_space_size: committed });
+  const cases: [string, ReturnType<typeof space>[], number | null][] = [
+    ['compacted', [space('new_space', 0, 1), space('old_space', 78, 81)], 3],
+    ['fragmented', [space('old_space', 76, 100)], 24],
+    ['committed below used (rounding) is 0', [space('old_space', 10, 9)], 0],
+    ['no old space', [space('new_space', 1, 2)], null],
+    ['empty list', [], null],
+    ['not finite', [space('old_space', Number.NaN, 5)], null],
+    ['infinite', [space('old_space', 1, Number.POSITIVE_INFINITY)], null],
+  ];
+  for (const [name, spaces, want] of cases) t.is(oldSpaceSlack(spaces), want, name);
+});
+
+test('reduceHeapFully: a second collection only when the first left OLD_SPACE_SLACK_BYTES or more', (t) => {
+  const MB = 1048576;
+  const old = (usedMb: number, committedMb: number) => [{ space_name: 'old_space', space_used_size: usedMb * MB, physical_space_size: committedMb * MB }];
+  const cases: [string, ReturnType<typeof old>[] | 'throws', number][] = [
+    ['compacted at once', [old(78, 81)], 1],
+    ['just below the limit', [old(78, 78 + OLD_SPACE_SLACK_BYTES / MB - 1)], 1],
+    ['at the limit', [old(78, 78 + OLD_SPACE_SLACK_BYTES / MB)], 2],
+    ['fragmented, then compacted', [old(76, 100), old(76, 80)], 2],
+    ['still fragmented after two: no third', [old(76, 100), old(76, 100), old(76, 100)], 2],
+    ['statistics throw: one collection', 'throws', 1],
+  ];
+  for (const [name, seq, want] of cases) {
+    let calls = 0;
+    let read = 0;
+    const r = reduceHeapFully(() => ({ v8MemoryPressure: () => { calls++; return true; } }), () => {
+      if (seq === 'throws') throw new Error('no statistics');
+      return seq[Math.min(read++, seq.length - 1)];
+    });
+    t.is(calls, want, `${name}: collections`);
+    t.is(r?.rounds, want, `${name}: rounds reported`);
+    t.true(r !== null && r.ms >= 0, name);
+  }
+  // No addon: null, and no statistics read.
+  t.is(reduceHeapFully(() => ({}), () => { throw new Error('must not be read'); }), null);
+  // The second collection failing: one reported.
+  let n = 0;
+  t.deepEqual(reduceHeapFully(() => ({ v8MemoryPressure: () => ++n === 1 }), () => old(76, 100))?.rounds, 1);
 });
