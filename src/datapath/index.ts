@@ -503,7 +503,7 @@ export class Datapath implements DatapathApi {
       for (const s of services) for (const v of [s.vip, s.vip6]) if (v) wanted.set(codec.canonicalIp(v), s.name);
       for (const cf of cur.frontends.values()) {
         const owner = wanted.get(cf.vip);
-        if (owner && failed.has(owner)) for (const id of cf.slots.values()) keep.add(id);
+        if (owner && failed.has(owner)) for (const id of cf.slots) if (id !== undefined) keep.add(id);
       }
     }
     const removedIds = new Set<number>();

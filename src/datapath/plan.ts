@@ -41,8 +41,67 @@ export interface DesiredFrontend extends Frontend {
 export interface CurrentFrontend extends Frontend {
   /** From the master entry; null when only slots exist (orphans of an interrupted write). */
   master: SvcVal | null;
-  /** slot number -> backend id. */
-  slots: Map<number, number>;
+  /** The backend id in each slot (a SlotTable: index slot − 1; see slotGet/slotSet/slotDel). */
+  slots: SlotTable;
+}
+
+/**
+ * The slots 1..n of one frontend as one array: index `slot − 1` holds the backend id, a hole (or
+ * undefined) marks a slot with no entry (orphans of an interrupted write may leave gaps), and the
+ * array never ends in a hole, so `length` is the highest slot present (0: none). One array per
+ * frontend rather than a Map: at 10,000 services × 4 the view, a dump and the plan's input each
+ * held ~20,000 Maps (a Map with a handful of entries is ~200 bytes of hash table; an array of 4
+ * small integers ~50). Slot numbers are 1..0xffff (the map key's u16).
+ */
+export type SlotTable = (number | undefined)[];
+
+/** The backend id in `slot`, or undefined when the slot has no entry (or is out of range). */
+export function slotGet(t: SlotTable, slot: number): number | undefined {
+  return slot >= 1 ? t[slot - 1] : undefined;
+}
+
+/**
+ * Put backend `id` in `slot` (1..0xffff); returns the id it replaced, or undefined. Throws a
+ * RangeError for a slot outside 1..0xffff or an id that is not a non-negative integer (a dump
+ * decodes u16 slots and u32 ids, so only a caller's bug gets here).
+ */
+export function slotSet(t: SlotTable, slot: number, id: number): number | undefined {
+  if (!Number.isInteger(slot) || slot < 1 || slot > 0xffff) throw new RangeError(`slot ${slot} is not in 1..65535`);
+  if (!Number.isInteger(id) || id < 0) throw new RangeError(`backend id ${id} is not a non-negative integer`);
+  const old = t[slot - 1];
+  t[slot - 1] = id;
+  return old;
+}
+
+/** Remove the entry of `slot`; returns the id it held, or undefined. Keeps "no trailing hole". */
+export function slotDel(t: SlotTable, slot: number): number | undefined {
+  if (slot < 1 || slot > t.length) return undefined;
+  const old = t[slot - 1];
+  if (old === undefined) return undefined;
+  if (slot === t.length) {
+    t.length = slot - 1;
+    while (t.length > 0 && t[t.length - 1] === undefined) t.length--;
+  } else {
+    delete t[slot - 1];
+  }
+  return old;
+}
+
+/** The number of slots with an entry. */
+export function slotCount(t: SlotTable): number {
+  let n = 0;
+  for (let i = 0; i < t.length; i++) if (t[i] !== undefined) n++;
+  return n;
+}
+
+/** The slots with an entry as [slot, backend id] pairs, lowest slot first. */
+export function slotEntries(t: SlotTable): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0; i < t.length; i++) {
+    const id = t[i];
+    if (id !== undefined) out.push([i + 1, id]);
+  }
+  return out;
 }
 
 export interface CurrentState {
@@ -157,7 +216,7 @@ export function frontendOps(f: Frontend & { flags: number }, cf: CurrentFrontend
   const count = ids.length;
   const oldCount = cf?.master?.count ?? 0;
   for (let s = 1; s <= count; s++) {
-    if (cf?.slots.get(s) !== ids[s - 1]) ops.push({ op: 'svc-put', key: key(f, s), val: { id: ids[s - 1], count: 0, flags: 0 }, fid });
+    if ((cf ? slotGet(cf.slots, s) : undefined) !== ids[s - 1]) ops.push({ op: 'svc-put', key: key(f, s), val: { id: ids[s - 1], count: 0, flags: 0 }, fid });
   }
   const m = cf?.master;
   if (!m || m.id !== sid || m.count !== count || m.flags !== f.flags) {
@@ -165,8 +224,9 @@ export function frontendOps(f: Frontend & { flags: number }, cf: CurrentFrontend
   }
   // Slots beyond the new count (also orphans left by an interrupted write).
   if (cf) {
-    for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) {
-      if (s > count && (prune || s > oldCount)) ops.push({ op: 'svc-del', key: key(f, s), fid });
+    const t = cf.slots;
+    for (let s = count + 1; s <= t.length; s++) {
+      if (t[s - 1] !== undefined && (prune || s > oldCount)) ops.push({ op: 'svc-del', key: key(f, s), fid });
     }
   }
   return ops;
@@ -289,7 +349,7 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
         // Keep what is there, add the rest.
         const have: BackendAddr[] = [];
         for (let s = 1; s <= (cf.master?.count ?? 0); s++) {
-          const a = current.backends.get(cf.slots.get(s) ?? 0);
+          const a = current.backends.get(slotGet(cf.slots, s) ?? 0);
           if (a) have.push(a);
         }
         const seen = new Set(have.map(backendId));
@@ -330,11 +390,11 @@ export function plan(services: Service[], current: CurrentState, opts: { prune: 
   for (const [fid, cf] of current.frontends) {
     if (desired.has(fid)) continue;
     if (!opts.prune) {
-      for (const id of cf.slots.values()) referenced.add(id);
+      for (const id of cf.slots) if (id !== undefined) referenced.add(id);
       continue;
     }
     if (cf.master) cleanup.push({ op: 'svc-del', key: key(cf, 0) });
-    for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) cleanup.push({ op: 'svc-del', key: key(cf, s) });
+    for (const [s] of slotEntries(cf.slots)) cleanup.push({ op: 'svc-del', key: key(cf, s) });
   }
 
   const removedBackends: { id: number; addr: BackendAddr }[] = [];
@@ -355,11 +415,11 @@ export function currentFrom(svcEntries: { key: SvcKey; val: SvcVal }[], backendE
     const fid = frontendId(k);
     let cf = frontends.get(fid);
     if (!cf) {
-      cf = { vip: k.vip, port: k.port, protocol: k.protocol, ...(k.net ? { net: k.net } : {}), master: null, slots: new Map() };
+      cf = { vip: k.vip, port: k.port, protocol: k.protocol, ...(k.net ? { net: k.net } : {}), master: null, slots: [] };
       frontends.set(fid, cf);
     }
     if (k.slot === 0) cf.master = val;
-    else cf.slots.set(k.slot, val.id);
+    else slotSet(cf.slots, k.slot, val.id);
   }
   const backends = new Map<number, BackendAddr>();
   for (const b of backendEntries) backends.set(b.id, b.addr);

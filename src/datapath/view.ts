@@ -13,7 +13,7 @@
 import type { Service } from '../model/types';
 import type { BackendAddr, SvcKey, SvcVal } from './codec';
 import {
-  backendId, currentFrom, frontendId, frontendOps, frontendsWithNetworks, type CurrentFrontend, type CurrentState, type DesiredFrontend, type Frontend, type Limits, type Op, type Plan,
+  backendId, currentFrom, frontendId, frontendOps, frontendsWithNetworks, slotCount, slotDel, slotEntries, slotGet, slotSet, type CurrentFrontend, type CurrentState, type DesiredFrontend, type Frontend, type Limits, type Op, type Plan,
 } from './plan';
 import type { NetContext } from './netlists';
 
@@ -108,7 +108,7 @@ export class MapView {
     for (const [id, a] of cur.backends) v.putBackend(id, a);
     for (const cf of cur.frontends.values()) {
       const mine = v.frontend(slotKey(cf, 0));
-      for (const [slot, id] of cf.slots) v.putSlot(mine, slot, id);
+      for (const [slot, id] of slotEntries(cf.slots)) v.putSlot(mine, slot, id);
       if (cf.master) v.putMaster(mine, cf.master);
       v.dropIfEmpty(mine);
     }
@@ -143,12 +143,12 @@ export class MapView {
 
   private frontend(k: SvcKey, fid: string = frontendId(k)): CurrentFrontend {
     let cf = this.frontends.get(fid);
-    if (!cf) this.frontends.set(fid, (cf = { vip: k.vip, port: k.port, protocol: k.protocol, ...(k.net ? { net: k.net } : {}), master: null, slots: new Map() }));
+    if (!cf) this.frontends.set(fid, (cf = { vip: k.vip, port: k.port, protocol: k.protocol, ...(k.net ? { net: k.net } : {}), master: null, slots: [] }));
     return cf;
   }
 
   private dropIfEmpty(cf: CurrentFrontend, fid?: string): void {
-    if (!cf.master && cf.slots.size === 0) this.frontends.delete(fid ?? frontendId(cf));
+    if (!cf.master && cf.slots.length === 0) this.frontends.delete(fid ?? frontendId(cf));
   }
 
   private putBackend(id: number, a: BackendAddr, bk?: string): void {
@@ -176,10 +176,9 @@ export class MapView {
   }
 
   private putSlot(cf: CurrentFrontend, slot: number, id: number): void {
-    const old = cf.slots.get(slot);
+    const old = slotSet(cf.slots, slot, id);
     if (old !== undefined) this.ref(old, -1);
     else this.svcEntries++;
-    cf.slots.set(slot, id);
     this.ref(id, +1);
   }
 
@@ -239,12 +238,11 @@ export class MapView {
           }
           cf.master = null;
         } else {
-          const old = cf.slots.get(op.key.slot);
+          const old = slotDel(cf.slots, op.key.slot);
           if (old !== undefined) {
             this.ref(old, -1);
             this.svcEntries--;
           }
-          cf.slots.delete(op.key.slot);
         }
         this.dropIfEmpty(cf, fid);
         break;
@@ -374,7 +372,7 @@ export class MapView {
         }
         if (failed) break;
         for (const op of frontendOps(f, cf, sid!, ids, true, fid)) ops.push(op);
-        if (cf) for (const id of cf.slots.values()) bump(id, -1);
+        if (cf) for (const id of cf.slots) if (id !== undefined) bump(id, -1);
         for (const id of ids) bump(id, +1);
       }
       if (failed) {
@@ -386,9 +384,9 @@ export class MapView {
         if (wantedIds.has(fid) || claimed.has(fid)) continue;
         const cf = this.frontends.get(fid)!;
         ops.push({ op: 'svc-del', key: slotKey(cf, 0) });
-        for (const s of [...cf.slots.keys()].sort((a, b) => a - b)) {
+        for (const [s, id] of slotEntries(cf.slots)) {
           ops.push({ op: 'svc-del', key: slotKey(cf, s) });
-          bump(cf.slots.get(s)!, -1);
+          bump(id, -1);
         }
       }
     }
@@ -414,12 +412,12 @@ export class MapView {
     for (const [fid, cf] of cur.frontends) {
       const mine = this.frontends.get(fid);
       if (!sameVal(cf.master, mine?.master ?? null)) serviceEntries++;
-      for (const [s, id] of cf.slots) if (mine?.slots.get(s) !== id) serviceEntries++;
-      if (mine) for (const s of mine.slots.keys()) if (!cf.slots.has(s)) serviceEntries++;
+      for (const [s, id] of slotEntries(cf.slots)) if ((mine ? slotGet(mine.slots, s) : undefined) !== id) serviceEntries++;
+      if (mine) for (const [s] of slotEntries(mine.slots)) if (slotGet(cf.slots, s) === undefined) serviceEntries++;
     }
     for (const [fid, mine] of this.frontends) {
       if (cur.frontends.has(fid)) continue;
-      serviceEntries += mine.slots.size + (mine.master ? 1 : 0);
+      serviceEntries += slotCount(mine.slots) + (mine.master ? 1 : 0);
     }
     for (const [id, a] of cur.backends) {
       const mine = this.backends.get(id);

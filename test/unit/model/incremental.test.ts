@@ -46,7 +46,7 @@ interface KernelFrontend {
 }
 
 class Kernel {
-  /** Kept in its own plain form, copied for every reader (a dump is a snapshot). */
+  /** Kept in its own plain form (a Map per frontend), independent of the datapath's SlotTable. */
   private readonly frontends = new Map<string, KernelFrontend>();
   private readonly backends = new Map<number, BackendAddr>();
   /** Service-map capacity (entries); a put beyond it fails like the kernel's E2BIG. */
@@ -62,7 +62,9 @@ class Kernel {
   get state(): CurrentState {
     const frontends = new Map<string, CurrentFrontend>();
     for (const [fid, cf] of this.frontends) {
-      frontends.set(fid, { ...cf.key, master: cf.master ? { ...cf.master } : null, slots: new Map(cf.slots) });
+      const slots: (number | undefined)[] = [];
+      for (const [s, id] of cf.slots) slots[s - 1] = id;
+      frontends.set(fid, { ...cf.key, master: cf.master ? { ...cf.master } : null, slots });
     }
     return { frontends, backends: new Map(this.backends) };
   }
@@ -130,7 +132,7 @@ function apply(p: Plan, kernel: Kernel, view: MapView | null, services: DesiredS
   const used = new Set<number>();
   const vipOwner = new Map<string, string>();
   for (const s of services) for (const v of [s.vip, s.vip6]) if (v) vipOwner.set(v, s.name);
-  for (const cf of before.frontends.values()) if (failed.has(vipOwner.get(cf.vip) ?? '')) for (const id of cf.slots.values()) used.add(id);
+  for (const cf of before.frontends.values()) if (failed.has(vipOwner.get(cf.vip) ?? '')) for (const id of cf.slots) if (id !== undefined) used.add(id);
   run(p.cleanup.filter((op) => !(op.op === 'backend-del' && used.has(op.id))).map((op, i) => ({ op, owner: `(cleanup)#${i}` })));
   view?.settle();
   return { failed, ops };
@@ -140,7 +142,10 @@ function apply(p: Plan, kernel: Kernel, view: MapView | null, services: DesiredS
 function resolve(s: CurrentState): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [fid, cf] of [...s.frontends].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const addrs = [...cf.slots].sort(([a], [b]) => a - b).map(([slot, id]) => `${slot}=${s.backends.has(id) ? backendId(s.backends.get(id)!) : `missing#${id}`}`);
+    const addrs: string[] = [];
+    cf.slots.forEach((id, i) => {
+      if (id !== undefined) addrs.push(`${i + 1}=${s.backends.has(id) ? backendId(s.backends.get(id)!) : `missing#${id}`}`);
+    });
     out[fid] = `${cf.master ? `id${cf.master.id} f${cf.master.flags} n${cf.master.count}` : 'no master'} ${addrs.join(' ')}`;
   }
   return out;
