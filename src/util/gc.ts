@@ -99,9 +99,10 @@ export function oldSpaceSlack(spaces: readonly HeapSpaceLike[]): number | null {
 /**
  * reduceHeap, and once more when the old space still holds OLD_SPACE_SLACK_BYTES or more of
  * committed pages beyond its live objects: the first memory-reducing collection does not always
- * compact. At 10,000 services × 4 (profile-berthd.js, 2026-12-01 06:12–06:45 UTC, main and
- * branch i11j alike) the start-up collection left the old space at ~98–100 MB committed for
- * ~76–79 MB live in about half of the runs (RSS at ready 171–184 MB), at ~81 MB in the others
+ * compact. At 10,000 services × 4 (profile-berthd.js, 2026-12-01 06:12–06:45 UTC, with and
+ * without the start-up changes of that day alike) the start-up collection left the old space
+ * at ~98–100 MB committed for ~76–79 MB live in about half of the runs (RSS at ready 171–184 MB),
+ * at ~81 MB in the others
  * (155–158 MB); a second collection in the first case gave 81 MB and 154–155 MB every time, for
  * ~0.1–0.2 s more CPU. (Likely: the first one finished an incremental marking V8 had begun
  * without compaction, so its evacuation candidates were chosen for a plain collection; not
