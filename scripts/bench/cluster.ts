@@ -114,7 +114,8 @@ async function main(): Promise<void> {
   // 3. a dead host's backends: h3 powered off, observed on h2.
   await vmOk(h3.name, 'docker rm -f dead-1 >/dev/null 2>&1; ' + `docker run -d --init --name dead-1 --label berth.service=dead --label berth.ports=80:8080 ${image} berth-tcp-echo 8080 --tag dead-1 >/dev/null`);
   await until('h2 lists h3\'s backend', async () => (await vmSh(h2.name, "printf 'GET /services HTTP/1.0\\r\\n\\r\\n' | socat -t 30 - UNIX-CONNECT:/run/berth/berth.sock | grep -c dead-1")).stdout.trim() !== '0', 300000, 3000);
-  await vmOk(h2.name, `rm -f /tmp/dead.json; (setsid ${agentCmd(['dead-host', h3.agent, h2.agent, h3.name, '90000'])} > /tmp/dead.json 2>/tmp/dead.err &); sleep 3`);
+  await vmOk(h2.name, `rm -f /tmp/dead.json /tmp/dead.ready; (setsid ${agentCmd(['dead-host', h3.agent, h2.agent, h3.name, '120000', '/tmp/dead.ready'])} > /tmp/dead.json 2>/tmp/dead.err &)`);
+  await until('the dead-host watcher is armed', async () => (await vmSh(h2.name, 'test -e /tmp/dead.ready && echo yes')).stdout.includes('yes'), 180000, 2000);
   await vmDown(h3.name);
   let dead: unknown = null;
   await until('h2 dropped h3', async () => {

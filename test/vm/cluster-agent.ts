@@ -18,9 +18,11 @@
  *       stop web-2`) here, takes the time the container stopped from this Docker (State.
  *       FinishedAt) and the time each AGENT's answer first lacked CONTAINER:
  *       {dieMs, goneMs: {AGENT: ms after the stop}, pollMs: {AGENT: that poll's round trip}}
- *   node cluster-agent.js dead-host VICTIM_AGENT SELF_AGENT NODE TIMEOUT_MS
- *       polls VICTIM_AGENT /time (alive) every 100 ms and SELF_AGENT /services until no backend
- *       of NODE is left; prints {lastAliveMs, goneMs, dropMs = goneMs - lastAliveMs}
+ *   node cluster-agent.js dead-host VICTIM_AGENT SELF_AGENT NODE TIMEOUT_MS [READY_FILE]
+ *       polls VICTIM_AGENT /time (alive) and SELF_AGENT /services; once the victim answered and
+ *       NODE's backends are listed it is armed (writes READY_FILE: power the victim off only
+ *       then), and then waits up to TIMEOUT_MS for no backend of NODE to be left; prints
+ *       {sawBackends, armedAt, lastAliveMs, goneMs, dropMs = goneMs - lastAliveMs}
  *   node cluster-agent.js etcd-status ENDPOINT...
  *       etcd's member id and leader per endpoint (JSON gateway; the guest has no etcdctl)
  *   node cluster-agent.js serve-latency SERVICE PORT B_AGENT N IMAGE
@@ -30,6 +32,7 @@
  */
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 
@@ -199,35 +202,45 @@ async function gone(container: string, cmd: string, agents: string[]): Promise<v
   process.stdout.write(JSON.stringify({ dieMs, goneMs, pollMs }));
 }
 
-async function deadHost(victim: string, self: string, node: string, timeoutMs: number): Promise<void> {
+async function deadHost(victim: string, self: string, node: string, timeoutMs: number, readyFile: string | null): Promise<void> {
   let lastAliveMs = 0;
   let goneMs = 0;
   let stop = false;
-  const start = Date.now();
+  // Timeouts and poll gaps sized for 1-vCPU TCG guests: an answer takes 1-3.5 s there under
+  // load (2026-12-01 runs), and a poll that times out is a blind spot, not a measurement.
   const alive = (async () => {
     while (!stop) {
-      const r = await getJson<{ ms: number }>(victim, '/time', 1000).catch(() => null);
+      const r = await getJson<{ ms: number }>(victim, '/time', 3000).catch(() => null);
       if (r) lastAliveMs = Date.now();
       await sleep(100);
     }
   })();
   let sawBackends = false;
-  while (Date.now() - start < timeoutMs) {
-    const svcs = await getJson<ServiceView[]>(self, '/services', 3000).catch(() => null);
+  let armedAt = 0;
+  const begin = Date.now();
+  // Armed once the victim answered and its backends were listed here: only then is there a
+  // "last answer" to measure from (the 06:58 run powered the victim off before the agent's own
+  // start-up had finished, and measured nothing). The caller waits for readyFile.
+  while (armedAt === 0 ? Date.now() - begin < timeoutMs : Date.now() - armedAt < timeoutMs) {
+    const svcs = await getJson<ServiceView[]>(self, '/services', 10000).catch(() => null);
     const t = Date.now();
     if (svcs) {
       const has = svcs.some((s) => s.backends.some((b) => b.node === node));
       if (has) sawBackends = true;
-      if (sawBackends && !has && lastAliveMs > 0) {
+      if (armedAt === 0 && sawBackends && lastAliveMs > 0) {
+        armedAt = t;
+        if (readyFile) fs.writeFileSync(readyFile, `${t}\n`);
+      }
+      if (armedAt > 0 && !has) {
         goneMs = t;
         break;
       }
     }
-    await sleep(50);
+    await sleep(200);
   }
   stop = true;
   await alive;
-  process.stdout.write(JSON.stringify({ sawBackends, lastAliveMs, goneMs, dropMs: goneMs ? goneMs - lastAliveMs : null }));
+  process.stdout.write(JSON.stringify({ sawBackends, armedAt, lastAliveMs, goneMs, dropMs: goneMs ? goneMs - lastAliveMs : null }));
 }
 
 async function serveLatency(service: string, port: number, bAgent: string, n: number, image: string): Promise<void> {
@@ -294,7 +307,7 @@ async function main(): Promise<void> {
   const [cmd, ...a] = process.argv.slice(2);
   if (cmd === 'serve') return serve(a[0], Number(a[1]));
   if (cmd === 'gone') return gone(a[0], a[1], a.slice(2));
-  if (cmd === 'dead-host') return deadHost(a[0], a[1], a[2], Number(a[3]));
+  if (cmd === 'dead-host') return deadHost(a[0], a[1], a[2], Number(a[3]), a[4] ?? null);
   if (cmd === 'serve-latency') return serveLatency(a[0], Number(a[1]), a[2], Number(a[3]), a[4]);
   if (cmd === 'etcd-status') return etcdStatus(a);
   throw new Error(`unknown command ${cmd}`);
