@@ -38,7 +38,7 @@ function pct(xs: number[], p: number): number {
 
 /**
  * Guest script: a fake engine with N containers on POOL (x.y.0.0/16), socket at
- * /run/berth-fake/docker.sock; service names `fk<host>-<j>`, so each host's are its own and the
+ * /run/berth-fake/engine.sock (FakeEngine.start(dir) listens on dir/engine.sock); service names `fk<host>-<j>`, so each host's are its own and the
  * cluster has hosts x N services.
  */
 function fakeEngineScript(n: number, pool: string, host: number): string {
@@ -56,7 +56,8 @@ const { FakeEngine } = require('/berth/dist/test/helpers/fake-engine.js');
 })();
 JS
 systemd-run --unit berth-bench-engine --collect node /run/berth-fake/engine.js >/dev/null
-for i in $(seq 120); do [ -S /run/berth-fake/docker.sock ] && break; sleep 0.5; done; ls /run/berth-fake`;
+for i in $(seq 120); do [ -S /run/berth-fake/engine.sock ] && break; sleep 0.5; done
+[ -S /run/berth-fake/engine.sock ] || { echo "the fake engine did not listen on /run/berth-fake/engine.sock" >&2; exit 1; }`;
 }
 
 async function main(): Promise<void> {
@@ -86,7 +87,7 @@ async function main(): Promise<void> {
   const pools = hosts.map((_, i) => `172.${27 + i + 1}.0.0`);
   await Promise.all(hosts.map((h, i) => vmOk(h.name, `systemctl stop berthd; ${fakeEngineScript(services, pools[i], i + 1)}`, 300000)));
   const startAt = Date.now();
-  await Promise.all(hosts.map((h) => vmOk(h.name, 'systemd-run --unit berth-bench-d --collect /usr/local/bin/berthd --docker-host unix:///run/berth-fake/docker.sock >/dev/null', 60000)));
+  await Promise.all(hosts.map((h) => vmOk(h.name, 'systemd-run --unit berth-bench-d --collect /usr/local/bin/berthd --docker-host unix:///run/berth-fake/engine.sock >/dev/null', 60000)));
   const total = services * hosts.length;
   const perHost: Record<string, unknown> = {};
   await Promise.all(hosts.map(async (h) => {
