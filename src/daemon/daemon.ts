@@ -71,7 +71,6 @@ interface ReconcileRecord {
   error: string | null;
 }
 
-/** Every address configured on the host, to keep VIPs from shadowing one of them. */
 /**
  * What the cluster asks of the host's routes and BERTH_PEERS, as one comparable string: the
  * host-rules lane runs them again between repair passes only when this changed.
@@ -80,6 +79,7 @@ function peerRulesKey(cl: Cluster): string {
   return JSON.stringify([cl.routes(), cl.accepts()]);
 }
 
+/** Every address configured on the host, to keep VIPs from shadowing one of them. */
 export function hostAddresses(): string[] {
   return Object.values(os.networkInterfaces())
     .flat()
@@ -165,7 +165,7 @@ export class Daemon {
   private rulesCrossNetwork = false;
   /** Cluster mode: the peer routes and accepts wanted by a request (see kickHostRules). */
   private rulesPeers = false;
-  /** The peer routes and accepts last applied without error (JSON), null before that or after a failure. */
+  /** peerRulesKey() of the last run that applied the peer routes and accepts (null before the first); a failed run is retried by the next repair pass, not by a key change. */
   private peerRulesKey: string | null = null;
   /** Requests made, requests covered by finished runs, and who waits for which. */
   private rulesGen = 0;
